@@ -1,0 +1,84 @@
+"""Argument checks shared by the public ops. Every error names the argument and what was expected."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+REDUCTIONS = ("mean", "sum", "none")
+NORMALIZATIONS = ("chw", "hw", "none")
+
+
+def floating_tensor(name: str, value: object, ndims: tuple[int, ...]) -> torch.Tensor:
+    """``value`` must be a floating-point tensor with one of ``ndims`` dimensions and no zero-size dimension."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must have a floating-point dtype, got {value.dtype}")
+    if value.dim() not in ndims:
+        expected = " or ".join(f"{n}-D" for n in ndims)
+        raise ValueError(f"{name} must be {expected}, got shape {tuple(value.shape)}")
+    if value.numel() == 0:
+        raise ValueError(f"{name} must not be empty (zero batch, channels or spatial size), "
+                         f"got shape {tuple(value.shape)}")
+    return value
+
+
+def same_device(x: torch.Tensor, **others: torch.Tensor | None) -> None:
+    for name, other in others.items():
+        if other is not None and other.device != x.device:
+            raise ValueError(f"{name} is on {other.device} but x is on {x.device}; move them to one device")
+
+
+def choice(name: str, value: object, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def real_number(name: str, value: object, *, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or (positive and value <= 0):
+        raise ValueError(f"{name} must be a finite{' positive' if positive else ''} number, got {value}")
+    return value
+
+
+def as_4d(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, N) feature maps become (B, C, 1, N) views; (B, C, H, W) pass through."""
+    return x.unsqueeze(2) if x.dim() == 3 else x
+
+
+def gram_scale(normalize: object, C: int, M: int) -> float:
+    """``1/s`` for ``normalize`` = "chw" (s = C*M), "hw" (s = M), "none" (s = 1) or a positive divisor s."""
+    if isinstance(normalize, str):
+        s = {"chw": C * M, "hw": M, "none": 1}.get(normalize)
+        if s is None:
+            raise ValueError(f"normalize must be one of {NORMALIZATIONS} or a positive number, got {normalize!r}")
+        return 1.0 / s
+    return 1.0 / real_number("normalize", normalize, positive=True)
+
+
+def index_tensor(name: str, index: object, batch: int, rows: int, device: torch.device) -> torch.Tensor:
+    """``index`` must be an integer (batch,) tensor on ``device`` with values in [0, rows); returns int64.
+
+    The range check reads the values (a host sync on CUDA) in eager mode; under ``torch.compile`` it becomes an
+    asynchronous device-side assertion.
+    """
+    if not isinstance(index, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of int64, got {type(index).__name__}")
+    if index.dtype.is_floating_point or index.dtype.is_complex or index.dtype == torch.bool:
+        raise TypeError(f"{name} must have an integer dtype (int64), got {index.dtype}")
+    if index.shape != (batch,):
+        raise ValueError(f"{name} must have shape ({batch},) (one row per sample), got {tuple(index.shape)}")
+    if index.device != device:
+        raise ValueError(f"{name} is on {index.device} but x is on {device}; move them to one device")
+    index = index.long()
+    if torch.compiler.is_compiling():
+        torch._assert_async(((index >= 0) & (index < rows)).all(), f"{name} out of range [0, {rows})")
+    else:
+        low, high = torch.aminmax(index)
+        if low.item() < 0 or high.item() >= rows:
+            raise ValueError(f"{name} values must lie in [0, {rows}), got min {low.item()}, max {high.item()}")
+    return index.contiguous()

@@ -1,0 +1,117 @@
+"""Backend registry and dispatch: which implementation runs an op for a given device and dtype.
+
+Order when nothing is forced: CUDA tensors ``cuda`` > ``triton`` > ``reference``; CPU tensors ``cpu`` >
+``reference`` (``triton`` runs CPU tensors only under ``TRITON_INTERPRET=1`` and only when asked for).
+Force one with :func:`use_backend` or the environment variable ``PERCEPTUAL_KERNELS_BACKEND``; a forced
+backend that cannot run raises :class:`BackendUnavailableError` with the reason, never falls back silently.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+from collections.abc import Iterator
+from types import ModuleType
+
+import torch
+
+BACKENDS = ("reference", "triton", "cpu", "cuda")
+AUTO_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")}
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+_forced: list[str] = []  # stack of use_backend() choices, innermost last
+_kernel_modules: dict[str, ModuleType] = {}
+_import_errors: dict[str, str] = {}
+
+
+class BackendUnavailableError(RuntimeError):
+    """A backend was requested for a device / dtype it cannot run on."""
+
+
+def _check_name(name: str) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    return name
+
+
+def forced_backend() -> str | None:
+    """The backend forced by :func:`use_backend` (innermost) or ``PERCEPTUAL_KERNELS_BACKEND``, else None."""
+    if _forced:
+        return _forced[-1]
+    env = os.environ.get("PERCEPTUAL_KERNELS_BACKEND", "").strip()
+    return _check_name(env) if env else None
+
+
+@contextlib.contextmanager
+def use_backend(name: str | None) -> Iterator[None]:
+    """Run the ops inside the ``with`` block on backend ``name`` (None: automatic choice).
+
+    >>> with perceptual_kernels.use_backend("reference"):
+    ...     loss = perceptual_kernels.style_loss(x, target)
+    """
+    _forced.append(_check_name(name) if name is not None else "")
+    try:
+        yield
+    finally:
+        _forced.pop()
+
+
+def kernels(name: str) -> ModuleType:
+    """The kernel module of a compiled or Triton backend (imported on first use)."""
+    if name not in _kernel_modules:
+        if name == "triton":
+            _kernel_modules[name] = importlib.import_module("perceptual_kernels.backends.triton")
+        else:
+            from . import native
+            _kernel_modules[name] = getattr(native.load(), name)
+    return _kernel_modules[name]
+
+
+def _triton_import_error() -> str | None:
+    if "triton" not in _import_errors:
+        try:
+            kernels("triton")
+            _import_errors["triton"] = ""
+        except ImportError as exc:
+            _import_errors["triton"] = f"triton is not importable ({exc})"
+    return _import_errors["triton"] or None
+
+
+def unavailable_reason(name: str, device: torch.device, dtype: torch.dtype) -> str | None:
+    """None when backend ``name`` can run tensors of ``device`` / ``dtype``, else a sentence saying why not."""
+    if _check_name(name) == "reference":
+        return None
+    if name in ("cpu", "cuda") and device.type != name:
+        return f"the {name} backend runs {name} tensors, got a {device.type} tensor"
+    if name == "triton":
+        if device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") != "1":
+            return "triton runs CPU tensors only under TRITON_INTERPRET=1 (set before triton is imported)"
+        if device.type not in ("cpu", "cuda"):
+            return f"triton runs cuda tensors, got a {device.type} tensor"
+        error = _triton_import_error()
+        if error:
+            return error
+    else:
+        from . import native
+        error = native.unavailable_reason(name)
+        if error:
+            return error
+    supported = KERNEL_DTYPES + ((torch.float64,) if getattr(kernels(name), "FLOAT64", False) else ())
+    if dtype not in supported:
+        names = ", ".join(str(d).removeprefix("torch.") for d in supported)
+        return f"the {name} backend supports {names}, got {dtype}"
+    return None
+
+
+def select(device: torch.device, dtype: torch.dtype) -> str:
+    """The backend an op on ``device`` / ``dtype`` runs on now (forced one, or the first available)."""
+    forced = forced_backend()
+    if forced:
+        reason = unavailable_reason(forced, device, dtype)
+        if reason:
+            raise BackendUnavailableError(f"backend {forced!r} cannot run this op: {reason}")
+        return forced
+    for name in AUTO_ORDER.get(device.type, ("reference",)):
+        if unavailable_reason(name, device, dtype) is None:
+            return name
+    return "reference"

@@ -1,0 +1,86 @@
+"""Plain-torch reference of every op: differentiable by autograd, float64-capable; the oracle of the tests.
+
+Shapes: ``x`` is (B, C, H, W); ``F_b`` is ``x[b]`` viewed as a C x M matrix, M = H*W. Arguments arrive
+validated by :mod:`perceptual_kernels.functional`.
+"""
+from __future__ import annotations
+
+import torch
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def gram_matrix(x: torch.Tensor, scale: float, out_dtype: torch.dtype) -> torch.Tensor:
+    """``G_b = F_b F_b^T * scale`` -> (B, C, C), accumulated in fp32 (or fp64) and scaled before the cast."""
+    feats = x.flatten(2)
+    acc = feats.double() if x.dtype == torch.float64 else feats.float()
+    return (torch.bmm(acc, acc.transpose(1, 2)) * scale).to(out_dtype)
+
+
+def _reduce(per_sample: torch.Tensor, reduction: str, count: int) -> torch.Tensor:
+    if reduction == "mean":
+        return per_sample.sum() / count
+    if reduction == "sum":
+        return per_sample.sum()
+    return per_sample
+
+
+def style_loss(x: torch.Tensor, target: torch.Tensor, style_index: torch.Tensor | None, scale: float,
+               weight: float, reduction: str) -> torch.Tensor:
+    """``w * reduce_b sum_ij (G_b - A_b)^2``; A is (C, C), (B, C, C) or (S, C, C) picked by ``style_index``.
+
+    ``"mean"`` divides by B*C*C (like ``F.mse_loss(G, A)``); ``"none"`` returns (B,).
+    """
+    acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    gram = gram_matrix(x, scale, acc_dtype)
+    tgt = target.to(acc_dtype)
+    if style_index is not None:
+        tgt = tgt.index_select(0, style_index)
+    per_sample = ((gram - tgt) ** 2).sum(dim=(1, 2))
+    B, C = x.shape[:2]
+    return weight * _reduce(per_sample, reduction, B * C * C)
+
+
+def content_loss(x: torch.Tensor, target: torch.Tensor, weight: float, reduction: str) -> torch.Tensor:
+    """``w * reduce (x - target)^2`` with ``F.mse_loss`` reduction semantics; fp32 result for fp16/bf16."""
+    acc_dtype = torch.float64 if torch.float64 in (x.dtype, target.dtype) else torch.float32
+    sq = (x.to(acc_dtype) - target.to(acc_dtype)) ** 2
+    if reduction == "none":
+        return weight * sq
+    return weight * (sq.mean() if reduction == "mean" else sq.sum())
+
+
+def tv_loss(x: torch.Tensor, kind: str, eps: float, weight: float, reduction: str) -> torch.Tensor:
+    """Total variation (squared / l1 / isotropic), per sample summed over C, H, W; ``"mean"`` divides by
+    B*C*H*W and ``"none"`` returns (B,)."""
+    xf = x.double() if x.dtype == torch.float64 else x.float()
+    dh = xf[:, :, 1:, :] - xf[:, :, :-1, :]
+    dw = xf[:, :, :, 1:] - xf[:, :, :, :-1]
+    if kind == "squared":
+        per_sample = (dh ** 2).sum(dim=(1, 2, 3)) + (dw ** 2).sum(dim=(1, 2, 3))
+    elif kind == "l1":
+        per_sample = dh.abs().sum(dim=(1, 2, 3)) + dw.abs().sum(dim=(1, 2, 3))
+    else:
+        mag = dh[:, :, :, :-1] ** 2 + dw[:, :, :-1, :] ** 2 + eps
+        per_sample = mag.sqrt().sum(dim=(1, 2, 3))
+    return weight * _reduce(per_sample, reduction, x.numel())
+
+
+def instance_norm(x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tensor | None, eps: float,
+                  relu: bool) -> torch.Tensor:
+    """``y = gamma_bc * (x - mu_bc) / sqrt(var_bc + eps) + beta_bc`` (biased variance over H*W), then ReLU.
+
+    ``gamma`` / ``beta`` are per-sample rows (B, C) or None; statistics in fp32 (fp64 for fp64 input).
+    """
+    acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    xf = x.to(acc_dtype)
+    mean = xf.mean(dim=(2, 3), keepdim=True)
+    var = ((xf - mean) ** 2).mean(dim=(2, 3), keepdim=True)
+    y = (xf - mean) * torch.rsqrt(var + eps)
+    if gamma is not None:
+        y = y * gamma.to(acc_dtype)[:, :, None, None]
+    if beta is not None:
+        y = y + beta.to(acc_dtype)[:, :, None, None]
+    if relu:
+        y = torch.relu(y)
+    return y.to(x.dtype)

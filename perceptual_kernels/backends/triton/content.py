@@ -1,0 +1,120 @@
+"""Fused feature (content) MSE and gradient (Triton).
+
+``sum_sq = sum (x - target)^2`` (fp32) and ``grad = grad_scale * (x - target)`` in one pass: each
+program reads its block of ``x`` and ``target`` once, writes its block of ``grad`` once and stores one
+fp32 partial sum; ``torch.sum`` of the partials gives the loss deterministically (no float atomics).
+
+Two addressings:
+
+* flat: ``x``, ``target`` and ``grad`` are non-overlapping and dense with identical strides (both
+  contiguous, both channels_last, ...), so element k of memory has the same offset in all three and the
+  kernel walks ``[0, numel)`` directly;
+* strided: the logical linear index over (B, C, H, W) is split into (b, c, h, w) and each tensor is
+  addressed with its own strides.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from perceptual_kernels.backends.triton._common import TRITON_DTYPES, interpreting
+
+
+@triton.jit
+def _content_flat_kernel(x_ptr, t_ptr, grad_ptr, partials_ptr, N, grad_scale,
+                         NEED_GRAD: tl.constexpr, BLOCK: tl.constexpr):
+    pid = tl.program_id(0).to(tl.int64)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < N
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    t = tl.load(t_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    d = x - t
+    tl.store(partials_ptr + pid, tl.sum(tl.where(mask, d * d, 0.0), axis=0))
+    if NEED_GRAD:
+        tl.store(grad_ptr + offs, (d * grad_scale).to(grad_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _content_strided_kernel(x_ptr, t_ptr, grad_ptr, partials_ptr, N, C, H, W, grad_scale,
+                            sxb, sxc, sxh, sxw,
+                            stb, stc, sth, stw,
+                            sgb, sgc, sgh, sgw,
+                            NEED_GRAD: tl.constexpr, BLOCK: tl.constexpr):
+    pid = tl.program_id(0).to(tl.int64)
+    idx = pid * BLOCK + tl.arange(0, BLOCK)   # logical row-major index over (B, C, H, W)
+    mask = idx < N
+    w = idx % W
+    rest = idx // W
+    h = rest % H
+    rest = rest // H
+    c = rest % C
+    b = rest // C
+    x = tl.load(x_ptr + b * sxb + c * sxc + h * sxh + w * sxw, mask=mask, other=0.0).to(tl.float32)
+    t = tl.load(t_ptr + b * stb + c * stc + h * sth + w * stw, mask=mask, other=0.0).to(tl.float32)
+    d = x - t
+    tl.store(partials_ptr + pid, tl.sum(tl.where(mask, d * d, 0.0), axis=0))
+    if NEED_GRAD:
+        gp = grad_ptr + b * sgb + c * sgc + h * sgh + w * sgw
+        tl.store(gp, (d * grad_scale).to(grad_ptr.dtype.element_ty), mask=mask)
+
+
+def _dense(t: torch.Tensor) -> bool:
+    """True when ``t`` is non-overlapping and dense (a permutation of a contiguous layout)."""
+    expected = 1
+    for stride, size in sorted((s, n) for n, s in zip(t.shape, t.stride()) if n != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _same_strides(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal strides on every dimension of size > 1 (strides of size-1 dims never matter)."""
+    return all(sa == sb for n, sa, sb in zip(a.shape, a.stride(), b.stride()) if n != 1)
+
+
+def _launch_config() -> tuple[int, int]:
+    """(BLOCK, num_warps): small blocks for the CPU interpreter, GPU-sized otherwise."""
+    if interpreting():
+        return 1024, 1
+    return 4096, 8
+
+
+def content_loss_forward(x: torch.Tensor, target: torch.Tensor, grad_scale: float, need_grad: bool
+                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``sum (x - target)^2`` (0-d fp32) and, optionally, ``grad_scale * (x - target)`` in x's dtype.
+
+    ``x`` and ``target`` are 4-D of the same shape with any strides; ``target`` may have another
+    floating dtype than ``x``. The gradient is ``torch.empty_like(x)``, or None when ``need_grad`` is False.
+    """
+    if x.dim() != 4 or target.shape != x.shape:
+        raise ValueError(f"content_loss_forward: expected two 4-D tensors of the same shape, "
+                         f"got {tuple(x.shape)} and {tuple(target.shape)}")
+    if x.dtype not in TRITON_DTYPES or target.dtype not in TRITON_DTYPES:
+        raise TypeError(f"content_loss_forward: unsupported dtypes {x.dtype}, {target.dtype}")
+
+    grad = torch.empty_like(x) if need_grad else None
+    N = x.numel()
+    if N == 0:
+        return torch.zeros((), dtype=torch.float32, device=x.device), grad
+
+    BLOCK, num_warps = _launch_config()
+    n_programs = triton.cdiv(N, BLOCK)
+    partials = torch.empty(n_programs, dtype=torch.float32, device=x.device)
+    g = grad if need_grad else x  # dummy pointer / strides when no gradient is written
+
+    flat = _dense(x) and _same_strides(x, target) and _same_strides(x, g)
+    if flat:  # _same_strides + _dense(x) imply target and grad are dense over the same offsets
+        _content_flat_kernel[(n_programs,)](
+            x, target, g, partials, N, float(grad_scale),
+            NEED_GRAD=need_grad, BLOCK=BLOCK, num_warps=num_warps,
+        )
+    else:
+        _, C, H, W = x.shape
+        _content_strided_kernel[(n_programs,)](
+            x, target, g, partials, N, C, H, W, float(grad_scale),
+            *x.stride(), *target.stride(), *g.stride(),
+            NEED_GRAD=need_grad, BLOCK=BLOCK, num_warps=num_warps,
+        )
+    return partials.sum(), grad

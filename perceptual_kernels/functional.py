@@ -1,0 +1,228 @@
+"""Public ops: check the arguments once, pick a backend, run it.
+
+Shapes: ``x`` is (B, C, H, W) (the Gram and style loss also take (B, C, N)); ``F_b`` is ``x[b]`` as a C x M
+matrix, M = H*W. Losses follow ``F.mse_loss`` reduction semantics and return float32 for fp16/bf16 inputs.
+The ``reference`` backend is plain torch (autograd, float64); the others go through the custom ops of
+:mod:`perceptual_kernels._ops` with hand-written backward kernels.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import _ops
+from . import _validation as check
+from .backends import reference, select
+
+__all__ = ["gram_matrix", "style_loss", "content_loss", "tv_loss", "instance_norm", "conditional_instance_norm"]
+
+TV_KINDS = ("squared", "l1", "isotropic")
+ACTIVATIONS = (None, "relu")
+
+
+def _reduce(per_sample: torch.Tensor, reduction: str, weight: float, count: int) -> torch.Tensor:
+    if reduction == "none":
+        return per_sample * weight
+    return per_sample.sum() * (weight / count if reduction == "mean" else weight)
+
+
+def gram_matrix(x: torch.Tensor, normalize: str | float = "chw",
+                out_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Gram matrices ``G_b = F_b F_b^T / s`` -> (B, C, C).
+
+    ``normalize``: "chw" (s = C*H*W, Johnson et al.), "hw" (s = H*W), "none" (s = 1, Gatys' raw Gram) or a
+    positive divisor. Accumulates in fp32 and scales before casting to ``out_dtype`` (default: ``x.dtype``).
+    """
+    x = check.as_4d(check.floating_tensor("x", x, (3, 4)))
+    B, C, H, W = x.shape
+    scale = check.gram_scale(normalize, C, H * W)
+    if out_dtype is None:
+        out_dtype = x.dtype
+    elif not isinstance(out_dtype, torch.dtype) or not out_dtype.is_floating_point:
+        raise TypeError(f"out_dtype must be a floating torch.dtype or None, got {out_dtype!r}")
+    backend = select(x.device, x.dtype)
+    if backend == "reference":
+        return reference.gram_matrix(x, scale, out_dtype)
+    return _ops.gram(x, scale, out_dtype, backend)
+
+
+def _style_target(target: object, x: torch.Tensor, style_index: object) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Validate the style target; returns it as (1 | B | S, C, C) and the int64 index (or None)."""
+    B, C = x.shape[:2]
+    target = check.floating_tensor("target", target, (2, 3))
+    check.same_device(x, target=target)
+    if target.shape[-2:] != (C, C):
+        raise ValueError(f"target must end in ({C}, {C}) to match the {C} channels of x, "
+                         f"got shape {tuple(target.shape)}")
+    if target.dim() == 2:
+        if style_index is not None:
+            raise ValueError("style_index needs a stack of targets (S, C, C), got a single (C, C) target")
+        return target.unsqueeze(0), None
+    if style_index is not None:
+        return target, check.index_tensor("style_index", style_index, B, target.shape[0], x.device)
+    if target.shape[0] not in (1, B):
+        raise ValueError(f"target of shape {tuple(target.shape)} needs style_index (B,) to pick one of its "
+                         f"{target.shape[0]} rows per sample, or a first dimension of 1 or B = {B}")
+    return target, None
+
+
+def style_loss(x: torch.Tensor, target: torch.Tensor, *, normalize: str | float = "chw", weight: float = 1.0,
+               reduction: str = "mean", style_index: torch.Tensor | None = None) -> torch.Tensor:
+    """Style loss ``w * reduce_b sum_ij (G_b - A_b)_ij^2`` with ``G = gram_matrix(x, normalize)``.
+
+    ``target`` A: (C, C) for every sample, (B, C, C) per sample, or (S, C, C) with ``style_index`` (B,) int64
+    choosing a row per sample. ``reduction="mean"`` divides by B*C*C (equals ``F.mse_loss(G, A)``), "sum" does
+    not, "none" returns (B,). Gatys' layer loss ``1/(4 N^2 M^2) sum (G - A)^2`` is ``normalize="chw",
+    reduction="sum", weight=0.25``. Fused: one pass over x forward, one ``(D + D^T) F`` product backward.
+    """
+    x = check.as_4d(check.floating_tensor("x", x, (3, 4)))
+    B, C, H, W = x.shape
+    scale = check.gram_scale(normalize, C, H * W)
+    weight = check.real_number("weight", weight)
+    reduction = check.choice("reduction", reduction, check.REDUCTIONS)
+    target, index = _style_target(target, x, style_index)
+    backend = select(x.device, x.dtype)
+    if backend == "reference":
+        return reference.style_loss(x, target, index, scale, weight, reduction)
+    per_sample, _ = _ops.style_loss(x, target, index, scale, backend)
+    return _reduce(per_sample, reduction, weight, B * C * C)
+
+
+def content_loss(x: torch.Tensor, target: torch.Tensor, *, weight: float = 1.0,
+                 reduction: str = "mean") -> torch.Tensor:
+    """Feature reconstruction loss ``w * reduce (x - target)^2`` (``F.mse_loss`` semantics, same shapes).
+
+    The fused kernels write the gradient ``2 (x - target)`` during the forward pass, so the backward is one
+    scale. ``reduction="none"`` is elementwise and runs as plain torch ops on every backend.
+    """
+    x = check.floating_tensor("x", x, (1, 2, 3, 4, 5, 6))
+    target = check.floating_tensor("target", target, (x.dim(),))
+    check.same_device(x, target=target)
+    if target.shape != x.shape:
+        raise ValueError(f"target must have the shape of x {tuple(x.shape)}, got {tuple(target.shape)}")
+    weight = check.real_number("weight", weight)
+    reduction = check.choice("reduction", reduction, check.REDUCTIONS)
+    backend = select(x.device, x.dtype)
+    if backend == "reference" or reduction == "none":
+        return reference.content_loss(x, target, weight, reduction)
+    if x.dim() != 4:
+        shape = (-1, *x.shape[-3:]) if x.dim() > 4 else (1,) * (4 - x.dim()) + tuple(x.shape)
+        x, target = x.reshape(shape), target.reshape(shape)
+    need_grad = torch.is_grad_enabled() and (x.requires_grad or target.requires_grad)
+    total, _ = _ops.content_loss(x, target, need_grad, backend)
+    return _reduce(total, reduction, weight, x.numel())
+
+
+def tv_loss(x: torch.Tensor, *, kind: str = "squared", weight: float = 1.0, reduction: str = "mean",
+            eps: float = 1e-8) -> torch.Tensor:
+    """Total variation of x (B, C, H, W) with ``dh``, ``dw`` the vertical and horizontal differences.
+
+    "squared": ``sum dh^2 + sum dw^2``; "l1": ``sum |dh| + sum |dw|``; "isotropic":
+    ``sum_{i<H-1, j<W-1} sqrt(dh^2 + dw^2 + eps)``. "mean" divides by B*C*H*W; "none" returns (B,).
+    One pass over x computes the loss and writes the gradient.
+    """
+    x = check.floating_tensor("x", x, (4,))
+    kind = check.choice("kind", kind, TV_KINDS)
+    weight = check.real_number("weight", weight)
+    reduction = check.choice("reduction", reduction, check.REDUCTIONS)
+    eps = check.real_number("eps", eps, positive=True)
+    backend = select(x.device, x.dtype)
+    if backend == "reference":
+        return reference.tv_loss(x, kind, eps, weight, reduction)
+    need_grad = torch.is_grad_enabled() and x.requires_grad
+    per_sample, _ = _ops.tv_loss(x, kind, eps, need_grad, backend)
+    return _reduce(per_sample, reduction, weight, x.numel())
+
+
+def _affine_rows(table: torch.Tensor | None, x: torch.Tensor, mix: torch.Tensor | None,
+                 dtype: torch.dtype) -> torch.Tensor | None:
+    """Per-sample rows (B, C) of a (C,) or (S, C) table: ``rows_b = sum_s mix_bs table_s``.
+
+    A weighted sum rather than ``index_select``, so the table gradient is a deterministic reduction (no
+    scatter-add atomics) and no matmul precision setting (tf32) touches the parameters.
+    """
+    if table is None:
+        return None
+    table = table.to(dtype)
+    if mix is None:  # (C,) or a single (1, C) row
+        return table.expand(x.shape[0], x.shape[1])
+    return (mix.to(dtype)[:, :, None] * table[None]).sum(1)
+
+
+def _check_table(name: str, table: object, C: int, x: torch.Tensor) -> torch.Tensor:
+    table = check.floating_tensor(name, table, (1, 2))
+    check.same_device(x, **{name: table})
+    if table.shape[-1] != C:
+        raise ValueError(f"{name} must be (S, {C}) or ({C},) to match the {C} channels of x, "
+                         f"got shape {tuple(table.shape)}")
+    return table
+
+
+def _instance_norm(x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tensor | None,
+                   mix: torch.Tensor | None, eps: float, activation: str | None) -> torch.Tensor:
+    eps = check.real_number("eps", eps, positive=True)
+    activation = check.choice("activation", activation, ACTIVATIONS)  # type: ignore[arg-type]
+    backend = select(x.device, x.dtype)
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    gamma_rows = _affine_rows(gamma, x, mix, dtype)
+    beta_rows = _affine_rows(beta, x, mix, dtype)
+    if backend == "reference":
+        return reference.instance_norm(x, gamma_rows, beta_rows, eps, activation == "relu")
+    if gamma_rows is not None:
+        gamma_rows = gamma_rows.contiguous()
+    if beta_rows is not None:
+        beta_rows = beta_rows.contiguous()
+    y, _, _ = _ops.instance_norm(x, gamma_rows, beta_rows, eps, activation == "relu", backend)
+    return y
+
+
+def instance_norm(x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+                  eps: float = 1e-5, activation: str | None = None) -> torch.Tensor:
+    """Instance norm ``y = weight_c * (x - mu_bc) / sqrt(var_bc + eps) + bias_c``, optionally ReLU'd.
+
+    Statistics per (sample, channel) over H*W (biased variance), always, in training and eval; computed in fp32.
+    ``weight`` / ``bias``: (C,) or None. x: (B, C, H, W).
+    """
+    x = check.floating_tensor("x", x, (4,))
+    C = x.shape[1]
+    for name, table in (("weight", weight), ("bias", bias)):
+        if table is not None:
+            table = check.floating_tensor(name, table, (1,))
+            check.same_device(x, **{name: table})
+            if table.shape != (C,):
+                raise ValueError(f"{name} must have shape ({C},), got {tuple(table.shape)}")
+    return _instance_norm(x, weight, bias, None, eps, activation)
+
+
+def conditional_instance_norm(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, *,
+                              style_index: torch.Tensor | None = None,
+                              style_weights: torch.Tensor | None = None, eps: float = 1e-5,
+                              activation: str | None = None) -> torch.Tensor:
+    """Conditional instance norm (Dumoulin et al.): instance norm with per-sample affine rows of (S, C) tables.
+
+    ``style_index`` (B,) int picks ``gamma[s_b]``; ``style_weights`` (B, S) mixes ``sum_s w_bs gamma[s]``
+    (style interpolation); with neither, the tables must have one row (or be (C,)). Gradients flow to x, gamma
+    and beta (summed over samples that share a style).
+    """
+    x = check.floating_tensor("x", x, (4,))
+    B, C = x.shape[:2]
+    gamma = _check_table("gamma", gamma, C, x)
+    beta = _check_table("beta", beta, C, x)
+    if gamma.shape != beta.shape:
+        raise ValueError(f"gamma and beta must have one shape, got {tuple(gamma.shape)} and {tuple(beta.shape)}")
+    S = gamma.shape[0] if gamma.dim() == 2 else 1
+    if style_index is not None and style_weights is not None:
+        raise ValueError("give style_index or style_weights, not both")
+    mix = None
+    if style_index is not None:
+        index = check.index_tensor("style_index", style_index, B, S, x.device)
+        mix = index[:, None] == torch.arange(S, device=x.device)[None, :]
+    elif style_weights is not None:
+        mix = check.floating_tensor("style_weights", style_weights, (2,))
+        check.same_device(x, style_weights=mix)
+        if mix.shape != (B, S):
+            raise ValueError(f"style_weights must have shape (B, S) = ({B}, {S}), got {tuple(mix.shape)}")
+    elif gamma.dim() == 2 and S != 1:
+        raise ValueError(f"gamma has {S} style rows: give style_index (B,) or style_weights (B, {S})")
+    if gamma.dim() == 1 and mix is not None:
+        raise ValueError("style_index / style_weights need (S, C) tables, got (C,) gamma and beta")
+    return _instance_norm(x, gamma, beta, mix, eps, activation)

@@ -1,0 +1,130 @@
+"""Drop-in ``nn.Module`` wrappers of the ops that hold their targets and parameters.
+
+``StyleLoss`` and ``ContentLoss`` replace the hand-written ``gram_matrix`` + ``F.mse_loss`` code of the usual
+PyTorch style-transfer examples with identical numbers; ``passthrough=True`` gives the layer form of the
+PyTorch tutorial (``forward`` stores ``self.loss`` and returns its input unchanged).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import functional as F
+
+__all__ = ["GramMatrix", "StyleLoss", "ContentLoss", "TotalVariation", "InstanceNorm2d",
+           "ConditionalInstanceNorm2d"]
+
+
+class GramMatrix(nn.Module):
+    """``G_b = F_b F_b^T / s`` (see :func:`perceptual_kernels.gram_matrix`)."""
+
+    def __init__(self, normalize: str | float = "chw", out_dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        self.normalize, self.out_dtype = normalize, out_dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gram_matrix(x, self.normalize, self.out_dtype)
+
+
+class StyleLoss(nn.Module):
+    """Style loss against Gram matrices computed once from ``target_features``.
+
+    ``target_features``: (N, C, H, W) or (N, C, M) feature maps of N style images; their Grams (fp32) are kept
+    as the buffer ``target``, (C, C) when N == 1, else (N, C, C) (per sample, or picked by ``style_index``).
+    ``target_gram`` gives precomputed Grams instead.
+    """
+
+    def __init__(self, target_features: torch.Tensor | None = None, *, target_gram: torch.Tensor | None = None,
+                 normalize: str | float = "chw", weight: float = 1.0, reduction: str = "mean",
+                 passthrough: bool = False) -> None:
+        super().__init__()
+        if (target_features is None) == (target_gram is None):
+            raise ValueError("give exactly one of target_features and target_gram")
+        if target_gram is None:
+            with torch.no_grad():
+                target_gram = F.gram_matrix(target_features.detach(), normalize, torch.float32)
+            if target_gram.shape[0] == 1:
+                target_gram = target_gram[0]
+        self.register_buffer("target", target_gram.detach().clone())
+        self.normalize, self.weight, self.reduction, self.passthrough = normalize, weight, reduction, passthrough
+        self.loss: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor, style_index: torch.Tensor | None = None) -> torch.Tensor:
+        loss = F.style_loss(x, self.target, normalize=self.normalize, weight=self.weight,
+                            reduction=self.reduction, style_index=style_index)
+        if self.passthrough:
+            self.loss = loss
+            return x
+        return loss
+
+
+class ContentLoss(nn.Module):
+    """Feature reconstruction loss ``w * mean((x - target)^2)`` against a fixed ``target`` (kept detached)."""
+
+    def __init__(self, target: torch.Tensor, *, weight: float = 1.0, reduction: str = "mean",
+                 passthrough: bool = False) -> None:
+        super().__init__()
+        self.register_buffer("target", target.detach().clone())
+        self.weight, self.reduction, self.passthrough = weight, reduction, passthrough
+        self.loss: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        loss = F.content_loss(x, self.target, weight=self.weight, reduction=self.reduction)
+        if self.passthrough:
+            self.loss = loss
+            return x
+        return loss
+
+
+class TotalVariation(nn.Module):
+    """Total variation loss (see :func:`perceptual_kernels.tv_loss`)."""
+
+    def __init__(self, kind: str = "squared", weight: float = 1.0, reduction: str = "mean",
+                 eps: float = 1e-8) -> None:
+        super().__init__()
+        self.kind, self.weight, self.reduction, self.eps = kind, weight, reduction, eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.tv_loss(x, kind=self.kind, weight=self.weight, reduction=self.reduction, eps=self.eps)
+
+
+class InstanceNorm2d(nn.Module):
+    """Instance norm with optional affine (C,) parameters and a fused ReLU; statistics always per instance
+    (like ``nn.InstanceNorm2d(C, affine=...)`` without running stats)."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True,
+                 activation: str | None = None) -> None:
+        super().__init__()
+        self.eps, self.activation = eps, activation
+        self.weight = nn.Parameter(torch.ones(num_features)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(num_features)) if affine else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.instance_norm(x, self.weight, self.bias, self.eps, self.activation)
+
+
+class ConditionalInstanceNorm2d(nn.Module):
+    """Conditional instance norm (Dumoulin et al.): one (gamma, beta) row per style, gamma = 1, beta = 0 at init.
+
+    ``forward(x, style_index=None, style_weights=None)``: ``style_index`` (B,) picks a row per sample,
+    ``style_weights`` (B, num_styles) mixes rows; with one style neither is needed.
+    """
+
+    def __init__(self, num_styles: int, num_features: int, eps: float = 1e-5,
+                 activation: str | None = None) -> None:
+        super().__init__()
+        if num_styles < 1 or num_features < 1:
+            raise ValueError(f"num_styles and num_features must be >= 1, got {num_styles}, {num_features}")
+        self.eps, self.activation = eps, activation
+        self.gamma = nn.Parameter(torch.ones(num_styles, num_features))
+        self.beta = nn.Parameter(torch.zeros(num_styles, num_features))
+
+    def forward(self, x: torch.Tensor, style_index: torch.Tensor | None = None,
+                style_weights: torch.Tensor | None = None) -> torch.Tensor:
+        return F.conditional_instance_norm(x, self.gamma, self.beta, style_index=style_index,
+                                           style_weights=style_weights, eps=self.eps,
+                                           activation=self.activation)
+
+    def extra_repr(self) -> str:
+        S, C = self.gamma.shape
+        return f"num_styles={S}, num_features={C}, eps={self.eps}, activation={self.activation}"

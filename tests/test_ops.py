@@ -1,0 +1,182 @@
+"""Every op on every kernel backend against the float64 reference: forward and every gradient.
+
+Inputs: fresh random seeds, odd sizes (C in {1, 3, 17, 64}, H, W in {1, 2, 7, 31}), B in {1, 3},
+contiguous / channels_last / sliced, every kernel dtype of the device.
+"""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+import perceptual_kernels as pk
+from conftest import DEVICE, KERNEL_BACKENDS, KERNEL_DTYPES, LAYOUTS, assert_close, make_input
+
+SHAPES = [(1, 1, 1, 1), (3, 3, 7, 31), (1, 17, 31, 2), (3, 64, 2, 7)]
+CASES = list(itertools.product(SHAPES, LAYOUTS))
+pytestmark = pytest.mark.parametrize("kernel_backend", KERNEL_BACKENDS, indirect=True)
+
+
+def check_against_reference(fn, inputs: dict, backend: str, dtype: torch.dtype, grad_names: tuple[str, ...],
+                            out_dtype: torch.dtype | None = None) -> None:
+    """Run ``fn(**inputs)`` on ``backend`` and on the reference in float64; compare the output (whose dtype must
+    be ``out_dtype``, default: ``dtype``) and the gradients of ``(out * probe).sum()`` for the inputs named in
+    ``grad_names`` (probe: random, the same for both)."""
+    def prepare(to64: bool) -> dict:
+        prepared = {}
+        for name, value in inputs.items():
+            if isinstance(value, torch.Tensor):
+                value = value.detach()
+                if to64 and value.is_floating_point():
+                    value = value.double()
+                value.requires_grad_(name in grad_names)
+            prepared[name] = value
+        return prepared
+
+    ours, ref = prepare(False), prepare(True)
+    with pk.use_backend(backend):
+        out = fn(**ours)
+    with pk.use_backend("reference"):
+        expected = fn(**ref)
+    assert out.dtype == (out_dtype or dtype), f"output dtype {out.dtype}"
+    assert_close(out, expected, dtype, "forward")
+    if not grad_names:
+        return
+    probe = torch.randn(out.shape, device=out.device).to(out.dtype)
+    grads = torch.autograd.grad((out * probe).sum(), [ours[n] for n in grad_names])
+    expected_grads = torch.autograd.grad((expected * probe.double()).sum(), [ref[n] for n in grad_names])
+    for name, grad, expected_grad in zip(grad_names, grads, expected_grads):
+        assert grad.dtype == ours[name].dtype, f"grad of {name} has dtype {grad.dtype}"
+        assert_close(grad, expected_grad, dtype, f"grad of {name}")
+
+
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+@pytest.mark.parametrize("shape,layout", CASES)
+def test_gram_matrix(kernel_backend, shape, layout, dtype):
+    x = make_input(shape, layout, dtype)
+    for normalize, out_dtype in (("chw", None), ("none", torch.float32), (3.5, None)):
+        check_against_reference(
+            lambda x: pk.gram_matrix(x, normalize, out_dtype), {"x": x}, kernel_backend, dtype, ("x",),
+            out_dtype=out_dtype or dtype)
+
+
+def test_gram_matrix_3d_input(kernel_backend):
+    x = make_input((3, 17, 40))
+    check_against_reference(lambda x: pk.gram_matrix(x, "hw"), {"x": x}, kernel_backend, torch.float32, ("x",))
+
+
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+@pytest.mark.parametrize("target_kind", ["single", "per_sample", "indexed"])
+@pytest.mark.parametrize("shape,layout", CASES)
+def test_style_loss(kernel_backend, shape, layout, target_kind, dtype):
+    B, C = shape[:2]
+    x = make_input(shape, layout, dtype)
+    rows = {"single": (C, C), "per_sample": (B, C, C), "indexed": (4, C, C)}[target_kind]
+    target = torch.randn(rows, device=DEVICE) * 0.1
+    index = torch.tensor([2, 0, 2][:B], device=DEVICE) if target_kind == "indexed" else None  # repeated rows
+    for reduction, weight, normalize in (("mean", 1.0, "chw"), ("sum", 0.25, "hw"), ("none", 3.0, "chw")):
+        check_against_reference(
+            lambda x, target: pk.style_loss(x, target, normalize=normalize, weight=weight, reduction=reduction,
+                                            style_index=index),
+            {"x": x, "target": target}, kernel_backend, dtype, ("x", "target"), out_dtype=torch.float32)
+
+
+def test_style_loss_3d_input_and_asymmetric_target(kernel_backend):
+    x = make_input((2, 17, 40))
+    target = torch.randn(17, 17, device=DEVICE)  # not symmetric: the backward must use D + D^T
+    check_against_reference(lambda x, target: pk.style_loss(x, target), {"x": x, "target": target},
+                            kernel_backend, torch.float32, ("x", "target"))
+
+
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+@pytest.mark.parametrize("target_layout", ["contiguous", "sliced"])
+@pytest.mark.parametrize("shape,layout", CASES)
+def test_content_loss(kernel_backend, shape, layout, target_layout, dtype):
+    x = make_input(shape, layout, dtype)
+    target = make_input(shape, target_layout)  # fp32 target beside a low-precision x (the autocast case)
+    for reduction, weight in (("mean", 1.0), ("sum", 0.5), ("none", 2.0)):
+        check_against_reference(
+            lambda x, target: pk.content_loss(x, target, weight=weight, reduction=reduction),
+            {"x": x, "target": target}, kernel_backend, dtype, ("x", "target"), out_dtype=torch.float32)
+
+
+@pytest.mark.parametrize("shape", [(5,), (3, 17), (2, 3, 7, 4, 5)])
+def test_content_loss_other_ranks(kernel_backend, shape):
+    x, target = torch.randn(shape, device=DEVICE), torch.randn(shape, device=DEVICE)
+    check_against_reference(lambda x, target: pk.content_loss(x, target), {"x": x, "target": target},
+                            kernel_backend, torch.float32, ("x", "target"))
+
+
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+@pytest.mark.parametrize("kind", ["squared", "l1", "isotropic"])
+@pytest.mark.parametrize("shape,layout", CASES)
+def test_tv_loss(kernel_backend, shape, layout, kind, dtype):
+    x = make_input(shape, layout, dtype)
+    for reduction, weight in (("mean", 1.0), ("sum", 0.5), ("none", 2.0)):
+        check_against_reference(lambda x: pk.tv_loss(x, kind=kind, weight=weight, reduction=reduction),
+                                {"x": x}, kernel_backend, dtype, ("x",), out_dtype=torch.float32)
+
+
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+@pytest.mark.parametrize("activation", [None, "relu"])
+@pytest.mark.parametrize("shape,layout", CASES)
+def test_instance_norm(kernel_backend, shape, layout, activation, dtype):
+    C = shape[1]
+    x = make_input(shape, layout, dtype, scale=3.0) + 2.0
+    weight, bias = torch.randn(C, device=DEVICE), torch.randn(C, device=DEVICE)
+    check_against_reference(lambda x: pk.instance_norm(x, activation=activation), {"x": x},
+                            kernel_backend, dtype, ("x",))
+    check_against_reference(
+        lambda x, weight, bias: pk.instance_norm(x, weight, bias, eps=1e-3, activation=activation),
+        {"x": x, "weight": weight, "bias": bias}, kernel_backend, dtype, ("x", "weight", "bias"))
+
+
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+@pytest.mark.parametrize("mode", ["index", "weights", "single_row"])
+@pytest.mark.parametrize("shape,layout", CASES)
+def test_conditional_instance_norm(kernel_backend, shape, layout, mode, dtype):
+    B, C = shape[:2]
+    S = 1 if mode == "single_row" else 5
+    x = make_input(shape, layout, dtype)
+    gamma, beta = torch.randn(S, C, device=DEVICE), torch.randn(S, C, device=DEVICE)
+    kwargs = {}
+    if mode == "index":
+        kwargs["style_index"] = torch.tensor([3, 1, 3][:B], device=DEVICE)  # style 3 repeats: scatter-add
+    elif mode == "weights":
+        kwargs["style_weights"] = torch.rand(B, S, device=DEVICE)
+    for activation in (None, "relu"):
+        check_against_reference(
+            lambda x, gamma, beta: pk.conditional_instance_norm(x, gamma, beta, activation=activation, **kwargs),
+            {"x": x, "gamma": gamma, "beta": beta}, kernel_backend, dtype, ("x", "gamma", "beta"))
+
+
+def _nan_input(shape=(2, 3, 5, 6)):
+    x = make_input(shape)
+    x[1, 2, 3, 4] = float("nan")
+    return x
+
+
+@pytest.mark.parametrize("op", ["gram", "style", "content", "tv_squared", "tv_l1", "tv_isotropic", "cin"])
+def test_nan_propagates(kernel_backend, op):
+    """A NaN in x gives NaN where the reference has NaN, and a NaN gradient at that pixel (never zeroed)."""
+    x = _nan_input()
+    fns = {
+        "gram": lambda x: pk.gram_matrix(x),
+        "style": lambda x: pk.style_loss(x, torch.zeros(3, 3, device=DEVICE), reduction="none"),
+        "content": lambda x: pk.content_loss(x, torch.zeros_like(x), reduction="sum"),
+        "tv_squared": lambda x: pk.tv_loss(x, reduction="none"),
+        "tv_l1": lambda x: pk.tv_loss(x, kind="l1", reduction="none"),
+        "tv_isotropic": lambda x: pk.tv_loss(x, kind="isotropic", reduction="none"),
+        "cin": lambda x: pk.conditional_instance_norm(x, torch.ones(3, device=DEVICE),
+                                                      torch.zeros(3, device=DEVICE)),
+    }
+    ours = x.clone().requires_grad_()
+    with pk.use_backend(kernel_backend):
+        out = fns[op](ours)
+    with pk.use_backend("reference"):
+        expected = fns[op](x.double())
+    assert torch.equal(out.isnan().cpu(), expected.isnan().cpu())
+    assert out.isnan().any()
+    (grad,) = torch.autograd.grad(out.nan_to_num().sum() if op == "gram" else out.sum(), ours)
+    assert grad[1, 2, 3, 4].isnan()

@@ -1,0 +1,123 @@
+"""The float64 reference (the oracle of every other test) against independent formulations, plus gradcheck."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import perceptual_kernels as pk
+from conftest import assert_close, make_input
+
+f64 = torch.float64
+
+
+@pytest.fixture(autouse=True)
+def reference_backend():
+    with pk.use_backend("reference"):
+        yield
+
+
+def test_gram_matches_pytorch_examples():
+    """The fast-neural-style example's gram (bmm / (c*h*w)) and the tutorial's (mm / (a*b*c*d), batch 1)."""
+    y = torch.randn(3, 5, 7, 6, dtype=f64)
+    b, ch, h, w = y.shape
+    feats = y.view(b, ch, h * w)
+    assert_close(pk.gram_matrix(y), feats.bmm(feats.transpose(1, 2)) / (ch * h * w), f64)
+    x1 = y[:1]
+    tutorial = torch.mm(x1.view(5, 42), x1.view(5, 42).t()).div(1 * 5 * 7 * 6)
+    assert_close(pk.gram_matrix(x1)[0], tutorial, f64)
+    assert_close(pk.gram_matrix(y, "none"), feats.bmm(feats.transpose(1, 2)), f64)
+    assert_close(pk.gram_matrix(y, "hw"), feats.bmm(feats.transpose(1, 2)) / (h * w), f64)
+
+
+def test_style_loss_is_mse_of_grams_and_gatys_layer_loss():
+    x = torch.randn(2, 4, 5, 3, dtype=f64)
+    target = torch.randn(2, 4, 4, dtype=f64)
+    G = pk.gram_matrix(x)
+    assert_close(pk.style_loss(x, target), F.mse_loss(G, target), f64)
+    assert_close(pk.style_loss(x, target[0]), F.mse_loss(G, target[0].expand(2, 4, 4)), f64)
+    assert_close(pk.style_loss(x, target, reduction="none"), ((G - target) ** 2).sum((1, 2)), f64)
+    # Gatys: E_l = 1 / (4 N^2 M^2) sum (G_raw - A_raw)^2
+    N, M = 4, 15
+    raw_G, raw_A = pk.gram_matrix(x, "none"), target * N * M
+    gatys = ((raw_G - raw_A) ** 2).sum() / (4 * N ** 2 * M ** 2)
+    assert_close(pk.style_loss(x, target, reduction="sum", weight=0.25), gatys, f64)
+    index = torch.tensor([1, 1])
+    assert_close(pk.style_loss(x, target, style_index=index), F.mse_loss(G, target[index]), f64)
+
+
+def test_content_loss_is_mse():
+    x, t = torch.randn(2, 3, 4, 5, dtype=f64), torch.randn(2, 3, 4, 5, dtype=f64)
+    for reduction in ("mean", "sum", "none"):
+        assert_close(pk.content_loss(x, t, weight=2.0, reduction=reduction),
+                     2.0 * F.mse_loss(x, t, reduction=reduction), f64)
+
+
+def test_tv_loss_against_loops():
+    x = torch.randn(2, 2, 4, 5, dtype=f64)
+    B, C, H, W = x.shape
+    sq = l1 = iso = 0.0
+    for b in range(B):
+        for c in range(C):
+            for i in range(H):
+                for j in range(W):
+                    if i + 1 < H:
+                        d = x[b, c, i + 1, j] - x[b, c, i, j]
+                        sq, l1 = sq + d ** 2, l1 + d.abs()
+                    if j + 1 < W:
+                        d = x[b, c, i, j + 1] - x[b, c, i, j]
+                        sq, l1 = sq + d ** 2, l1 + d.abs()
+                    if i + 1 < H and j + 1 < W:
+                        dh, dw = x[b, c, i + 1, j] - x[b, c, i, j], x[b, c, i, j + 1] - x[b, c, i, j]
+                        iso = iso + (dh ** 2 + dw ** 2 + 1e-8).sqrt()
+    assert_close(pk.tv_loss(x, reduction="sum"), sq, f64)
+    assert_close(pk.tv_loss(x, kind="l1", reduction="sum"), l1, f64)
+    assert_close(pk.tv_loss(x, kind="isotropic", reduction="sum"), iso, f64)
+    assert_close(pk.tv_loss(x), sq / x.numel(), f64)
+    assert pk.tv_loss(x, reduction="none").shape == (B,)
+
+
+def test_instance_norm_matches_torch():
+    x = torch.randn(3, 4, 5, 6, dtype=f64)
+    w, b = torch.randn(4, dtype=f64), torch.randn(4, dtype=f64)
+    assert_close(pk.instance_norm(x, w, b), F.instance_norm(x, weight=w, bias=b), f64)
+    assert_close(pk.instance_norm(x, w, b, activation="relu"), F.relu(F.instance_norm(x, weight=w, bias=b)), f64)
+    gamma, beta = torch.randn(5, 4, dtype=f64), torch.randn(5, 4, dtype=f64)
+    index = torch.tensor([4, 0, 4])
+    expected = F.instance_norm(x) * gamma[index][:, :, None, None] + beta[index][:, :, None, None]
+    assert_close(pk.conditional_instance_norm(x, gamma, beta, style_index=index), expected, f64)
+    mix = torch.rand(3, 5, dtype=f64)
+    expected = F.instance_norm(x) * (mix @ gamma)[:, :, None, None] + (mix @ beta)[:, :, None, None]
+    assert_close(pk.conditional_instance_norm(x, gamma, beta, style_weights=mix), expected, f64)
+
+
+def test_low_precision_losses_return_float32():
+    x = torch.randn(2, 3, 4, 5).bfloat16()
+    assert pk.style_loss(x, torch.zeros(3, 3)).dtype == torch.float32
+    assert pk.content_loss(x, torch.zeros_like(x)).dtype == torch.float32
+    assert pk.tv_loss(x).dtype == torch.float32
+    assert pk.gram_matrix(x).dtype == torch.bfloat16
+    assert pk.gram_matrix(x, out_dtype=torch.float32).dtype == torch.float32
+    assert pk.instance_norm(x).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced"])
+def test_gradcheck(layout):
+    x = make_input((2, 3, 4, 5), layout, f64).requires_grad_()
+    target = torch.randn(3, 3, dtype=f64, requires_grad=True)
+    targets = torch.randn(4, 3, 3, dtype=f64, requires_grad=True)
+    gamma, beta = torch.randn(4, 3, dtype=f64, requires_grad=True), torch.randn(4, 3, dtype=f64, requires_grad=True)
+    index = torch.tensor([3, 3])
+    mix = torch.rand(2, 4, dtype=f64, requires_grad=True)
+    checks = [
+        (lambda x: pk.gram_matrix(x), (x,)),
+        (lambda x, t: pk.style_loss(x, t), (x, target)),
+        (lambda x, t: pk.style_loss(x, t, style_index=index, reduction="none"), (x, targets)),
+        (lambda x, t: pk.content_loss(x, t), (x, torch.randn_like(x, requires_grad=True))),
+        (lambda x: pk.tv_loss(x), (x,)),
+        (lambda x: pk.tv_loss(x, kind="isotropic"), (x,)),
+        (lambda x, g, b: pk.conditional_instance_norm(x, g, b, style_index=index), (x, gamma, beta)),
+        (lambda x, g, b, m: pk.conditional_instance_norm(x, g, b, style_weights=m), (x, gamma, beta, mix)),
+    ]
+    for fn, args in checks:
+        assert torch.autograd.gradcheck(fn, args)

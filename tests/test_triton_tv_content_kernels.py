@@ -1,0 +1,276 @@
+"""Triton TV and content kernels against float64 torch references (run with TRITON_INTERPRET=1 on CPU)."""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+_ROOT = Path(__file__).resolve().parents[1]
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+pytest.importorskip("triton")
+if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1":
+    pytest.skip("Triton kernels need a GPU or TRITON_INTERPRET=1", allow_module_level=True)
+
+
+def _load(name: str):
+    """Import ``perceptual_kernels.backends.triton.<name>``; fall back to loading the file by path."""
+    full = f"perceptual_kernels.backends.triton.{name}"
+    try:
+        return importlib.import_module(full)
+    except Exception:  # e.g. a package __init__ that is missing or mid-edit
+        for dep in ("_common", name):
+            spec = importlib.util.spec_from_file_location(
+                f"perceptual_kernels.backends.triton.{dep}",
+                _ROOT / "perceptual_kernels" / "backends" / "triton" / f"{dep}.py")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module
+            spec.loader.exec_module(module)
+        return sys.modules[full]
+
+
+tv_forward = _load("tv").tv_forward
+content_loss_forward = _load("content").content_loss_forward
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+TOL = {  # (rtol, atol relative to the scale of the values)
+    torch.float32: (1e-5, 1e-5),
+    torch.float16: (1e-2, 1e-2),
+    torch.bfloat16: (5e-2, 5e-2),
+}
+KINDS = ("squared", "l1", "isotropic")
+SHAPES = [(1, 1, 1, 1), (3, 17, 7, 31), (2, 3, 31, 2), (1, 64, 2, 7), (3, 1, 1, 31), (2, 3, 31, 1),
+          (1, 2, 37, 70)]  # the last one spans several tiles in both directions
+
+
+# ----------------------------------------------------------------------------------------------
+# references (float64)
+# ----------------------------------------------------------------------------------------------
+def nan_abs(d: torch.Tensor) -> torch.Tensor:
+    """|d| whose autograd gradient is sign(d) with sign(0) = 0 and sign(NaN) = NaN (torch.abs gives 0)."""
+    sign = torch.where(d > 0, 1.0, torch.where(d < 0, -1.0, d * 0.0)).detach()
+    return d * sign
+
+
+def ref_tv_terms(x: torch.Tensor, kind: str, eps: float) -> torch.Tensor:
+    """Per-sample TV of x (float64), following the formulas of tv_forward."""
+    dh = x[..., 1:, :] - x[..., :-1, :]
+    dw = x[..., :, 1:] - x[..., :, :-1]
+    if kind == "squared":
+        return dh.pow(2).sum((1, 2, 3)) + dw.pow(2).sum((1, 2, 3))
+    if kind == "l1":
+        return nan_abs(dh).sum((1, 2, 3)) + nan_abs(dw).sum((1, 2, 3))
+    dh, dw = dh[..., :, :-1], dw[..., :-1, :]
+    return torch.sqrt(dh * dh + dw * dw + eps).sum((1, 2, 3))
+
+
+def ref_tv(x: torch.Tensor, kind: str, eps: float, grad_scale: float):
+    x64 = x.detach().to(torch.float64).requires_grad_(True)
+    per_sample = ref_tv_terms(x64, kind, eps)
+    (grad,) = torch.autograd.grad(per_sample.sum(), x64)
+    return per_sample.detach(), grad * grad_scale
+
+
+def ref_content(x: torch.Tensor, target: torch.Tensor, grad_scale: float):
+    d = x.to(torch.float64) - target.to(torch.float64)
+    return (d * d).sum(), grad_scale * d
+
+
+def close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, what: str) -> None:
+    rtol, atol = TOL[dtype]
+    expected = expected.to(torch.float64)
+    scale = max(expected.abs().max().item(), 1.0) if expected.numel() else 1.0
+    torch.testing.assert_close(actual.cpu().to(torch.float64), expected.cpu(), rtol=rtol, atol=atol * scale,
+                               msg=lambda m: f"{what}: {m}")
+
+
+def make(shape, layout: str, dtype: torch.dtype, seed: int = 0) -> torch.Tensor:
+    """A (B, C, H, W) tensor of ``shape`` in the given memory layout."""
+    g = torch.Generator().manual_seed(seed)
+    B, C, H, W = shape
+    if layout == "contiguous":
+        return torch.randn(shape, generator=g).to(DEVICE, dtype)
+    if layout == "channels_last":
+        return torch.randn(shape, generator=g).to(DEVICE, dtype).contiguous(memory_format=torch.channels_last)
+    if layout == "sliced_hw":
+        big = torch.randn(B, C, H + 2, W + 2, generator=g).to(DEVICE, dtype)
+        return big[:, :, 1:-1, 2:]
+    if layout == "sliced_c":
+        big = torch.randn(B, 2 * C, H, W, generator=g).to(DEVICE, dtype)
+        return big[:, ::2]
+    raise ValueError(layout)
+
+
+# ----------------------------------------------------------------------------------------------
+# total variation
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.triton
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_tv_fp32_contiguous(shape, kind):
+    x = make(shape, "contiguous", torch.float32, seed=1)
+    per_sample, grad = tv_forward(x, kind, 1e-3, 0.7, True)
+    ref_loss, ref_grad = ref_tv(x, kind, 1e-3, 0.7)
+    assert per_sample.shape == (shape[0],) and per_sample.dtype == torch.float32
+    assert grad.shape == x.shape and grad.dtype == x.dtype
+    close(per_sample, ref_loss, torch.float32, "loss")
+    close(grad, ref_grad, torch.float32, "grad")
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("layout", ["channels_last", "sliced_hw", "sliced_c"])
+@pytest.mark.parametrize("shape", [(3, 17, 7, 31), (2, 3, 31, 2), (2, 3, 31, 1), (1, 2, 37, 70)], ids=str)
+def test_tv_fp32_layouts(shape, layout, kind):
+    x = make(shape, layout, torch.float32, seed=2)
+    per_sample, grad = tv_forward(x, kind, 1e-2, -1.5, True)
+    ref_loss, ref_grad = ref_tv(x, kind, 1e-2, -1.5)
+    assert grad.stride() == torch.empty_like(x).stride()
+    close(per_sample, ref_loss, torch.float32, "loss")
+    close(grad, ref_grad, torch.float32, "grad")
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("kind", KINDS)
+def test_tv_no_grad(kind):
+    x = make((3, 17, 7, 31), "sliced_hw", torch.float32, seed=3)
+    per_sample, grad = tv_forward(x, kind, 1e-3, 1.0, False)
+    assert grad is None
+    close(per_sample, ref_tv(x, kind, 1e-3, 1.0)[0], torch.float32, "loss")
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced_hw"])
+def test_tv_half(layout, dtype, kind):
+    x = make((2, 5, 19, 37), layout, dtype, seed=4)
+    per_sample, grad = tv_forward(x, kind, 1e-3, 0.25, True)
+    ref_loss, ref_grad = ref_tv(x, kind, 1e-3, 0.25)  # reference on the same (rounded) input values
+    assert per_sample.dtype == torch.float32 and grad.dtype == dtype
+    close(per_sample, ref_loss, dtype, "loss")
+    close(grad, ref_grad, dtype, "grad")
+
+
+@pytest.mark.triton
+def test_tv_l1_sign_of_zero():
+    x = torch.zeros(1, 1, 4, 5, device=DEVICE)
+    x[0, 0, 2, 2] = 1.0
+    per_sample, grad = tv_forward(x, "l1", 0.0, 1.0, True)
+    ref_loss, ref_grad = ref_tv(x, "l1", 0.0, 1.0)
+    close(per_sample, ref_loss, torch.float32, "loss")
+    close(grad, ref_grad, torch.float32, "grad")
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced_hw"])
+def test_tv_nan_propagation(layout, kind):
+    B, C, H, W = 2, 3, 20, 40  # several tiles in the interpreter; NaN placed on a tile border
+    x = make((B, C, H, W), layout, torch.float32, seed=5)
+    x[1, 2, 16, 31] = float("nan")
+    per_sample, grad = tv_forward(x, kind, 1e-3, 1.0, True)
+    assert torch.isfinite(per_sample[0]) and torch.isnan(per_sample[1])
+
+    near = torch.zeros(B, C, H, W, dtype=torch.bool)
+    near[1, 2, 15:18, 30:33] = True  # the 3x3 box around the NaN holds every pixel whose gradient sees it
+    grad = grad.cpu()
+    assert torch.isnan(grad[1, 2, 16, 31])
+    assert torch.isnan(grad[1, 2, 17, 31])  # below: its up-difference is NaN for every kind
+    assert torch.isnan(grad[1, 2, 16, 32])  # right: its left-difference is NaN for every kind
+    assert torch.isfinite(grad[~near]).all()
+
+    ref_loss, ref_grad = ref_tv(x, kind, 1e-3, 1.0)
+    close(per_sample[0], ref_loss[0], torch.float32, "loss")
+    torch.testing.assert_close(grad.to(torch.float64), ref_grad, rtol=1e-5, atol=1e-5, equal_nan=True)
+
+
+@pytest.mark.triton
+def test_tv_empty_and_bad_args():
+    per_sample, grad = tv_forward(torch.empty(2, 3, 0, 4, device=DEVICE), "l1", 0.0, 1.0, True)
+    assert per_sample.tolist() == [0.0, 0.0] and grad.shape == (2, 3, 0, 4)
+    with pytest.raises(ValueError):
+        tv_forward(torch.zeros(1, 1, 2, 2, device=DEVICE), "anisotropic", 0.0, 1.0, True)
+
+
+# ----------------------------------------------------------------------------------------------
+# content (feature MSE)
+# ----------------------------------------------------------------------------------------------
+CONTENT_CASES = [
+    # (x layout, target layout): equal dense layouts take the flat path, the rest the strided one
+    ("contiguous", "contiguous"),
+    ("channels_last", "channels_last"),
+    ("contiguous", "channels_last"),
+    ("channels_last", "contiguous"),
+    ("sliced_hw", "contiguous"),
+    ("contiguous", "sliced_c"),
+    ("sliced_c", "sliced_hw"),
+]
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("need_grad", [True, False])
+@pytest.mark.parametrize("layouts", CONTENT_CASES, ids="-".join)
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (3, 17, 7, 31), (2, 3, 31, 1), (1, 64, 2, 7)], ids=str)
+def test_content_fp32(shape, layouts, need_grad):
+    x = make(shape, layouts[0], torch.float32, seed=6)
+    target = make(shape, layouts[1], torch.float32, seed=7)
+    sum_sq, grad = content_loss_forward(x, target, 0.3, need_grad)
+    ref_sum, ref_grad = ref_content(x, target, 0.3)
+    assert sum_sq.shape == () and sum_sq.dtype == torch.float32
+    close(sum_sq, ref_sum, torch.float32, "sum_sq")
+    if need_grad:
+        assert grad.dtype == x.dtype and grad.stride() == torch.empty_like(x).stride()
+        close(grad, ref_grad, torch.float32, "grad")
+    else:
+        assert grad is None
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("x_dtype,t_dtype", [
+    (torch.float16, torch.float16), (torch.bfloat16, torch.bfloat16),
+    (torch.bfloat16, torch.float32), (torch.float16, torch.float32), (torch.float32, torch.bfloat16),
+], ids=str)
+@pytest.mark.parametrize("layouts", [("contiguous", "contiguous"), ("channels_last", "sliced_hw")], ids="-".join)
+def test_content_mixed_dtypes(layouts, x_dtype, t_dtype):
+    shape = (2, 9, 13, 21)
+    x = make(shape, layouts[0], x_dtype, seed=8)
+    target = make(shape, layouts[1], t_dtype, seed=9)
+    sum_sq, grad = content_loss_forward(x, target, 2.0, True)
+    ref_sum, ref_grad = ref_content(x, target, 2.0)  # on the same (rounded) input values
+    assert sum_sq.dtype == torch.float32 and grad.dtype == x_dtype
+    close(sum_sq, ref_sum, torch.float32, "sum_sq")  # fp32 math on exact inputs: fp32 accuracy
+    close(grad, ref_grad, x_dtype, "grad")  # rounded once to x's dtype
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("layouts", [("contiguous", "contiguous"), ("sliced_hw", "channels_last")], ids="-".join)
+def test_content_nan_propagation(layouts):
+    shape = (2, 3, 17, 23)
+    x = make(shape, layouts[0], torch.float32, seed=10)
+    target = make(shape, layouts[1], torch.float32, seed=11)
+    x[1, 2, 5, 7] = float("nan")
+    target[0, 1, 3, 4] = float("nan")
+    sum_sq, grad = content_loss_forward(x, target, 1.0, True)
+    assert torch.isnan(sum_sq)
+    nan = torch.zeros(shape, dtype=torch.bool)
+    nan[1, 2, 5, 7] = nan[0, 1, 3, 4] = True
+    grad = grad.cpu()
+    assert torch.isnan(grad[nan]).all() and torch.isfinite(grad[~nan]).all()
+
+
+@pytest.mark.triton
+def test_content_many_blocks_and_broadcast_target():
+    x = make((2, 8, 40, 50), "contiguous", torch.float32, seed=12)  # 32000 elements: many programs
+    target = torch.randn(1, 8, 40, 1, device=DEVICE).expand(2, 8, 40, 50)  # zero strides: strided path
+    for t in (target, target.contiguous()):
+        sum_sq, grad = content_loss_forward(x, t, 0.5, True)
+        ref_sum, ref_grad = ref_content(x, t, 0.5)
+        close(sum_sq, ref_sum, torch.float32, "sum_sq")
+        close(grad, ref_grad, torch.float32, "grad")
