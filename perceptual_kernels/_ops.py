@@ -93,14 +93,14 @@ def _style_bwd(ctx, grad_per_sample, _grad_diff):
     x, diff, style_index = ctx.saved_tensors
     grad_x = grad_target = None
     if ctx.needs_input_grad[0]:
-        coef = (grad_per_sample.float() * (2.0 * ctx.scale)).contiguous()
+        coef = (grad_per_sample.to(diff.dtype) * (2.0 * ctx.scale)).contiguous()
         grad_x = style_loss_backward(coef, diff, x, ctx.backend)
     if ctx.needs_input_grad[1]:
         # dL/dA_b = -2 g_b D_b, summed into the target rows (a matmul: deterministic, no atomics)
-        per_sample = diff * (-2.0 * grad_per_sample.float())[:, None, None]
+        per_sample = diff * (-2.0 * grad_per_sample.to(diff.dtype))[:, None, None]
         S, C = ctx.target_shape[0], ctx.target_shape[1]
         if style_index is not None:
-            one_hot = (style_index[None, :] == torch.arange(S, device=x.device)[:, None]).float()
+            one_hot = (style_index[None, :] == torch.arange(S, device=x.device)[:, None]).to(diff.dtype)
             grad_target = (one_hot @ per_sample.flatten(1)).view(S, C, C)
         elif S == 1:
             grad_target = per_sample.sum(0, keepdim=True)

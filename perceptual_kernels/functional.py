@@ -19,6 +19,12 @@ TV_KINDS = ("squared", "l1", "isotropic")
 ACTIVATIONS = (None, "relu")
 
 
+def _reference(fn, x: torch.Tensor, *args):
+    """Run a reference op with autocast off, so it computes like the kernels (fp32 math on the given dtypes)."""
+    with torch.autocast(x.device.type, enabled=False):
+        return fn(x, *args)
+
+
 def _reduce(per_sample: torch.Tensor, reduction: str, weight: float, count: int) -> torch.Tensor:
     if reduction == "none":
         return per_sample * weight
@@ -41,7 +47,7 @@ def gram_matrix(x: torch.Tensor, normalize: str | float = "chw",
         raise TypeError(f"out_dtype must be a floating torch.dtype or None, got {out_dtype!r}")
     backend = select(x.device, x.dtype)
     if backend == "reference":
-        return reference.gram_matrix(x, scale, out_dtype)
+        return _reference(reference.gram_matrix, x, scale, out_dtype)
     return _ops.gram(x, scale, out_dtype, backend)
 
 
@@ -82,7 +88,7 @@ def style_loss(x: torch.Tensor, target: torch.Tensor, *, normalize: str | float 
     target, index = _style_target(target, x, style_index)
     backend = select(x.device, x.dtype)
     if backend == "reference":
-        return reference.style_loss(x, target, index, scale, weight, reduction)
+        return _reference(reference.style_loss, x, target, index, scale, weight, reduction)
     per_sample, _ = _ops.style_loss(x, target, index, scale, backend)
     return _reduce(per_sample, reduction, weight, B * C * C)
 
@@ -103,7 +109,7 @@ def content_loss(x: torch.Tensor, target: torch.Tensor, *, weight: float = 1.0,
     reduction = check.choice("reduction", reduction, check.REDUCTIONS)
     backend = select(x.device, x.dtype)
     if backend == "reference" or reduction == "none":
-        return reference.content_loss(x, target, weight, reduction)
+        return _reference(reference.content_loss, x, target, weight, reduction)
     if x.dim() != 4:
         shape = (-1, *x.shape[-3:]) if x.dim() > 4 else (1,) * (4 - x.dim()) + tuple(x.shape)
         x, target = x.reshape(shape), target.reshape(shape)
@@ -127,7 +133,7 @@ def tv_loss(x: torch.Tensor, *, kind: str = "squared", weight: float = 1.0, redu
     eps = check.real_number("eps", eps, positive=True)
     backend = select(x.device, x.dtype)
     if backend == "reference":
-        return reference.tv_loss(x, kind, eps, weight, reduction)
+        return _reference(reference.tv_loss, x, kind, eps, weight, reduction)
     need_grad = torch.is_grad_enabled() and x.requires_grad
     per_sample, _ = _ops.tv_loss(x, kind, eps, need_grad, backend)
     return _reduce(per_sample, reduction, weight, x.numel())
@@ -166,7 +172,7 @@ def _instance_norm(x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tens
     gamma_rows = _affine_rows(gamma, x, mix, dtype)
     beta_rows = _affine_rows(beta, x, mix, dtype)
     if backend == "reference":
-        return reference.instance_norm(x, gamma_rows, beta_rows, eps, activation == "relu")
+        return _reference(reference.instance_norm, x, gamma_rows, beta_rows, eps, activation == "relu")
     if gamma_rows is not None:
         gamma_rows = gamma_rows.contiguous()
     if beta_rows is not None:

@@ -180,3 +180,14 @@ def test_nan_propagates(kernel_backend, op):
     assert out.isnan().any()
     (grad,) = torch.autograd.grad(out.nan_to_num().sum() if op == "gram" else out.sum(), ours)
     assert grad[1, 2, 3, 4].isnan()
+
+
+def test_autocast_does_not_change_kernel_ops(kernel_backend):
+    x = make_input((2, 4, 6, 5)).requires_grad_()
+    target = torch.randn(4, 4, device=DEVICE)
+    with pk.use_backend(kernel_backend):
+        expected = pk.style_loss(x, target) + pk.tv_loss(x) + pk.instance_norm(x).square().mean()
+        with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
+            got = pk.style_loss(x, target) + pk.tv_loss(x) + pk.instance_norm(x).square().mean()
+    assert got.dtype == torch.float32
+    assert_close(got, expected, torch.float32)

@@ -121,3 +121,15 @@ def test_gradcheck(layout):
     ]
     for fn, args in checks:
         assert torch.autograd.gradcheck(fn, args)
+
+
+def test_autocast_leaves_the_losses_in_fp32():
+    x, target = torch.randn(2, 4, 6, 5), torch.randn(4, 4)
+    expected = pk.style_loss(x, target)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert_close(pk.style_loss(x, target), expected, torch.float32)
+        feats = torch.nn.functional.conv2d(x, torch.randn(4, 4, 1, 1))  # bf16 under autocast
+        assert feats.dtype == torch.bfloat16
+        assert pk.style_loss(feats, target).dtype == torch.float32
+        assert pk.content_loss(feats, x).dtype == torch.float32
+        assert pk.gram_matrix(x).dtype == torch.float32

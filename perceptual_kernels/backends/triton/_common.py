@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 
 import torch
+import triton
+import triton.language as tl
 
 
 def interpreting() -> bool:
@@ -25,6 +27,16 @@ def hw_layout(x: torch.Tensor) -> tuple[int, int, int, bool]:
     if H == 1 or sh == W * sw:
         return W, 0, sw, False
     return W, sh, sw, True
+
+
+@triton.jit
+def plane_offset(m, W, stride_h, stride_w, SPLIT_HW: tl.constexpr):
+    """int64 memory offset of plane index ``m`` for the :func:`hw_layout` of a tensor."""
+    if SPLIT_HW:
+        offs = (m // W).to(tl.int64) * stride_h + (m % W).to(tl.int64) * stride_w
+    else:
+        offs = m.to(tl.int64) * stride_w
+    return offs
 
 
 def num_sms(device: torch.device) -> int:

@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from perceptual_kernels.backends.triton._common import TRITON_DTYPES, interpreting
+from ._common import TRITON_DTYPES, interpreting
 
 
 @triton.jit

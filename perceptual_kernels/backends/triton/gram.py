@@ -18,19 +18,11 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import dot_precision, hw_layout, interpreting, num_sms
+from ._common import dot_precision, hw_layout, interpreting, num_sms, plane_offset
 
 _FORCE_SPLIT: int | None = None  # tests set this to exercise split-K on small shapes
 
 _GRAM, _STYLE = 0, 1
-
-
-@triton.jit
-def _m_offset(m, W, stride_h, stride_w, SPLIT_HW: tl.constexpr):
-    """Memory offset of plane index m (int64) in a (H, W) plane."""
-    if SPLIT_HW:
-        return (m // W) * stride_h + (m % W) * stride_w
-    return m * stride_w
 
 
 @triton.jit
@@ -103,7 +95,7 @@ def _gram_fwd_kernel(x_ptr, out_ptr, ws_ptr, target_ptr, index_ptr, loss_ptr,
         for k0 in range(k_start, k_end, BLOCK_K):
             ks = k0 + tl.arange(0, BLOCK_K).to(tl.int64)
             k_ok = ks < k_end
-            k_off = _m_offset(ks, W, s_xh, s_xw, SPLIT_HW)
+            k_off = plane_offset(ks, W, s_xh, s_xw, SPLIT_HW)
             a = tl.load(row_ptrs + k_off[None, :], mask=(rows[:, None] < C) & k_ok[None, :], other=0.0)
             bt = tl.load(col_ptrs + k_off[:, None], mask=k_ok[:, None] & (cols[None, :] < C), other=0.0)
             acc = tl.dot(a, bt, acc, input_precision=PRECISION)
@@ -161,7 +153,7 @@ def _sym_dot_kernel(d_ptr, x_ptr, out_ptr, coef_ptr, scale,
     row_ok = rows < C
     m_ok = ms < M
     d_base = d_ptr + b * s_db
-    x_m_off = _m_offset(ms, W, s_xh, s_xw, X_SPLIT_HW)
+    x_m_off = plane_offset(ms, W, s_xh, s_xw, X_SPLIT_HW)
     acc = tl.zeros((BLOCK_C, BLOCK_M), dtype=tl.float32)
     for k0 in range(0, C, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
@@ -174,7 +166,7 @@ def _sym_dot_kernel(d_ptr, x_ptr, out_ptr, coef_ptr, scale,
     acc = acc * scale
     if HAS_COEF:
         acc = acc * tl.load(coef_ptr + b).to(tl.float32)
-    out_m_off = _m_offset(ms, W, s_oh, s_ow, OUT_SPLIT_HW)
+    out_m_off = plane_offset(ms, W, s_oh, s_ow, OUT_SPLIT_HW)
     out_ptrs = out_ptr + b * s_ob + rows.to(tl.int64)[:, None] * s_oc + out_m_off[None, :]
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & m_ok[None, :])
 

@@ -33,17 +33,7 @@ import torch
 import triton
 import triton.language as tl
 
-from perceptual_kernels.backends.triton._common import TRITON_DTYPES, hw_layout, interpreting, num_sms
-
-
-@triton.jit
-def _plane_offsets(m, W, stride_h, stride_w, SPLIT_HW: tl.constexpr):
-    """int64 offset of plane index ``m`` (int32): ``m * stride_w``, or ``(m // W) * stride_h + (m % W) * stride_w``."""
-    if SPLIT_HW:
-        offs = (m // W).to(tl.int64) * stride_h + (m % W).to(tl.int64) * stride_w
-    else:
-        offs = m.to(tl.int64) * stride_w
-    return offs
+from ._common import TRITON_DTYPES, hw_layout, interpreting, num_sms, plane_offset
 
 
 @triton.jit
@@ -77,7 +67,7 @@ def _instance_norm_fwd_kernel(
     for start in range(0, HW, BLOCK_M):
         m = start + lanes
         mask = mask_c[:, None] & (m < HW)[None, :]
-        offs = _plane_offsets(m, x_W, sxh, sxw, X_SPLIT_HW)[None, :]
+        offs = plane_offset(m, x_W, sxh, sxw, X_SPLIT_HW)[None, :]
         x = tl.load(x_rows + offs, mask=mask, other=0.0).to(tl.float32)
         w = 1.0 / (start // BLOCK_M + 1)
         delta = x - lane_mean
@@ -110,12 +100,12 @@ def _instance_norm_fwd_kernel(
     for start in range(0, HW, BLOCK_M):
         m = start + lanes
         mask = mask_c[:, None] & (m < HW)[None, :]
-        x_offs = _plane_offsets(m, x_W, sxh, sxw, X_SPLIT_HW)[None, :]
+        x_offs = plane_offset(m, x_W, sxh, sxw, X_SPLIT_HW)[None, :]
         x = tl.load(x_rows + x_offs, mask=mask, other=0.0).to(tl.float32)
         y = (x - mean[:, None]) * scale[:, None] + shift[:, None]
         if RELU:
             y = tl.where(y < 0.0, 0.0, y)
-        y_offs = _plane_offsets(m, y_W, syh, syw, Y_SPLIT_HW)[None, :]
+        y_offs = plane_offset(m, y_W, syh, syw, Y_SPLIT_HW)[None, :]
         tl.store(y_rows + y_offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
@@ -167,8 +157,8 @@ def _instance_norm_bwd_kernel(
     for start in range(0, HW, BLOCK_M):
         m = start + lanes
         mask = mask_c[:, None] & (m < HW)[None, :]
-        x_offs = _plane_offsets(m, x_W, sxh, sxw, X_SPLIT_HW)[None, :]
-        dy_offs = _plane_offsets(m, dy_W, sdyh, sdyw, DY_SPLIT_HW)[None, :]
+        x_offs = plane_offset(m, x_W, sxh, sxw, X_SPLIT_HW)[None, :]
+        dy_offs = plane_offset(m, dy_W, sdyh, sdyw, DY_SPLIT_HW)[None, :]
         xc = tl.load(x_rows + x_offs, mask=mask, other=0.0).to(tl.float32) - mean
         g = tl.load(dy_rows + dy_offs, mask=mask, other=0.0).to(tl.float32)
         if RELU:
@@ -187,14 +177,14 @@ def _instance_norm_bwd_kernel(
     for start in range(0, HW, BLOCK_M):
         m = start + lanes
         mask = mask_c[:, None] & (m < HW)[None, :]
-        x_offs = _plane_offsets(m, x_W, sxh, sxw, X_SPLIT_HW)[None, :]
-        dy_offs = _plane_offsets(m, dy_W, sdyh, sdyw, DY_SPLIT_HW)[None, :]
+        x_offs = plane_offset(m, x_W, sxh, sxw, X_SPLIT_HW)[None, :]
+        dy_offs = plane_offset(m, dy_W, sdyh, sdyw, DY_SPLIT_HW)[None, :]
         xc = tl.load(x_rows + x_offs, mask=mask, other=0.0).to(tl.float32) - mean
         g = tl.load(dy_rows + dy_offs, mask=mask, other=0.0).to(tl.float32)
         if RELU:
             g = tl.where(xc * scale + shift <= 0.0, 0.0, g)
         dx = scale * (g - mean_g - (xc * rstd) * mean_gx)
-        dx_offs = _plane_offsets(m, dx_W, sdxh, sdxw, DX_SPLIT_HW)[None, :]
+        dx_offs = plane_offset(m, dx_W, sdxh, sdxw, DX_SPLIT_HW)[None, :]
         tl.store(dx_rows + dx_offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 

@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from perceptual_kernels.backends.triton._common import TRITON_DTYPES, interpreting
+from ._common import TRITON_DTYPES, interpreting
 
 _KINDS = {"squared": 0, "l1": 1, "isotropic": 2}
 

@@ -1,0 +1,66 @@
+"""The custom ops' plumbing, independent of any kernel: the hand-written backward formulas of
+``perceptual_kernels._ops`` gradchecked in float64 over a plain-torch implementation of the kernel interface."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from perceptual_kernels import _ops
+from perceptual_kernels.backends import _kernel_modules
+
+import torch_kernels
+
+f64 = torch.float64
+BACKEND = "torch-test"
+
+
+@pytest.fixture(autouse=True)
+def torch_test_backend():
+    _kernel_modules[BACKEND] = torch_kernels
+    yield
+    del _kernel_modules[BACKEND]
+
+
+def _x(layout="contiguous"):
+    x = torch.randn(2, 3, 4, 5, dtype=f64)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x.requires_grad_()
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_gram_and_style_backward(layout):
+    x = _x(layout)
+    assert torch.autograd.gradcheck(lambda x: _ops.gram(x, 0.1, f64, BACKEND), (x,))
+    target = torch.randn(1, 3, 3, dtype=f64, requires_grad=True)  # asymmetric, broadcast over the batch
+    assert torch.autograd.gradcheck(lambda x, t: _ops.style_loss(x, t, None, 0.1, BACKEND)[0], (x, target))
+    targets = torch.randn(4, 3, 3, dtype=f64, requires_grad=True)
+    index = torch.tensor([1, 1])
+    assert torch.autograd.gradcheck(lambda x, t: _ops.style_loss(x, t, index, 0.1, BACKEND)[0], (x, targets))
+    per_sample = torch.randn(2, 3, 3, dtype=f64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, t: _ops.style_loss(x, t, None, 0.1, BACKEND)[0], (x, per_sample))
+
+
+def test_content_and_tv_backward():
+    x, target = _x(), torch.randn(2, 3, 4, 5, dtype=f64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, t: _ops.content_loss(x, t, True, BACKEND)[0], (x, target))
+    for kind in ("squared", "isotropic"):
+        assert torch.autograd.gradcheck(lambda x: _ops.tv_loss(x, kind, 1e-3, True, BACKEND)[0], (x,))
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_instance_norm_backward(relu):
+    x = _x()
+    gamma = torch.randn(2, 3, dtype=f64, requires_grad=True)
+    beta = torch.randn(2, 3, dtype=f64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda x, g, b: _ops.instance_norm(x, g, b, 1e-5, relu, BACKEND)[0], (x, gamma, beta))
+    assert torch.autograd.gradcheck(lambda x: _ops.instance_norm(x, None, None, 1e-5, relu, BACKEND)[0], (x,))
+
+
+def test_no_gradient_buffer_without_grad():
+    x = torch.randn(2, 3, 4, 5)
+    total, grad = _ops.content_loss(x, x * 0, False, BACKEND)
+    assert grad.numel() == 0 and total.ndim == 0
+    per_sample, grad = _ops.tv_loss(x, "l1", 1e-8, False, BACKEND)
+    assert grad.numel() == 0 and per_sample.shape == (2,)

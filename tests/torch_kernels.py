@@ -1,0 +1,91 @@
+"""The kernel interface of a backend (what ``perceptual_kernels.backends.kernels(name)`` returns), written in plain
+torch and float64-capable. Registered under the name "torch-test", it lets the custom ops' hand-written backward
+(``perceptual_kernels._ops``) be gradchecked in float64 and their dispatch overhead be measured without a GPU."""
+from __future__ import annotations
+
+import torch
+
+FLOAT64 = True
+
+
+def _acc(x: torch.Tensor) -> torch.Tensor:
+    return x.double() if x.dtype == torch.float64 else x.float()
+
+
+def gram_forward(x, scale, out_dtype):
+    f = _acc(x).flatten(2)
+    return (f @ f.transpose(1, 2) * scale).to(out_dtype)
+
+
+def gram_backward(grad, x, scale):
+    f = _acc(x).flatten(2)
+    g = _acc(grad)
+    return ((g + g.transpose(1, 2)) @ f * scale).view_as(x).to(x.dtype)
+
+
+def style_loss_forward(x, target, style_index, scale):
+    gram = gram_forward(x, scale, torch.float64 if x.dtype == torch.float64 else torch.float32)
+    tgt = target.to(gram.dtype)
+    tgt = tgt.index_select(0, style_index) if style_index is not None else tgt.expand_as(gram)
+    diff = gram - tgt
+    return (diff * diff).sum((1, 2)), diff
+
+
+def style_loss_backward(coef, diff, x):
+    f = _acc(x).flatten(2)
+    return (coef.to(f.dtype)[:, None, None] * ((diff + diff.transpose(1, 2)).to(f.dtype) @ f)).view_as(x).to(x.dtype)
+
+
+def content_loss_forward(x, target, grad_scale, need_grad):
+    d = _acc(x) - target.to(_acc(x).dtype)
+    return (d * d).sum(), (grad_scale * d).to(x.dtype) if need_grad else None
+
+
+def tv_forward(x, kind, eps, grad_scale, need_grad):
+    xf = _acc(x)
+    dh = xf[:, :, 1:, :] - xf[:, :, :-1, :]
+    dw = xf[:, :, :, 1:] - xf[:, :, :, :-1]
+    grad = torch.zeros_like(xf)
+    if kind == "isotropic":
+        dh, dw = dh[:, :, :, :-1], dw[:, :, :-1, :]
+        norm = (dh * dh + dw * dw + eps).sqrt()
+        per_sample = norm.sum((1, 2, 3))
+        grad[:, :, 1:, :-1] += dh / norm
+        grad[:, :, :-1, 1:] += dw / norm
+        grad[:, :, :-1, :-1] -= (dh + dw) / norm
+    else:
+        fh, fw = (dh * dh, dw * dw) if kind == "squared" else (dh.abs(), dw.abs())
+        per_sample = fh.sum((1, 2, 3)) + fw.sum((1, 2, 3))
+        gh, gw = (2 * dh, 2 * dw) if kind == "squared" else (dh.sign(), dw.sign())
+        grad[:, :, 1:, :] += gh
+        grad[:, :, :-1, :] -= gh
+        grad[:, :, :, 1:] += gw
+        grad[:, :, :, :-1] -= gw
+    return per_sample, (grad * grad_scale).to(x.dtype) if need_grad else None
+
+
+def instance_norm_forward(x, gamma, beta, eps, relu):
+    xf = _acc(x)
+    mean = xf.mean((2, 3))
+    rstd = torch.rsqrt(((xf - mean[:, :, None, None]) ** 2).mean((2, 3)) + eps)
+    y = (xf - mean[:, :, None, None]) * rstd[:, :, None, None]
+    if gamma is not None:
+        y = y * gamma[:, :, None, None]
+    if beta is not None:
+        y = y + beta[:, :, None, None]
+    return (y.clamp_min(0) if relu else y).to(x.dtype), mean, rstd
+
+
+def instance_norm_backward(grad_y, x, mean, rstd, gamma, beta, relu, need_affine_grad):
+    xhat = (_acc(x) - mean[:, :, None, None]) * rstd[:, :, None, None]
+    g = _acc(grad_y)
+    if relu:
+        y = xhat * (gamma[:, :, None, None] if gamma is not None else 1)
+        y = y + (beta[:, :, None, None] if beta is not None else 0)
+        g = g * (y > 0)
+    scale = rstd * (gamma if gamma is not None else 1)
+    dx = scale[:, :, None, None] * (g - g.mean((2, 3), keepdim=True)
+                                    - xhat * (g * xhat).mean((2, 3), keepdim=True))
+    if not need_affine_grad:
+        return dx.to(x.dtype), None, None
+    return dx.to(x.dtype), (g * xhat).sum((2, 3)), g.sum((2, 3))
