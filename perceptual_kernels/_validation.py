@@ -78,7 +78,7 @@ def index_tensor(name: str, index: object, batch: int, rows: int, device: torch.
     if torch.compiler.is_compiling():
         torch._assert_async(((index >= 0) & (index < rows)).all(), f"{name} out of range [0, {rows})")
     else:
-        low, high = torch.aminmax(index)
-        if low.item() < 0 or high.item() >= rows:
-            raise ValueError(f"{name} values must lie in [0, {rows}), got min {low.item()}, max {high.item()}")
+        low, high = torch.stack(torch.aminmax(index)).tolist()  # one host sync
+        if low < 0 or high >= rows:
+            raise ValueError(f"{name} values must lie in [0, {rows}), got min {low}, max {high}")
     return index.contiguous()

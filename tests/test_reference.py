@@ -133,3 +133,11 @@ def test_autocast_leaves_the_losses_in_fp32():
         assert pk.style_loss(feats, target).dtype == torch.float32
         assert pk.content_loss(feats, x).dtype == torch.float32
         assert pk.gram_matrix(x).dtype == torch.float32
+
+
+def test_l1_tv_gradient_keeps_nan():
+    x = torch.zeros(1, 1, 3, 3, dtype=f64)
+    x[0, 0, 1, 1] = float("nan")
+    x.requires_grad_()
+    pk.tv_loss(x, kind="l1").backward()
+    assert x.grad[0, 0, 1, 1].isnan() and x.grad[0, 0, 0, 0] == 0  # NaN where it entered, 0 (sign(0)) elsewhere

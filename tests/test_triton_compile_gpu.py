@@ -11,8 +11,8 @@ import os
 import pytest
 import torch
 
-if os.environ.get("TRITON_INTERPRET") == "1":
-    pytest.skip("compiling needs Triton's compiler, not its interpreter", allow_module_level=True)
+pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1",
+                                reason="compiling needs Triton's compiler, not its interpreter")
 triton = pytest.importorskip("triton")
 
 from perceptual_kernels.backends.triton import _aot, content, gram, instance_norm, tv  # noqa: E402

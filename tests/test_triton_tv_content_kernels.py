@@ -1,42 +1,17 @@
 """Triton TV and content kernels against float64 torch references (run with TRITON_INTERPRET=1 on CPU)."""
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-_ROOT = Path(__file__).resolve().parents[1]
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
 
 pytest.importorskip("triton")
 if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1":
     pytest.skip("Triton kernels need a GPU or TRITON_INTERPRET=1", allow_module_level=True)
 
-
-def _load(name: str):
-    """Import ``perceptual_kernels.backends.triton.<name>``; fall back to loading the file by path."""
-    full = f"perceptual_kernels.backends.triton.{name}"
-    try:
-        return importlib.import_module(full)
-    except Exception:  # e.g. a package __init__ that is missing or mid-edit
-        for dep in ("_common", name):
-            spec = importlib.util.spec_from_file_location(
-                f"perceptual_kernels.backends.triton.{dep}",
-                _ROOT / "perceptual_kernels" / "backends" / "triton" / f"{dep}.py")
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[spec.name] = module
-            spec.loader.exec_module(module)
-        return sys.modules[full]
-
-
-tv_forward = _load("tv").tv_forward
-content_loss_forward = _load("content").content_loss_forward
+from perceptual_kernels.backends.triton.content import content_loss_forward  # noqa: E402
+from perceptual_kernels.backends.triton.tv import tv_forward  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TOL = {  # (rtol, atol relative to the scale of the values)

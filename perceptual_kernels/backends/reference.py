@@ -50,6 +50,11 @@ def content_loss(x: torch.Tensor, target: torch.Tensor, weight: float, reduction
     return weight * (sq.mean() if reduction == "mean" else sq.sum())
 
 
+def _abs(d: torch.Tensor) -> torch.Tensor:
+    """``|d|`` whose gradient ``sign(d)`` is NaN at NaN (``torch.abs``'s backward would give 0 there)."""
+    return d * torch.where(d > 0, 1.0, torch.where(d < 0, -1.0, d * 0.0)).detach()
+
+
 def tv_loss(x: torch.Tensor, kind: str, eps: float, weight: float, reduction: str) -> torch.Tensor:
     """Total variation (squared / l1 / isotropic), per sample summed over C, H, W; ``"mean"`` divides by
     B*C*H*W and ``"none"`` returns (B,)."""
@@ -59,7 +64,7 @@ def tv_loss(x: torch.Tensor, kind: str, eps: float, weight: float, reduction: st
     if kind == "squared":
         per_sample = (dh ** 2).sum(dim=(1, 2, 3)) + (dw ** 2).sum(dim=(1, 2, 3))
     elif kind == "l1":
-        per_sample = dh.abs().sum(dim=(1, 2, 3)) + dw.abs().sum(dim=(1, 2, 3))
+        per_sample = _abs(dh).sum(dim=(1, 2, 3)) + _abs(dw).sum(dim=(1, 2, 3))
     else:
         mag = dh[:, :, :, :-1] ** 2 + dw[:, :, :-1, :] ** 2 + eps
         per_sample = mag.sqrt().sum(dim=(1, 2, 3))
