@@ -98,7 +98,8 @@ def content_loss(x: torch.Tensor, target: torch.Tensor, *, weight: float = 1.0,
     """Feature reconstruction loss ``w * reduce (x - target)^2`` (``F.mse_loss`` semantics, same shapes).
 
     The fused kernels write the gradient ``2 (x - target)`` during the forward pass, so the backward is one
-    scale. ``reduction="none"`` is elementwise and runs as plain torch ops on every backend.
+    scale. ``reduction="none"`` is elementwise and runs as plain torch ops on every backend. Ranks other than 4
+    are viewed as 4-D (ranks above 4 are reshaped, which copies a non-contiguous input).
     """
     x = check.floating_tensor("x", x, (1, 2, 3, 4, 5, 6))
     target = check.floating_tensor("target", target, (x.dim(),))
