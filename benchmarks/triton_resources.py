@@ -21,14 +21,16 @@ def main(arch: int = 90) -> None:
             for launch in kernel_calls(dtype, layout):
                 r = _aot.compile_for(launch, arch)
                 blocks = ", ".join(f"{k}={v}" for k, v in r["constexprs"].items() if k.startswith("BLOCK") or k in ("MODE", "KIND"))
-                rows.append(f"| {r['kernel']} | {str(dtype).removeprefix('torch.')} | {layout} | {blocks} | "
-                            f"{r.get('num_warps', '')} | {r['registers']} | {r['local_bytes']} | {r['shared_bytes']} |")
+                dtype_name = str(dtype).removeprefix("torch.")
+                rows.append(f"| {r['kernel']} | {dtype_name} | {layout} | {blocks} | {r.get('num_warps', '')} | "
+                            f"{r['registers']} | {r['local_bytes']} | {r['shared_bytes']} |")
     out = pathlib.Path(__file__).parent / "results" / f"triton_resources_sm{arch}.md"
     out.parent.mkdir(exist_ok=True)
     header = (f"# Triton kernels compiled for sm_{arch} (triton {triton.__version__}, torch {torch.__version__})\n\n"
               "Compiled on a CPU-only machine with `python benchmarks/triton_resources.py`; input (2, 64, 16, 16), "
               "GPU launch configuration. `local` = spill bytes per thread.\n\n"
-              "| kernel | dtype | layout | blocks | warps | registers | local | shared bytes |\n|---|---|---|---|---|---|---|---|\n")
+              "| kernel | dtype | layout | blocks | warps | registers | local | shared bytes |\n"
+              "|---|---|---|---|---|---|---|---|\n")
     out.write_text(header + "\n".join(dict.fromkeys(rows)) + "\n")
     print(out.read_text())
 

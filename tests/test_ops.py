@@ -191,3 +191,25 @@ def test_autocast_does_not_change_kernel_ops(kernel_backend):
             got = pk.style_loss(x, target) + pk.tv_loss(x) + pk.instance_norm(x).square().mean()
     assert got.dtype == torch.float32
     assert_close(got, expected, torch.float32)
+
+
+HALF_OPS = {
+    "gram": (lambda x: pk.gram_matrix(x), ("x",), None),
+    # a style weight as used in practice keeps the fp16 gradient (~1e-7 at weight 1) above fp16's subnormals
+    "style": (lambda x: pk.style_loss(x, torch.eye(17, device=DEVICE) * 0.05, weight=1e4), ("x",), torch.float32),
+    "content": (lambda x: pk.content_loss(x, torch.ones_like(x)), ("x",), torch.float32),
+    "tv": (lambda x: pk.tv_loss(x, kind="isotropic"), ("x",), torch.float32),
+    "cin": (lambda x: pk.conditional_instance_norm(
+        x, torch.linspace(0.5, 2, 17, device=DEVICE), torch.linspace(-1, 1, 17, device=DEVICE),
+        activation="relu"), ("x",), None),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("op", list(HALF_OPS))
+def test_half_precision(kernel_backend, op, layout, dtype):
+    """fp16 / bf16 through the public ops on every device (the GPU pass also sweeps them in the tests above)."""
+    fn, grads, out_dtype = HALF_OPS[op]
+    check_against_reference(fn, {"x": make_input((3, 17, 7, 31), layout, dtype)}, kernel_backend, dtype, grads,
+                            out_dtype=out_dtype)

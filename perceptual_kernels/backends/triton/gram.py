@@ -67,7 +67,7 @@ def _gram_fwd_kernel(x_ptr, out_ptr, ws_ptr, target_ptr, index_ptr, loss_ptr,
                      s_tb, s_tr, s_tc,
                      n_row_tiles, k_per_split, scale,
                      MODE: tl.constexpr, HAS_INDEX: tl.constexpr, SPLIT: tl.constexpr,
-                     SPLIT_HW: tl.constexpr, PRECISION: tl.constexpr,
+                     SPLIT_HW: tl.constexpr, PRECISION: tl.constexpr, DOT_FP32: tl.constexpr,
                      BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr):
     """Grid (tiles * tiles, splits, B). Tile (ti, tj) with ti <= tj of ``F_b F_b^T`` over one K range.
 
@@ -98,6 +98,8 @@ def _gram_fwd_kernel(x_ptr, out_ptr, ws_ptr, target_ptr, index_ptr, loss_ptr,
             k_off = plane_offset(ks, W, s_xh, s_xw, SPLIT_HW)
             a = tl.load(row_ptrs + k_off[None, :], mask=(rows[:, None] < C) & k_ok[None, :], other=0.0)
             bt = tl.load(col_ptrs + k_off[:, None], mask=k_ok[:, None] & (cols[None, :] < C), other=0.0)
+            if DOT_FP32:
+                a, bt = a.to(tl.float32), bt.to(tl.float32)
             acc = tl.dot(a, bt, acc, input_precision=PRECISION)
         if SPLIT == 1:
             _gram_epilogue(acc * scale, b, ti, tj, C, rows, cols, out_ptr, target_ptr, index_ptr, loss_ptr,
@@ -141,7 +143,7 @@ def _sym_dot_kernel(d_ptr, x_ptr, out_ptr, coef_ptr, scale,
                     C, M, W, s_db, s_dr, s_dc,
                     s_xb, s_xc, s_xh, s_xw, s_ob, s_oc, s_oh, s_ow,
                     HAS_COEF: tl.constexpr, X_SPLIT_HW: tl.constexpr, OUT_SPLIT_HW: tl.constexpr,
-                    PRECISION: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr,
+                    PRECISION: tl.constexpr, DOT_FP32: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr,
                     BLOCK_M: tl.constexpr):
     """Grid (M tiles, C tiles, B):
     ``out_b[rows, ms] = scale * coef_b * sum_k (D_b + D_b^T)[rows, k] F_b[k, ms]`` (coef_b = 1 without it)."""
@@ -162,6 +164,8 @@ def _sym_dot_kernel(d_ptr, x_ptr, out_ptr, coef_ptr, scale,
         d_t = tl.load(d_base + ks[None, :] * s_dr + rows[:, None] * s_dc, mask=dmask, other=0.0).to(tl.float32)
         f = tl.load(x_ptr + b * s_xb + ks.to(tl.int64)[:, None] * s_xc + x_m_off[None, :],
                     mask=(ks[:, None] < C) & m_ok[None, :], other=0.0)
+        if DOT_FP32:
+            f = f.to(tl.float32)
         acc = tl.dot((d + d_t).to(f.dtype), f, acc, input_precision=PRECISION)
     acc = acc * scale
     if HAS_COEF:
@@ -169,6 +173,12 @@ def _sym_dot_kernel(d_ptr, x_ptr, out_ptr, coef_ptr, scale,
     out_m_off = plane_offset(ms, W, s_oh, s_ow, OUT_SPLIT_HW)
     out_ptrs = out_ptr + b * s_ob + rows.to(tl.int64)[:, None] * s_oc + out_m_off[None, :]
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & m_ok[None, :])
+
+
+def _dot_in_fp32(dtype: torch.dtype) -> bool:
+    """Triton 3.9's CPU interpreter multiplies bf16 ``tl.dot`` operands wrongly; there (only) the bf16 tiles are
+    widened to fp32 before the product, so the interpreter still checks the loads, masks, casts and stores."""
+    return dtype == torch.bfloat16 and interpreting()
 
 
 def _gram_blocks(C: int, dtype: torch.dtype) -> tuple[int, int, int]:
@@ -212,7 +222,8 @@ def _gram_launch(x: torch.Tensor, scale: float, out: torch.Tensor, mode: int,
         C, M, w, s_xb, s_xc, s_h, s_w, *target_args[1:],
         n_row, per_split, scale,
         MODE=mode, HAS_INDEX=style_index is not None, SPLIT=splits, SPLIT_HW=split_hw,
-        PRECISION=dot_precision(x.dtype), BLOCK_C=block_c, BLOCK_K=block_k, num_warps=warps)
+        PRECISION=dot_precision(x.dtype), DOT_FP32=_dot_in_fp32(x.dtype), BLOCK_C=block_c, BLOCK_K=block_k,
+        num_warps=warps)
     if splits > 1:
         _gram_reduce_kernel[(n_row * n_row, B)](
             ws, out, target_args[0], index, loss, C, splits, n_row, scale, *target_args[1:],
@@ -255,6 +266,7 @@ def _sym_dot(d: torch.Tensor, x: torch.Tensor, scale: float, coef: torch.Tensor 
         d, x, out, coef if coef is not None else d, scale, C, H * W, w, *d.stride(),
         x.stride(0), x.stride(1), xs_h, xs_w, out.stride(0), out.stride(1), os_h, os_w,
         HAS_COEF=coef is not None, X_SPLIT_HW=x_split, OUT_SPLIT_HW=o_split, PRECISION=dot_precision(x.dtype),
+        DOT_FP32=_dot_in_fp32(x.dtype),
         BLOCK_C=block_c, BLOCK_K=block_k, BLOCK_M=block_m, num_warps=8 if block_c == 128 else 4)
     return out
 
