@@ -20,7 +20,8 @@ def main(arch: int = 90) -> None:
         for layout in ("contiguous", "channels_last", "sliced"):
             for launch in kernel_calls(dtype, layout):
                 r = _aot.compile_for(launch, arch)
-                blocks = ", ".join(f"{k}={v}" for k, v in r["constexprs"].items() if k.startswith("BLOCK") or k in ("MODE", "KIND"))
+                blocks = ", ".join(f"{k}={v}" for k, v in r["constexprs"].items()
+                                   if k.startswith("BLOCK") or k in ("MODE", "KIND"))
                 dtype_name = str(dtype).removeprefix("torch.")
                 rows.append(f"| {r['kernel']} | {dtype_name} | {layout} | {blocks} | {r.get('num_warps', '')} | "
                             f"{r['registers']} | {r['local_bytes']} | {r['shared_bytes']} |")
