@@ -1,8 +1,9 @@
 """Eager per-call overhead of the Python layer, on tiny inputs where the math costs almost nothing.
 
-For each op: the argument checks + backend choice (``functional`` minus the reference math it calls), and the
+For each op: the argument checks + backend choice (``functional`` minus the reference math it calls), the
 ``torch.library`` custom-op dispatch with its autograd wiring (``_ops`` minus the kernel-interface function it
-calls; the kernels are the plain-torch ones from ``tests/torch_kernels.py``). Run:
+calls; the kernels are the plain-torch ones from ``tests/torch_kernels.py``), and the whole public call on that
+kernel path minus the kernel function. Run:
 ``python -m pytest benchmarks/test_dispatch_overhead.py --benchmark-only``.
 """
 from __future__ import annotations
@@ -46,15 +47,20 @@ CASES = {
     "conditional_instance_norm": (
         lambda: pk.conditional_instance_norm(x, gamma, beta, style_index=index),
         lambda: reference.instance_norm(x, rows, rows, 1e-5, False),
-        lambda: _ops.instance_norm(x, rows, rows, 1e-5, False, "torch-test"),
-        lambda: torch_kernels.instance_norm_forward(x, rows, rows, 1e-5, False)),
+        lambda: _ops.instance_norm(x, gamma, beta, index, 1e-5, False, "torch-test"),
+        lambda: torch_kernels.instance_norm_forward(x, gamma, beta, 1e-5, False, index)),
 }
-PARTS = ("public_reference", "reference_math", "custom_op", "kernel_function")
+PARTS = ("public_reference", "reference_math", "custom_op", "kernel_function", "public_kernel_path")
 
 
 @pytest.mark.parametrize("part", PARTS)
 @pytest.mark.parametrize("op", list(CASES))
-def test_overhead(benchmark, op, part):
+def test_overhead(benchmark, monkeypatch, op, part):
+    """``public_kernel_path``: the public call routed to the torch kernels (checks + custom op + kernel)."""
     benchmark.group = op
+    if part == "public_kernel_path":
+        monkeypatch.setattr(pk.functional, "select", lambda device, dtype: "torch-test")
+        benchmark(CASES[op][0])
+        return
     with pk.use_backend("reference"):
         benchmark(CASES[op][PARTS.index(part)])

@@ -170,54 +170,73 @@ def _tv_bwd(ctx, grad_per_sample, _grad_grad):
 tv_loss.register_autograd(_tv_bwd, setup_context=_tv_setup)
 
 
-# --- Instance norm (per-sample affine rows; conditional instance norm gathers them) --------------------------
+# --- Instance norm (affine rows gathered per sample; conditional instance norm picks them by style) ----------
 @custom_op(f"{_NS}::instance_norm", mutates_args=())
-def instance_norm(x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tensor | None, eps: float,
-                  relu: bool, backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``y = gamma_bc * (x - mu_bc) * rstd_bc + beta_bc`` (then ReLU), with ``mean`` and ``rstd`` (B, C) fp32."""
-    return kernels(backend).instance_norm_forward(x, gamma, beta, eps, relu)
+def instance_norm(x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tensor | None,
+                  style_index: torch.Tensor | None, eps: float, relu: bool,
+                  backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``y = gamma_b * (x - mu_bc) * rstd_bc + beta_b`` (then ReLU), with ``mean`` and ``rstd`` (B, C) fp32.
+
+    ``gamma`` / ``beta``: tables of 1 row (shared), B rows, or S rows picked by ``style_index`` (B,).
+    """
+    return kernels(backend).instance_norm_forward(x, gamma, beta, eps, relu, style_index)
 
 
 @instance_norm.register_fake
-def _(x, gamma, beta, eps, relu, backend):
+def _(x, gamma, beta, style_index, eps, relu, backend):
     stats = x.new_empty(x.shape[:2], dtype=torch.float32)
     return torch.empty_like(x), stats, stats.clone()
 
 
 @custom_op(f"{_NS}::instance_norm_backward", mutates_args=())
 def instance_norm_backward(grad_y: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor,
-                           gamma: torch.Tensor | None, beta: torch.Tensor | None, relu: bool,
-                           need_affine_grad: bool, backend: str
+                           gamma: torch.Tensor | None, beta: torch.Tensor | None,
+                           style_index: torch.Tensor | None, relu: bool, need_affine_grad: bool, backend: str
                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``dx`` and the per-sample ``dgamma``, ``dbeta`` (B, C) fp32 (empty unless ``need_affine_grad``)."""
     dx, dgamma, dbeta = kernels(backend).instance_norm_backward(
-        grad_y, x, mean, rstd, gamma, beta, relu, need_affine_grad)
+        grad_y, x, mean, rstd, gamma, beta, relu, need_affine_grad, style_index)
     if dgamma is None:
         dgamma, dbeta = mean.new_empty(0), mean.new_empty(0)
     return dx, dgamma, dbeta
 
 
 @instance_norm_backward.register_fake
-def _(grad_y, x, mean, rstd, gamma, beta, relu, need_affine_grad, backend):
+def _(grad_y, x, mean, rstd, gamma, beta, style_index, relu, need_affine_grad, backend):
     stats = mean.new_empty(mean.shape if need_affine_grad else (0,))
     return torch.empty_like(x), stats, stats.clone()
 
 
+def _onto_table(per_sample: torch.Tensor, table: torch.Tensor, style_index: torch.Tensor | None) -> torch.Tensor:
+    """Sum per-sample parameter gradients (B, C) onto the rows of ``table`` they were read from, in a fixed
+    order (an elementwise one-hot sum: deterministic, no scatter-add atomics, no tf32)."""
+    C = per_sample.shape[1]
+    rows = table.reshape(-1, C).shape[0]
+    if style_index is not None:
+        one_hot = style_index[None, :] == torch.arange(rows, device=per_sample.device)[:, None]
+        grad = (one_hot[:, :, None] * per_sample[None]).sum(1)
+    elif rows == 1:
+        grad = per_sample.sum(0)
+    else:
+        grad = per_sample
+    return grad.reshape(table.shape).to(table.dtype)
+
+
 def _in_setup(ctx, inputs, output):
-    x, gamma, beta, eps, relu, backend = inputs
+    x, gamma, beta, style_index, eps, relu, backend = inputs
     ctx.mark_non_differentiable(output[1], output[2])
-    ctx.save_for_backward(x, output[1], output[2], gamma, beta)
+    ctx.save_for_backward(x, output[1], output[2], gamma, beta, style_index)
     ctx.relu, ctx.backend = relu, backend
 
 
 def _in_bwd(ctx, grad_y, _grad_mean, _grad_rstd):
-    x, mean, rstd, gamma, beta = ctx.saved_tensors
+    x, mean, rstd, gamma, beta, style_index = ctx.saved_tensors
     need_affine = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
     dx, dgamma, dbeta = instance_norm_backward(
-        grad_y, x, mean, rstd, gamma, beta, ctx.relu, need_affine, ctx.backend)
+        grad_y, x, mean, rstd, gamma, beta, style_index, ctx.relu, need_affine, ctx.backend)
     return (dx if ctx.needs_input_grad[0] else None,
-            dgamma if ctx.needs_input_grad[1] else None,
-            dbeta if ctx.needs_input_grad[2] else None, None, None, None)
+            _onto_table(dgamma, gamma, style_index) if ctx.needs_input_grad[1] else None,
+            _onto_table(dbeta, beta, style_index) if ctx.needs_input_grad[2] else None, None, None, None, None)
 
 
 instance_norm.register_autograd(_in_bwd, setup_context=_in_setup)

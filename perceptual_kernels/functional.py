@@ -165,20 +165,24 @@ def _check_table(name: str, table: object, C: int, x: torch.Tensor) -> torch.Ten
 
 
 def _instance_norm(x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tensor | None,
-                   mix: torch.Tensor | None, eps: float, activation: str | None) -> torch.Tensor:
+                   index: torch.Tensor | None, weights: torch.Tensor | None, eps: float,
+                   activation: str | None) -> torch.Tensor:
+    """Dispatch instance norm; affine tables are (C,) or (S, C), rows picked by ``index`` or mixed by
+    ``weights`` (B, S). Kernels gather picked rows themselves; mixed rows are built here."""
     eps = check.real_number("eps", eps, positive=True)
     activation = check.choice("activation", activation, ACTIVATIONS)  # type: ignore[arg-type]
+    relu = activation == "relu"
     backend = select(x.device, x.dtype)
-    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    gamma_rows = _affine_rows(gamma, x, mix, dtype)
-    beta_rows = _affine_rows(beta, x, mix, dtype)
-    if backend == "reference":
-        return _reference(reference.instance_norm, x, gamma_rows, beta_rows, eps, activation == "relu")
-    if gamma_rows is not None:
-        gamma_rows = gamma_rows.contiguous()
-    if beta_rows is not None:
-        beta_rows = beta_rows.contiguous()
-    y, _, _ = _ops.instance_norm(x, gamma_rows, beta_rows, eps, activation == "relu", backend)
+    if backend == "reference" or weights is not None:
+        dtype = torch.float64 if backend == "reference" and x.dtype == torch.float64 else torch.float32
+        mix = weights
+        if index is not None:
+            mix = index[:, None] == torch.arange(gamma.reshape(-1, x.shape[1]).shape[0], device=x.device)
+        gamma, beta = _affine_rows(gamma, x, mix, dtype), _affine_rows(beta, x, mix, dtype)
+        index = None
+        if backend == "reference":
+            return _reference(reference.instance_norm, x, gamma, beta, eps, relu)
+    y, _, _ = _ops.instance_norm(x, gamma, beta, index, eps, relu, backend)
     return y
 
 
@@ -197,7 +201,7 @@ def instance_norm(x: torch.Tensor, weight: torch.Tensor | None = None, bias: tor
             check.same_device(x, **{name: table})
             if table.shape != (C,):
                 raise ValueError(f"{name} must have shape ({C},), got {tuple(table.shape)}")
-    return _instance_norm(x, weight, bias, None, eps, activation)
+    return _instance_norm(x, weight, bias, None, None, eps, activation)
 
 
 def conditional_instance_norm(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, *,
@@ -219,17 +223,16 @@ def conditional_instance_norm(x: torch.Tensor, gamma: torch.Tensor, beta: torch.
     S = gamma.shape[0] if gamma.dim() == 2 else 1
     if style_index is not None and style_weights is not None:
         raise ValueError("give style_index or style_weights, not both")
-    mix = None
+    index = weights = None
     if style_index is not None:
         index = check.index_tensor("style_index", style_index, B, S, x.device)
-        mix = index[:, None] == torch.arange(S, device=x.device)[None, :]
     elif style_weights is not None:
-        mix = check.floating_tensor("style_weights", style_weights, (2,))
-        check.same_device(x, style_weights=mix)
-        if mix.shape != (B, S):
-            raise ValueError(f"style_weights must have shape (B, S) = ({B}, {S}), got {tuple(mix.shape)}")
+        weights = check.floating_tensor("style_weights", style_weights, (2,))
+        check.same_device(x, style_weights=weights)
+        if weights.shape != (B, S):
+            raise ValueError(f"style_weights must have shape (B, S) = ({B}, {S}), got {tuple(weights.shape)}")
     elif gamma.dim() == 2 and S != 1:
         raise ValueError(f"gamma has {S} style rows: give style_index (B,) or style_weights (B, {S})")
-    if gamma.dim() == 1 and mix is not None:
+    if gamma.dim() == 1 and (index is not None or weights is not None):
         raise ValueError("style_index / style_weights need (S, C) tables, got (C,) gamma and beta")
-    return _instance_norm(x, gamma, beta, mix, eps, activation)
+    return _instance_norm(x, gamma, beta, index, weights, eps, activation)

@@ -51,11 +51,14 @@ def test_content_and_tv_backward():
 @pytest.mark.parametrize("relu", [False, True])
 def test_instance_norm_backward(relu):
     x = _x()
-    gamma = torch.randn(2, 3, dtype=f64, requires_grad=True)
-    beta = torch.randn(2, 3, dtype=f64, requires_grad=True)
-    assert torch.autograd.gradcheck(
-        lambda x, g, b: _ops.instance_norm(x, g, b, 1e-5, relu, BACKEND)[0], (x, gamma, beta))
-    assert torch.autograd.gradcheck(lambda x: _ops.instance_norm(x, None, None, 1e-5, relu, BACKEND)[0], (x,))
+    per_sample = [torch.randn(2, 3, dtype=f64, requires_grad=True) for _ in range(2)]
+    tables = [torch.randn(4, 3, dtype=f64, requires_grad=True) for _ in range(2)]
+    shared = [torch.randn(3, dtype=f64, requires_grad=True) for _ in range(2)]
+    index = torch.tensor([2, 2])  # a repeated style: its row gets both samples' gradients
+    for params, idx in ((per_sample, None), (tables, index), (shared, None)):
+        assert torch.autograd.gradcheck(
+            lambda x, g, b: _ops.instance_norm(x, g, b, idx, 1e-5, relu, BACKEND)[0], (x, *params))
+    assert torch.autograd.gradcheck(lambda x: _ops.instance_norm(x, None, None, None, 1e-5, relu, BACKEND)[0], (x,))
 
 
 def test_no_gradient_buffer_without_grad():

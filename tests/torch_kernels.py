@@ -64,27 +64,38 @@ def tv_forward(x, kind, eps, grad_scale, need_grad):
     return per_sample, (grad * grad_scale).to(x.dtype) if need_grad else None
 
 
-def instance_norm_forward(x, gamma, beta, eps, relu):
+def _rows(table, x, style_index):
+    """Per-sample (B, C, 1, 1) parameters from a table of 1, B or S rows."""
+    if table is None:
+        return None
+    table = table.reshape(-1, x.shape[1]).to(_acc(x).dtype)
+    if style_index is not None:
+        table = table[style_index]
+    return table.expand(x.shape[0], -1)[:, :, None, None]
+
+
+def instance_norm_forward(x, gamma, beta, eps, relu, style_index=None):
+    gamma, beta = _rows(gamma, x, style_index), _rows(beta, x, style_index)
     xf = _acc(x)
     mean = xf.mean((2, 3))
     rstd = torch.rsqrt(((xf - mean[:, :, None, None]) ** 2).mean((2, 3)) + eps)
     y = (xf - mean[:, :, None, None]) * rstd[:, :, None, None]
     if gamma is not None:
-        y = y * gamma[:, :, None, None]
+        y = y * gamma
     if beta is not None:
-        y = y + beta[:, :, None, None]
+        y = y + beta
     return (y.clamp_min(0) if relu else y).to(x.dtype), mean, rstd
 
 
-def instance_norm_backward(grad_y, x, mean, rstd, gamma, beta, relu, need_affine_grad):
+def instance_norm_backward(grad_y, x, mean, rstd, gamma, beta, relu, need_affine_grad, style_index=None):
+    gamma, beta = _rows(gamma, x, style_index), _rows(beta, x, style_index)
     xhat = (_acc(x) - mean[:, :, None, None]) * rstd[:, :, None, None]
     g = _acc(grad_y)
     if relu:
-        y = xhat * (gamma[:, :, None, None] if gamma is not None else 1)
-        y = y + (beta[:, :, None, None] if beta is not None else 0)
+        y = xhat * (gamma if gamma is not None else 1) + (beta if beta is not None else 0)
         g = g * (y > 0)
-    scale = rstd * (gamma if gamma is not None else 1)
-    dx = scale[:, :, None, None] * (g - g.mean((2, 3), keepdim=True)
+    scale = rstd[:, :, None, None] * (gamma if gamma is not None else 1)
+    dx = scale * (g - g.mean((2, 3), keepdim=True)
                                     - xhat * (g * xhat).mean((2, 3), keepdim=True))
     if not need_affine_grad:
         return dx.to(x.dtype), None, None

@@ -37,14 +37,25 @@ from ._common import TRITON_DTYPES, hw_layout, interpreting, num_sms, plane_offs
 
 
 @triton.jit
+def _param_offsets(b, chans, index_ptr, s_row, HAS_INDEX: tl.constexpr):
+    """Offsets of the affine parameters of sample ``b``: row ``index[b]`` (or ``b``) of a (rows, C) table."""
+    if HAS_INDEX:
+        row = tl.load(index_ptr + b).to(tl.int64)
+    else:
+        row = b
+    return row * s_row + chans
+
+
+@triton.jit
 def _instance_norm_fwd_kernel(
-    x_ptr, y_ptr, gamma_ptr, beta_ptr, mean_ptr, rstd_ptr,
-    C, HW, n_cblocks,
+    x_ptr, y_ptr, gamma_ptr, beta_ptr, index_ptr, mean_ptr, rstd_ptr,
+    C, HW, n_cblocks, s_row,
     sxb, sxc, x_W, sxh, sxw,
     syb, syc, y_W, syh, syw,
     eps,
     HAS_GAMMA: tl.constexpr,
     HAS_BETA: tl.constexpr,
+    HAS_INDEX: tl.constexpr,
     RELU: tl.constexpr,
     X_SPLIT_HW: tl.constexpr,
     Y_SPLIT_HW: tl.constexpr,
@@ -87,12 +98,13 @@ def _instance_norm_fwd_kernel(
     tl.store(mean_ptr + bc, mean, mask=mask_c)
     tl.store(rstd_ptr + bc, rstd, mask=mask_c)
 
+    prow = _param_offsets(b, chans, index_ptr, s_row, HAS_INDEX)
     if HAS_GAMMA:
-        scale = tl.load(gamma_ptr + bc, mask=mask_c, other=1.0) * rstd
+        scale = tl.load(gamma_ptr + prow, mask=mask_c, other=1.0) * rstd
     else:
         scale = rstd
     if HAS_BETA:
-        shift = tl.load(beta_ptr + bc, mask=mask_c, other=0.0)
+        shift = tl.load(beta_ptr + prow, mask=mask_c, other=0.0)
     else:
         shift = tl.zeros([BLOCK_C], dtype=tl.float32)
 
@@ -111,13 +123,14 @@ def _instance_norm_fwd_kernel(
 
 @triton.jit
 def _instance_norm_bwd_kernel(
-    dy_ptr, x_ptr, dx_ptr, mean_ptr, rstd_ptr, gamma_ptr, beta_ptr, dgamma_ptr, dbeta_ptr,
-    C, HW, n_cblocks,
+    dy_ptr, x_ptr, dx_ptr, mean_ptr, rstd_ptr, gamma_ptr, beta_ptr, index_ptr, dgamma_ptr, dbeta_ptr,
+    C, HW, n_cblocks, s_row,
     sdyb, sdyc, dy_W, sdyh, sdyw,
     sxb, sxc, x_W, sxh, sxw,
     sdxb, sdxc, dx_W, sdxh, sdxw,
     HAS_GAMMA: tl.constexpr,
     HAS_BETA: tl.constexpr,
+    HAS_INDEX: tl.constexpr,
     RELU: tl.constexpr,
     STORE_AFFINE_GRAD: tl.constexpr,
     DY_SPLIT_HW: tl.constexpr,
@@ -139,12 +152,13 @@ def _instance_norm_bwd_kernel(
     bc = b * C + chans
     mean = tl.load(mean_ptr + bc, mask=mask_c, other=0.0)[:, None]
     rstd = tl.load(rstd_ptr + bc, mask=mask_c, other=0.0)
+    prow = _param_offsets(b, chans, index_ptr, s_row, HAS_INDEX)
     if HAS_GAMMA:
-        scale = tl.load(gamma_ptr + bc, mask=mask_c, other=1.0) * rstd
+        scale = tl.load(gamma_ptr + prow, mask=mask_c, other=1.0) * rstd
     else:
         scale = rstd
     if HAS_BETA:
-        shift = tl.load(beta_ptr + bc, mask=mask_c, other=0.0)[:, None]
+        shift = tl.load(beta_ptr + prow, mask=mask_c, other=0.0)[:, None]
     else:
         shift = tl.zeros([BLOCK_C, 1], dtype=tl.float32)
     rstd = rstd[:, None]
@@ -227,7 +241,7 @@ def _check_input(name: str, x: torch.Tensor) -> None:
 
 
 def _per_plane(t: torch.Tensor | None, B: int, C: int) -> torch.Tensor | None:
-    """A (B, C) float32 contiguous view of a per-plane parameter (a no-op for the documented inputs)."""
+    """A (B, C) float32 contiguous view of a per-plane statistic (a no-op for the documented inputs)."""
     if t is None:
         return None
     if t.shape != (B, C):
@@ -235,18 +249,38 @@ def _per_plane(t: torch.Tensor | None, B: int, C: int) -> torch.Tensor | None:
     return t.to(torch.float32).contiguous()
 
 
+def _param_tables(gamma: torch.Tensor | None, beta: torch.Tensor | None, B: int, C: int,
+                  style_index: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None, int]:
+    """Affine tables as float32 contiguous (rows, C) and the row stride: rows = 1 (shared, stride 0), B (one
+    per sample) or S (picked by ``style_index``)."""
+    tables = []
+    for name, t in (("gamma", gamma), ("beta", beta)):
+        if t is not None:
+            t = t.reshape(-1, C).to(torch.float32).contiguous()
+            if style_index is None and t.shape[0] not in (1, B):
+                raise ValueError(f"{name} needs 1 or {B} rows without style_index, got shape {tuple(t.shape)}")
+        tables.append(t)
+    rows = {t.shape[0] for t in tables if t is not None}
+    if len(rows) > 1:
+        raise ValueError(f"gamma and beta must have the same number of rows, got {sorted(rows)}")
+    shared = style_index is None and rows == {1}
+    return tables[0], tables[1], 0 if shared else C
+
+
 def instance_norm_forward(x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tensor | None,
-                          eps: float, relu: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                          eps: float, relu: bool, style_index: torch.Tensor | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Instance norm of ``x`` (B, C, H, W) with per-sample affine and optional ReLU.
 
     Returns ``(y, mean, rstd)``: ``y = gamma_bc * (x - mean_bc) * rstd_bc + beta_bc`` (then ``max(y, 0)``
     with ``relu``) in x's dtype, allocated with ``torch.empty_like(x)``; ``mean`` and
-    ``rstd = 1 / sqrt(var + eps)`` (biased variance over H*W) are (B, C) float32. ``gamma`` / ``beta``
-    are (B, C) float32 or None (gamma = 1 / beta = 0). Any strides of ``x`` are read in place.
+    ``rstd = 1 / sqrt(var + eps)`` (biased variance over H*W) are (B, C) float32. ``gamma`` / ``beta``:
+    tables of rows (1 shared row, B rows, or S rows picked per sample by ``style_index`` (B,) int64) or None
+    (gamma = 1 / beta = 0); the kernel gathers the rows. Any strides of ``x`` are read in place.
     """
     _check_input("instance_norm_forward", x)
     B, C, H, W = x.shape
-    gamma, beta = _per_plane(gamma, B, C), _per_plane(beta, B, C)
+    gamma, beta, s_row = _param_tables(gamma, beta, B, C, style_index)
     y = torch.empty_like(x)
     mean = torch.empty((B, C), dtype=torch.float32, device=x.device)
     rstd = torch.empty((B, C), dtype=torch.float32, device=x.device)
@@ -259,13 +293,14 @@ def instance_norm_forward(x: torch.Tensor, gamma: torch.Tensor | None, beta: tor
     _instance_norm_fwd_kernel[(B * n_cblocks,)](
         x, y,
         gamma if gamma is not None else mean, beta if beta is not None else mean,
-        mean, rstd,
-        C, H * W, n_cblocks,
+        style_index if style_index is not None else mean, mean, rstd,
+        C, H * W, n_cblocks, s_row,
         x.stride(0), x.stride(1), x_W, sxh, sxw,
         y.stride(0), y.stride(1), y_W, syh, syw,
         float(eps),
         HAS_GAMMA=gamma is not None,
         HAS_BETA=beta is not None,
+        HAS_INDEX=style_index is not None,
         RELU=bool(relu),
         X_SPLIT_HW=x_split,
         Y_SPLIT_HW=y_split,
@@ -278,7 +313,7 @@ def instance_norm_forward(x: torch.Tensor, gamma: torch.Tensor | None, beta: tor
 
 def instance_norm_backward(grad_y: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor,
                            gamma: torch.Tensor | None, beta: torch.Tensor | None, relu: bool,
-                           need_affine_grad: bool
+                           need_affine_grad: bool, style_index: torch.Tensor | None = None
                            ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Gradients of :func:`instance_norm_forward`: ``(dx, dgamma, dbeta)``.
 
@@ -288,14 +323,16 @@ def instance_norm_backward(grad_y: torch.Tensor, x: torch.Tensor, mean: torch.Te
         dbeta  = sum_hw g,   dgamma = sum_hw g * xhat                     ((B, C) float32)
         dx     = gamma * rstd * (g - mean_hw(g) - xhat * mean_hw(g * xhat))   (x's dtype, empty_like(x))
 
-    ``dgamma`` / ``dbeta`` are None unless ``need_affine_grad``. ``grad_y`` may have strides of its own.
+    ``dgamma`` / ``dbeta`` are per sample (B, C), None unless ``need_affine_grad``; reducing them onto the table
+    rows is the caller's job. ``gamma``, ``beta``, ``style_index`` as in the forward. ``grad_y`` may have strides
+    of its own.
     """
     _check_input("instance_norm_backward", x)
     if grad_y.shape != x.shape:
         raise ValueError(f"grad_y shape {tuple(grad_y.shape)} != x shape {tuple(x.shape)}")
     B, C, H, W = x.shape
     mean, rstd = _per_plane(mean, B, C), _per_plane(rstd, B, C)
-    gamma, beta = _per_plane(gamma, B, C), _per_plane(beta, B, C)
+    gamma, beta, s_row = _param_tables(gamma, beta, B, C, style_index)
     dx = torch.empty_like(x)
     dgamma = dbeta = None
     if need_affine_grad:
@@ -311,13 +348,15 @@ def instance_norm_backward(grad_y: torch.Tensor, x: torch.Tensor, mean: torch.Te
     _instance_norm_bwd_kernel[(B * n_cblocks,)](
         grad_y, x, dx, mean, rstd,
         gamma if gamma is not None else mean, beta if beta is not None else mean,
+        style_index if style_index is not None else mean,
         dgamma if dgamma is not None else mean, dbeta if dbeta is not None else mean,
-        C, H * W, n_cblocks,
+        C, H * W, n_cblocks, s_row,
         grad_y.stride(0), grad_y.stride(1), dy_W, sdyh, sdyw,
         x.stride(0), x.stride(1), x_W, sxh, sxw,
         dx.stride(0), dx.stride(1), dx_W, sdxh, sdxw,
         HAS_GAMMA=gamma is not None,
         HAS_BETA=beta is not None,
+        HAS_INDEX=style_index is not None,
         RELU=bool(relu),
         STORE_AFFINE_GRAD=bool(need_affine_grad),
         DY_SPLIT_HW=dy_split,
