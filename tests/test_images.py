@@ -1,7 +1,6 @@
 """Image I/O and colour utilities (perceptual_kernels.api.images): offline, on images generated in tmp_path."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import pathlib
 import struct
@@ -12,15 +11,9 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-try:
-    from perceptual_kernels.api import images
-except ImportError:  # the api package is not installed yet: load the module from the source tree
-    _spec = importlib.util.spec_from_file_location(
-        "_pk_api_images", pathlib.Path(__file__).resolve().parents[1] / "python_api" / "images.py")
-    images = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(images)
+from perceptual_kernels.api import images
 
-STYLES = pathlib.Path("/work/shared/data/styles")
+STYLES = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "styles"  # the team's test images
 LUMA = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64).view(1, 3, 1, 1)
 EXIF_ORIENTATION = 0x0112
 

@@ -4,25 +4,15 @@ preprocessing formats, the offline hub / download paths, validation errors and G
 Offline only: fake state dicts of the right shapes are saved to tmp_path; downloads are monkeypatched."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
-import sys
 import urllib.error
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-try:
-    from perceptual_kernels.api import vgg
-except ImportError:  # not installed yet: load python_api/vgg.py directly
-    _path = Path(__file__).resolve().parents[1] / "python_api" / "vgg.py"
-    _spec = importlib.util.spec_from_file_location("perceptual_kernels_api_vgg", _path)
-    vgg = importlib.util.module_from_spec(_spec)
-    sys.modules[_spec.name] = vgg
-    _spec.loader.exec_module(vgg)
+from perceptual_kernels.api import vgg
 
 VGGFeatures = vgg.VGGFeatures
 _REAL_DOWNLOAD = vgg._download
