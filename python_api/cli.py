@@ -9,7 +9,7 @@ from pathlib import Path
 
 import perceptual_kernels as pk
 
-from . import demo, gatys, images
+from . import demo, dip, gatys, images
 
 
 def _floats(text: str) -> list[float]:
@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style-size", type=int, default=None, help="long side of the style image")
     p.add_argument("--pooling", choices=("max", "avg"), default="avg")
 
+    _add_dip(sub)
     sub.add_parser("info", help="versions, devices, backends and the backend each op uses")
 
     p = sub.add_parser("demo", help="offline demo on generated images: stylize, texture, a table of losses")
@@ -81,6 +82,70 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, help='default: "imagenet" when cached, else "random"')
     p.add_argument("--device", default=None)
     return parser
+
+
+def _add_dip(sub) -> None:
+    """``dip {denoise,inpaint,sr}``: Deep Image Prior restoration."""
+    p = sub.add_parser("dip", help="Deep Image Prior: denoise, inpaint, super-resolve (sr)")
+    tasks = p.add_subparsers(dest="task", required=True)
+    for task, help_text in (("denoise", "denoise IMAGE"), ("inpaint", "fill the black pixels of MASK in IMAGE"),
+                            ("sr", "upscale IMAGE by --factor")):
+        t = tasks.add_parser(task, help=help_text)
+        t.add_argument("image")
+        if task == "inpaint":
+            t.add_argument("mask", help="mask image: white = known pixel")
+        if task == "sr":
+            t.add_argument("--factor", type=float, required=True, help="integer scale factor (4, 8)")
+        if task == "denoise":
+            t.add_argument("--add-noise", type=float, default=None, metavar="SIGMA",
+                           help="treat IMAGE as clean: add Gaussian noise of SIGMA (0-255 scale), use it as GT")
+        t.add_argument("-o", "--output", required=True)
+        t.add_argument("--ground-truth", default=None, help="clean image: PSNR per log step, best iterate kept")
+        t.add_argument("--iterations", type=int, default=None, help="default: the paper's for the task")
+        t.add_argument("--lr", type=float, default=0.01)
+        t.add_argument("--reg-noise-std", type=float, default=None)
+        t.add_argument("--net", choices=("skip", "unet", "hourglass"), default="skip")
+        t.add_argument("--tv-weight", type=float, default=0.0)
+        t.add_argument("--log-every", type=int, default=100)
+        t.add_argument("--output-kind", choices=("average", "last", "best"), default="average",
+                       help="which image to write (best needs a ground truth)")
+        t.add_argument("--seed", type=int, default=0)
+        t.add_argument("--device", default=None)
+        t.add_argument("--autocast", action="store_true")
+        t.add_argument("--compile", action="store_true", help="torch.compile the network")
+        t.add_argument("--no-progress", action="store_true")
+
+
+def _run_dip(args: argparse.Namespace) -> int:
+    kwargs = dict(lr=args.lr, net=args.net, tv_weight=args.tv_weight, log_every=args.log_every, seed=args.seed,
+                  device=args.device, autocast=args.autocast, compile=args.compile, progress=not args.no_progress,
+                  ground_truth=args.ground_truth)
+    if args.iterations is not None:
+        kwargs["iterations"] = args.iterations
+    if args.reg_noise_std is not None:
+        kwargs["reg_noise_std"] = args.reg_noise_std
+    inputs = [args.image] + ([args.mask] if args.task == "inpaint" else [])
+    _check_output(args.output, inputs + ([args.ground_truth] if args.ground_truth else []))
+    if args.task == "denoise":
+        noisy = args.image
+        if args.add_noise is not None:
+            kwargs["ground_truth"] = images.load_image(args.image)
+            noisy = dip.add_noise(kwargs["ground_truth"], args.add_noise, args.seed)
+        result = dip.denoise(noisy, **kwargs)
+    elif args.task == "inpaint":
+        result = dip.inpaint(args.image, args.mask, **kwargs)
+    else:
+        result = dip.super_resolve(args.image, args.factor, **kwargs)
+    if args.output_kind == "best" and result.best is None:
+        raise ValueError("--output-kind best needs --ground-truth (or --add-noise)")
+    image = {"average": result.average, "last": result.output, "best": result.best}[args.output_kind]
+    saved = images.save_image(image, args.output, protected=inputs)
+    h = result.history
+    summary = f"wrote {saved} after {h.iteration[-1] if h.iteration else 0} iterations"
+    if result.best_psnr is not None:
+        summary += f"; PSNR last {h.psnr[-1]:.2f} dB, average {h.psnr_average[-1]:.2f} dB, best {result.best_psnr:.2f}"
+    print(summary)
+    return 0
 
 
 def _common_kwargs(args: argparse.Namespace) -> dict:
@@ -121,6 +186,8 @@ def _run(args: argparse.Namespace) -> int:
         demo.run(Path(args.output), size=args.size, iterations=args.iterations, weights=args.weights,
                  device=args.device)
         return 0
+    if args.command == "dip":
+        return _run_dip(args)
     inputs = [*getattr(args, "styles", []), getattr(args, "content", "")]
     _check_output(args.output, inputs)
     with pk.use_backend(args.backend):

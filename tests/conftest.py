@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import pathlib
 import random
 
 import pytest
@@ -18,6 +19,17 @@ KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16) if ON_GPU else (t
 TOLERANCES = {torch.float32: (2e-4, 2e-5), torch.float16: (1e-2, 2e-3), torch.bfloat16: (5e-2, 1e-2),
               torch.float64: (1e-10, 1e-12)}
 KERNEL_BACKENDS = [pytest.param("triton", marks=pytest.mark.triton)]
+# the team's test images (../shared/data beside the checkout, or PK_SHARED_DATA); tests skip when absent
+SHARED_DATA = pathlib.Path(os.environ.get("PK_SHARED_DATA",
+                                          pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def shared_image(relative: str) -> pathlib.Path:
+    """Path of a shared test image, or skip the test saying where it was looked for."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"shared test image {path} not present (set PK_SHARED_DATA)")
+    return path
 
 
 @pytest.fixture(autouse=True)

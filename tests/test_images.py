@@ -1,6 +1,7 @@
 """Image I/O and colour utilities (perceptual_kernels.api.images): offline, on images generated in tmp_path."""
 from __future__ import annotations
 
+import math
 import os
 import pathlib
 import struct
@@ -13,7 +14,9 @@ from PIL import Image, ImageOps
 
 from perceptual_kernels.api import images
 
-STYLES = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "styles"  # the team's test images
+from conftest import SHARED_DATA  # noqa: E402
+
+STYLES = SHARED_DATA / "styles"
 LUMA = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64).view(1, 3, 1, 1)
 EXIF_ORIENTATION = 0x0112
 
@@ -645,3 +648,17 @@ def test_candy_style_image():
     assert float(img.std()) > 0.05  # a real picture, not a flat image
     small = images.load_image(candy, long_side=64)
     assert max(small.shape[-2:]) == 64
+
+
+def test_psnr_conventions():
+    from perceptual_kernels.api import metrics
+    a = torch.full((1, 3, 8, 8), 0.5, dtype=torch.float64)
+    assert metrics.psnr(a, a) == float("inf")
+    assert abs(metrics.psnr(a, a + 0.1) - 20.0) < 1e-9  # MSE 0.01
+    # Y = 16 + 219 * gray on 0-255 for gray RGB: a 0.1 grey step is 21.9 on the Y scale
+    assert abs(metrics.psnr_y(a, a + 0.1) - 10 * math.log10(255 ** 2 / 21.9 ** 2)) < 1e-6
+    b = a.clone()
+    b[..., 0, :] = 0  # a border row differs: shaving 1 pixel removes it
+    assert metrics.psnr_y(a, b, shave=1) == float("inf")
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.psnr(a, a[..., :4])
