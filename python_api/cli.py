@@ -7,9 +7,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 import perceptual_kernels as pk
 
-from . import demo, dip, gatys, images
+from . import demo, dip, gatys, images, johnson, metrics
 
 
 def _floats(text: str) -> list[float]:
@@ -73,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pooling", choices=("max", "avg"), default="avg")
 
     _add_dip(sub)
+    _add_johnson(sub)
     sub.add_parser("info", help="versions, devices, backends and the backend each op uses")
 
     p = sub.add_parser("demo", help="offline demo on generated images: stylize, texture, a table of losses")
@@ -148,6 +151,109 @@ def _run_dip(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_johnson(sub) -> None:
+    """``train {style,sr}``, ``transfer``, ``evaluate-sr``: Johnson et al. feed-forward networks."""
+    p = sub.add_parser("train", help="train a feed-forward style (one or many styles) or super-resolution net")
+    kinds = p.add_subparsers(dest="kind", required=True)
+    style = kinds.add_parser("style", help="DATA folder of content images, one or more STYLE images (CIN rows)")
+    style.add_argument("data")
+    style.add_argument("styles", nargs="+")
+    sr = kinds.add_parser("sr", help="DATA folder of HR images")
+    sr.add_argument("data")
+    sr.add_argument("--factor", type=int, default=4)
+    sr.add_argument("--pixel-weight", type=float, default=0.0)
+    defaults = johnson.TrainConfig()
+    for t in (style, sr):
+        t.add_argument("-o", "--output", required=True, help="run folder: checkpoint.pt, losses.csv, model.pth")
+        t.add_argument("--iterations", type=int, default=defaults.iterations)
+        t.add_argument("--batch-size", type=int, default=defaults.batch_size)
+        t.add_argument("--crop", type=int, default=None, help="training crop (default 256 style, 288 sr)")
+        t.add_argument("--lr", type=float, default=defaults.lr)
+        t.add_argument("--content-weight", type=float, default=None)
+        t.add_argument("--tv-weight", type=float, default=0.0)
+        t.add_argument("--vgg-weights", default="imagenet")
+        t.add_argument("--workers", type=int, default=defaults.workers)
+        t.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
+        t.add_argument("--sample-every", type=int, default=0)
+        t.add_argument("--log-every", type=int, default=defaults.log_every)
+        t.add_argument("--seed", type=int, default=0)
+        t.add_argument("--resume", action="store_true", help="continue from the folder's checkpoint.pt")
+        t.add_argument("--device", default=None)
+        t.add_argument("--autocast", action="store_true")
+        t.add_argument("--no-progress", action="store_true")
+    style.add_argument("--style-weight", type=float, default=defaults.style_weight)
+    style.add_argument("--style-size", type=int, default=None)
+
+    p = sub.add_parser("transfer", help="run a trained MODEL on an IMAGE or a folder of images")
+    p.add_argument("model")
+    p.add_argument("image")
+    p.add_argument("-o", "--output", required=True, help="output image, or folder when IMAGE is a folder")
+    p.add_argument("--style", default=None, help='multi-style models: "K" or a mix "0:0.5,3:0.5"')
+    p.add_argument("--all-styles", action="store_true", help="render every style of the model side by side")
+    p.add_argument("--device", default=None)
+
+    p = sub.add_parser("evaluate-sr", help="PSNR / SSIM (Y, shaved) of a SR model or of bicubic on a folder")
+    p.add_argument("data", help="folder of HR images (e.g. Set5)")
+    p.add_argument("--model", default=None, help="a trained super-resolution model (default: bicubic)")
+    p.add_argument("--factor", type=int, default=4)
+    p.add_argument("--device", default=None)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    sr = args.kind == "sr"
+    config = johnson.TrainConfig(
+        iterations=args.iterations, batch_size=args.batch_size, crop=args.crop or (288 if sr else 256), lr=args.lr,
+        content_weight=args.content_weight if args.content_weight is not None else (1.0 if sr else 1e5),
+        style_weight=0.0 if sr else args.style_weight, tv_weight=args.tv_weight,
+        pixel_weight=args.pixel_weight if sr else 0.0, style_size=None if sr else args.style_size,
+        factor=args.factor if sr else 4, vgg_weights=args.vgg_weights, seed=args.seed, workers=args.workers,
+        checkpoint_every=args.checkpoint_every, sample_every=args.sample_every, log_every=args.log_every,
+        autocast=args.autocast)
+    common = dict(resume=args.resume, device=args.device, progress=not args.no_progress)
+    if sr:
+        result = johnson.train_super_resolution(args.data, args.output, config, **common)
+    else:
+        result = johnson.train_style(args.data, args.styles, args.output, config, **common)
+    last = result.losses[-1] if result.losses else {}
+    print(f"wrote {result.model_path}; last logged loss {last.get('loss', float('nan')):.4g} at step "
+          f"{last.get('step', 0)}")
+    return 0
+
+
+def _run_transfer(args: argparse.Namespace) -> int:
+    model, _ = johnson.load_model(args.model)
+    source = Path(args.image)
+    pairs = ([(p, Path(args.output) / (p.stem + ".png")) for p in sorted(source.iterdir())
+              if p.suffix.lower() in johnson.IMAGE_SUFFIXES] if source.is_dir() else [(source, Path(args.output))])
+    if not pairs:
+        raise ValueError(f"no images in {source}")
+    for image_path, out_path in pairs:
+        _check_output(str(out_path), [str(image_path)])
+        out = johnson.stylize_feedforward(model, image_path, style=args.style, all_styles=args.all_styles,
+                                          device=args.device)
+        if out.shape[0] > 1:  # all styles: side by side
+            out = torch.cat(list(out), dim=-1).unsqueeze(0)
+        print(f"wrote {images.save_image(out, out_path, protected=[image_path])}")
+    return 0
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    files = sorted(p for p in Path(args.data).iterdir() if p.suffix.lower() in johnson.IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"no images in {args.data}")
+    hr = {p.stem: images.load_image(p) for p in files}
+    upscale = None
+    if args.model:
+        model, _ = johnson.load_model(args.model)
+        upscale = lambda lr: johnson.stylize_feedforward(model, lr, device=args.device).cpu()  # noqa: E731
+    report = metrics.evaluate_sr(hr, args.factor, upscale)
+    print(f"| image | PSNR-Y (dB) | SSIM-Y |  ({'model ' + args.model if args.model else 'bicubic'}, x{args.factor})")
+    for name, row in report["per_image"].items():
+        print(f"| {name} | {row['psnr_y']:.2f} | {row['ssim_y']:.4f} |")
+    print(f"| mean | {report['mean']['psnr_y']:.2f} | {report['mean']['ssim_y']:.4f} |")
+    return 0
+
+
 def _common_kwargs(args: argparse.Namespace) -> dict:
     return dict(style_blend_weights=args.style_blend_weights, style_layers=args.style_layers,
                 style_layer_weights=args.style_layer_weights, style_weight=args.style_weight,
@@ -188,6 +294,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "dip":
         return _run_dip(args)
+    if args.command in ("train", "transfer", "evaluate-sr"):
+        return {"train": _run_train, "transfer": _run_transfer, "evaluate-sr": _run_evaluate}[args.command](args)
     inputs = [*getattr(args, "styles", []), getattr(args, "content", "")]
     _check_output(args.output, inputs)
     with pk.use_backend(args.backend):
