@@ -11,7 +11,7 @@ import torch
 
 import perceptual_kernels as pk
 
-from . import demo, dip, gatys, images, johnson, metrics
+from . import bench, demo, dip, gatys, images, johnson, metrics
 
 
 def _floats(text: str) -> list[float]:
@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dip(sub)
     _add_johnson(sub)
     sub.add_parser("info", help="versions, devices, backends and the backend each op uses")
+    p = sub.add_parser("bench", help="time every op against plain PyTorch on this machine and print a table")
+    p.add_argument("--quick", action="store_true", help="small shapes (under two minutes on a 2-core CPU)")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile of the plain code")
+    p.add_argument("--device", default=None)
 
     p = sub.add_parser("demo", help="offline demo on generated images: stylize, texture, a table of losses")
     p.add_argument("-o", "--output", default="perceptual-kernels-demo", help="output folder")
@@ -287,6 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "info":
         pk.info()
+        return 0
+    if args.command == "bench":
+        print(bench.run(args.device, quick=args.quick, compile=args.compile))
         return 0
     if args.command == "demo":
         demo.run(Path(args.output), size=args.size, iterations=args.iterations, weights=args.weights,

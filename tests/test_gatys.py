@@ -146,3 +146,12 @@ def test_loop_on_the_triton_kernels_matches_reference(extractor, pictures):
         _, ref = run(content, style, extractor, tv_weight=10.0)
     for a, b in zip(ours.loss, ref.loss):
         assert abs(a - b) <= 1e-3 * abs(b)
+
+
+def test_bench_quick_table():
+    from perceptual_kernels.api import bench
+    table = bench.run("cpu", quick=True, min_run_time=0.01)
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [r.split("|")[1].strip() for r in rows] == ["gram_matrix", "style_loss", "content_loss", "tv_loss",
+                                                        "conditional_instance_norm"]
+    assert all(r.rstrip(" |").endswith("x") for r in rows)
