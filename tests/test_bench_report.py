@@ -26,7 +26,7 @@ def _op(op, pas, case, size, dtype, backend, *, median_s, device="cpu", device_n
     if gpu_ms is not None:
         extra["gpu_ms"] = gpu_ms
     group = f"{op}-{pas}-{case}-{size}-{dtype}"
-    return {"group": group, "name": f"test_op[{group}-{backend}]", "fullname": f"benchmarks/test_ops.py::x",
+    return {"group": group, "name": f"test_op[{group}-{backend}]", "fullname": "benchmarks/test_ops.py::x",
             "params": None, "extra_info": extra,
             "stats": {"min": median_s, "max": median_s, "mean": median_s, "median": median_s, "rounds": 5}}
 
