@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 import perceptual_kernels as pk
 
 from . import images, metrics
+from ._device import resolve_device
 from .dip_nets import Downsampler, get_net, get_noise, task_defaults
 
 ImageLike = torch.Tensor | str | os.PathLike
@@ -53,15 +54,6 @@ class DIPResult:
     best: torch.Tensor | None
     best_psnr: float | None
     history: DIPHistory
-
-
-def _image(value: ImageLike, name: str, device: torch.device) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        value = value.unsqueeze(0) if value.dim() == 3 else value
-        if value.dim() != 4 or value.shape[0] != 1 or not value.is_floating_point():
-            raise ValueError(f"{name} must be an image tensor (1, C, H, W) or (C, H, W), got {tuple(value.shape)}")
-        return value.detach().to(device=device, dtype=torch.float32)
-    return images.load_image(value, device=device)
 
 
 def _padded(size: int, multiple: int) -> int:
@@ -149,9 +141,8 @@ def fit(data_term: Callable[[torch.Tensor], torch.Tensor], out_size: tuple[int, 
 
 def _common(ground_truth: ImageLike | None, device: str | torch.device | None
             ) -> tuple[torch.device, torch.Tensor | None]:
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available()
-                                                                          else "cpu")
-    return device, (_image(ground_truth, "ground_truth", device) if ground_truth is not None else None)
+    device = resolve_device(device)
+    return device, (images.as_image(ground_truth, "ground_truth", device) if ground_truth is not None else None)
 
 
 def denoise(noisy: ImageLike, *, iterations: int = TASK_ITERATIONS["denoise"], lr: float = 0.01,
@@ -160,7 +151,7 @@ def denoise(noisy: ImageLike, *, iterations: int = TASK_ITERATIONS["denoise"], l
     """Denoise ``noisy`` by fitting ``||f(z) - x0||^2`` (authors' defaults: 3000 steps, lr 0.01, reg noise 1/30).
     Other keyword arguments go to :func:`fit` (net, net_kwargs, tv_weight, log_every, seed, callback, ...)."""
     device, gt = _common(ground_truth, device)
-    x0 = _image(noisy, "noisy", device)
+    x0 = images.as_image(noisy, "noisy", device)
     if gt is not None and gt.shape != x0.shape:
         raise ValueError(f"ground_truth {tuple(gt.shape)} and noisy {tuple(x0.shape)} must have one size")
     return fit(lambda out: pk.content_loss(out, x0), tuple(x0.shape[-2:]), task="denoise", iterations=iterations,
@@ -170,7 +161,7 @@ def denoise(noisy: ImageLike, *, iterations: int = TASK_ITERATIONS["denoise"], l
 def load_mask(mask: ImageLike, size: tuple[int, int], device: torch.device) -> torch.Tensor:
     """A (1, 1, H, W) binary mask (1 = known pixel; white in a mask file). Non-binary masks are thresholded at
     0.5 with a warning; a size other than the image's is an error."""
-    m = _image(mask, "mask", device).mean(dim=1, keepdim=True)
+    m = images.as_image(mask, "mask", device).mean(dim=1, keepdim=True)
     if tuple(m.shape[-2:]) != tuple(size):
         raise ValueError(f"mask is {tuple(m.shape[-2:])} but the image is {tuple(size)}: they must have one size")
     binary = (m > 0.5).float()
@@ -186,7 +177,7 @@ def inpaint(image: ImageLike, mask: ImageLike, *, iterations: int = TASK_ITERATI
     0.01, reg noise 0.03, skip net with 128 skip channels and nearest upsampling). The data term is the mean over
     all pixels, like the authors' ``MSELoss`` on masked images."""
     device, gt = _common(ground_truth, device)
-    x0 = _image(image, "image", device)
+    x0 = images.as_image(image, "image", device)
     m = load_mask(mask, tuple(x0.shape[-2:]), device)
     known = x0 * m
     return fit(lambda out: pk.content_loss(out * m, known), tuple(x0.shape[-2:]), task="inpaint",
@@ -202,7 +193,7 @@ def super_resolve(low_res: ImageLike, factor: int, *, iterations: int | None = N
         raise ValueError(f"factor must be an integer >= 1, got {factor!r}")
     factor = int(factor)
     device, gt = _common(ground_truth, device)
-    x0 = _image(low_res, "low_res", device)
+    x0 = images.as_image(low_res, "low_res", device)
     out_size = (x0.shape[-2] * factor, x0.shape[-1] * factor)
     if gt is not None and tuple(gt.shape[-2:]) != out_size:
         raise ValueError(f"ground_truth is {tuple(gt.shape[-2:])}, expected {out_size} (low_res x {factor})")

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 import perceptual_kernels as pk
 
 from . import images
+from ._device import resolve_device
 from .vgg import VGGFeatures
 
 DEFAULT_CONTENT_LAYERS = ("relu4_2",)
@@ -74,17 +75,6 @@ class _Objective:
                  "tv": self.tv_weight * tv}
         terms["loss"] = terms["content"] + terms["style"] + terms["tv"]
         return terms
-
-
-def _as_image(value: ImageLike, name: str, device: torch.device) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        if value.dim() == 3:
-            value = value.unsqueeze(0)
-        if value.dim() != 4 or value.shape[:2] != (1, 3) or not value.is_floating_point():
-            raise ValueError(f"{name} must be an RGB image tensor (1, 3, H, W) or (3, H, W) in [0, 1], "
-                             f"got {tuple(value.shape)} {value.dtype}")
-        return value.detach().to(device=device, dtype=torch.float32)
-    return images.load_image(value, device=device)
 
 
 def _check_weights(name: str, weights: Sequence[float] | None, count: int) -> list[float]:
@@ -207,8 +197,7 @@ def stylize(content: ImageLike, styles: ImageLike | Sequence[ImageLike], *,
     receives a dict (iteration, scale, image, losses) after every iteration; ``save_every`` > 0 writes the
     image to ``save_path`` (may contain ``{iteration}``), which also keeps the last image on Ctrl-C.
     """
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available()
-                                                                          else "cpu")
+    device = resolve_device(device)
     style_list = [styles] if isinstance(styles, (torch.Tensor, str, os.PathLike)) else list(styles)
     if not style_list:
         raise ValueError("styles must name at least one style image")
@@ -224,9 +213,9 @@ def stylize(content: ImageLike, styles: ImageLike | Sequence[ImageLike], *,
         raise ValueError(f"style_scale must be > 0 and iterations >= 0, got {style_scale}, {iterations}")
     scales = _scales(size, multiscale)
     protected = [Path(p) for p in [content, *style_list] if not isinstance(p, torch.Tensor)]
-    content_full = _as_image(content, "content", device)
-    styles_full = [_as_image(s, "style", device) for s in style_list]
-    init_image = None if isinstance(init, str) and init in INITS else _as_image(init, "init", device)
+    content_full = images.as_image(content, "content", device)
+    styles_full = [images.as_image(s, "style", device) for s in style_list]
+    init_image = None if isinstance(init, str) and init in INITS else images.as_image(init, "init", device)
     channels_last = device.type == "cuda"
     layers = list(dict.fromkeys([*content_layers, *style_layers]))
     extractor = _build_extractor(extractor, layers, arch, weights, pooling, seed, device, channels_last)
@@ -288,8 +277,7 @@ def synthesize_texture(style: ImageLike | Sequence[ImageLike], size: int | tuple
     style image(s), optimised from seeded uniform noise. ``style_size``: long side the style is resized to
     (default: the output's long side). Average pooling by default (Gatys et al. 2015)."""
     height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available()
-                                                                          else "cpu")
+    device = resolve_device(device)
     canvas = torch.zeros(1, 3, height, width, device=device)
     return stylize(canvas, style, style_blend_weights=style_blend_weights, size=max(height, width),
                    style_scale=(style_size or max(height, width)) / max(height, width), content_layers=(),

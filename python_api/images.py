@@ -492,3 +492,16 @@ def preserve_colors(result: torch.Tensor, content: torch.Tensor, method: str) ->
     if method in MATCH_MODES:
         return match_color(result, content, method)
     raise ValueError(f"unknown colour-preservation method {method!r}; expected one of {', '.join(COLOR_METHODS)}")
+
+
+def as_image(value: torch.Tensor | str | os.PathLike, name: str = "image",
+             device: torch.device | str | None = None) -> torch.Tensor:
+    """A path (loaded with :func:`load_image`) or an image tensor (C, H, W) / (1, C, H, W), as a detached float32
+    (1, C, H, W) tensor on ``device``. ``name`` is used in the error for anything else."""
+    if not isinstance(value, torch.Tensor):
+        return load_image(value, device=device)
+    value = value.unsqueeze(0) if value.dim() == 3 else value
+    if value.dim() != 4 or value.shape[0] != 1 or not value.is_floating_point():
+        raise ValueError(f"{name} must be an image tensor (1, C, H, W) or (C, H, W) in [0, 1] or a path, "
+                         f"got {tuple(value.shape)} {value.dtype}")
+    return value.detach().to(device=device, dtype=torch.float32)

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 import perceptual_kernels as pk
 
 from . import images
+from ._device import resolve_device
 from .johnson_nets import SuperResolutionNet, TransformNet, load_model, model_config, save_model
 from .vgg import VGGFeatures
 
@@ -225,11 +226,6 @@ def _save_sample(model, sample: torch.Tensor, path: Path, config: TrainConfig) -
     images.save_image(out, path)
 
 
-def _device(device: str | torch.device | None) -> torch.device:
-    return torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available()
-                                                                        else "cpu")
-
-
 def train_style(data_dir: str | os.PathLike, styles: Sequence[str | os.PathLike | torch.Tensor],
                 out_dir: str | os.PathLike, config: TrainConfig | None = None, *, resume: bool = False,
                 device: str | torch.device | None = None, progress: bool = True) -> TrainResult:
@@ -239,10 +235,10 @@ def train_style(data_dir: str | os.PathLike, styles: Sequence[str | os.PathLike 
     ``model.pth`` + ``model.json`` (see :func:`johnson_nets.load_model`)."""
     config = config or TrainConfig()
     config.task = "style"
-    device = _device(device)
+    device = resolve_device(device)
     if not styles:
         raise ValueError("styles must name at least one style image")
-    style_imgs = [s.detach().float() if isinstance(s, torch.Tensor) else images.load_image(s) for s in styles]
+    style_imgs = [images.as_image(s, "style") for s in styles]
     style_imgs = [images.resize_long_side(s, config.style_size) if config.style_size else s for s in style_imgs]
     data = ImageFolder(data_dir, config.crop, config.seed)
     vgg = VGGFeatures([*config.style_layers, config.content_layer], arch="vgg16", weights=config.vgg_weights,
@@ -302,7 +298,7 @@ def train_super_resolution(data_dir: str | os.PathLike, out_dir: str | os.PathLi
     config.task = "super_resolution"
     if config.crop % config.factor:
         raise ValueError(f"crop {config.crop} must be a multiple of the factor {config.factor}")
-    device = _device(device)
+    device = resolve_device(device)
     data = ImageFolder(data_dir, config.crop, config.seed)
     vgg = VGGFeatures([config.content_layer], arch="vgg16", weights=config.vgg_weights, seed=config.seed).to(device)
     torch.manual_seed(config.seed)  # the initial weights
@@ -349,7 +345,7 @@ def stylize_feedforward(model: torch.nn.Module | str | os.PathLike, image: torch
     """
     if not isinstance(model, torch.nn.Module):
         model, _ = load_model(model)
-    device = _device(device)
+    device = resolve_device(device)
     model = model.to(device).eval()
     x = image if isinstance(image, torch.Tensor) else images.load_image(image)
     x = (x.unsqueeze(0) if x.dim() == 3 else x).to(device)
