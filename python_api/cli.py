@@ -126,7 +126,7 @@ def _add_dip(sub) -> None:
 def _run_dip(args: argparse.Namespace) -> int:
     kwargs = dict(lr=args.lr, net=args.net, tv_weight=args.tv_weight, log_every=args.log_every, seed=args.seed,
                   device=args.device, autocast=args.autocast, compile=args.compile, progress=not args.no_progress,
-                  ground_truth=args.ground_truth)
+                  ground_truth=args.ground_truth, save_path=args.output)  # Ctrl-C keeps the running average
     if args.iterations is not None:
         kwargs["iterations"] = args.iterations
     if args.reg_noise_std is not None:

@@ -66,11 +66,12 @@ def fit(data_term: Callable[[torch.Tensor], torch.Tensor], out_size: tuple[int, 
         ema_weight: float = 0.99, tv_weight: float = 0.0, ground_truth: torch.Tensor | None = None,
         log_every: int = 100, backtrack: bool = True, seed: int = 0, device: torch.device | None = None,
         autocast: bool = False, compile: bool = False, callback: Callable[[dict], object] | None = None,
-        progress: bool = True) -> DIPResult:
+        progress: bool = True, save_path: str | os.PathLike | None = None) -> DIPResult:
     """The DIP optimisation loop shared by the tasks: ``data_term(output)`` gives the loss of an output cropped to
     ``out_size``; the network runs on the size padded up to its downsampling multiple (said in a warning).
     ``net``: "skip" (with the authors' settings for ``task``, overridden by ``net_kwargs``), "unet" or
-    "hourglass" (built from ``net_kwargs`` alone)."""
+    "hourglass" (built from ``net_kwargs`` alone). On Ctrl-C the running average is written to ``save_path``
+    (when given) before the interrupt propagates."""
     device = device or torch.device("cpu")
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
@@ -97,43 +98,51 @@ def fit(data_term: Callable[[torch.Tensor], torch.Tensor], out_size: tuple[int, 
     start = time.perf_counter()
     bar = tqdm(range(iterations), desc=f"dip {task}", disable=not progress, leave=False)
     output = None
-    for it in bar:
-        z_in = z + reg_noise_std * torch.randn_like(z) if reg_noise_std > 0 else z
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            raw = forward(z_in)
-        output = raw[..., :H, :W].float()
-        loss = data_term(output)
-        if tv_weight:
-            loss = loss + pk.tv_loss(output, weight=tv_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        output = output.detach()
-        average = output if average is None else average * ema_weight + output * (1 - ema_weight)
-        if (it + 1) % log_every and it + 1 != iterations:
-            continue
-        value = loss.item()  # the logging sync
-        data_psnr = -10 * math.log10(max(value, 1e-30))
-        if backtrack and last_psnr is not None and data_psnr < last_psnr - 5:
-            model.load_state_dict(checkpoint)  # in place: Adam keeps its moments, as in the authors' code
-            history.backtracks.append(it)
-            continue
-        checkpoint, last_psnr = copy.deepcopy(model.state_dict()), data_psnr
-        history.iteration.append(it + 1)
-        history.loss.append(value)
-        history.time.append(time.perf_counter() - start)
-        postfix = {"loss": f"{value:.3g}"}
-        if ground_truth is not None:
-            p, pa = metrics.psnr(output.clamp(0, 1), ground_truth), metrics.psnr(average.clamp(0, 1), ground_truth)
-            history.psnr.append(p)
-            history.psnr_average.append(pa)
-            postfix.update(psnr=f"{p:.2f}", psnr_avg=f"{pa:.2f}")
-            if best_psnr is None or max(p, pa) > best_psnr:
-                best_psnr, best = max(p, pa), (output if p >= pa else average).clamp(0, 1).clone()
-        bar.set_postfix(postfix)
-        if callback is not None:
-            callback({"iteration": it + 1, "output": output, "average": average, "loss": value})
-    bar.close()
+    try:
+        for it in bar:
+            z_in = z + reg_noise_std * torch.randn_like(z) if reg_noise_std > 0 else z
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                raw = forward(z_in)
+            output = raw[..., :H, :W].float()
+            loss = data_term(output)
+            if tv_weight:
+                loss = loss + pk.tv_loss(output, weight=tv_weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            output = output.detach()
+            average = output if average is None else average * ema_weight + output * (1 - ema_weight)
+            if (it + 1) % log_every and it + 1 != iterations:
+                continue
+            value = loss.item()  # the logging sync
+            data_psnr = -10 * math.log10(max(value, 1e-30))
+            if backtrack and last_psnr is not None and data_psnr < last_psnr - 5:
+                model.load_state_dict(checkpoint)  # in place: Adam keeps its moments, as in the authors' code
+                history.backtracks.append(it)
+                continue
+            checkpoint, last_psnr = copy.deepcopy(model.state_dict()), data_psnr
+            history.iteration.append(it + 1)
+            history.loss.append(value)
+            history.time.append(time.perf_counter() - start)
+            postfix = {"loss": f"{value:.3g}"}
+            if ground_truth is not None:
+                p = metrics.psnr(output.clamp(0, 1), ground_truth)
+                pa = metrics.psnr(average.clamp(0, 1), ground_truth)
+                history.psnr.append(p)
+                history.psnr_average.append(pa)
+                postfix.update(psnr=f"{p:.2f}", psnr_avg=f"{pa:.2f}")
+                if best_psnr is None or max(p, pa) > best_psnr:
+                    best_psnr, best = max(p, pa), (output if p >= pa else average).clamp(0, 1).clone()
+            bar.set_postfix(postfix)
+            if callback is not None:
+                callback({"iteration": it + 1, "output": output, "average": average, "loss": value})
+    except KeyboardInterrupt:
+        if save_path is not None and average is not None:
+            saved = images.save_image(average.clamp(0, 1), save_path)
+            bar.write(f"interrupted: kept the running average in {saved}")
+        raise
+    finally:
+        bar.close()
     if output is None:
         raise ValueError("iterations must be >= 1")
     return DIPResult(output.clamp(0, 1), average.clamp(0, 1), best, best_psnr, history)

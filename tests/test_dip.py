@@ -112,3 +112,15 @@ def test_cli(tmp_path, capsys):
         assert images.load_image(tmp_path / "s.png").shape == (1, 3, 64, 64)
         assert cli.main(["dip", "sr", str(clean), "--factor", "2.5", "-o", str(tmp_path / "x.png"), *common]) == 2
         assert cli.main(["dip", "denoise", str(clean), "-o", str(clean), *common]) == 2
+
+
+def test_ctrl_c_keeps_the_running_average(tmp_path):
+    def interrupt(info):
+        if info["iteration"] == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        dip.denoise(torch.rand(1, 3, 16, 16), iterations=10, log_every=2, progress=False, device="cpu",
+                    callback=interrupt, save_path=tmp_path / "partial.png",
+                    net_kwargs={"channels_down": (8,) * 2, "channels_up": (8,) * 2, "channels_skip": (2,) * 2})
+    assert images.load_image(tmp_path / "partial.png").shape == (1, 3, 16, 16)
