@@ -580,7 +580,8 @@ def test_mean_cov_in_gamut_default_and_batched():
 
 
 def test_histogram_matching_equal_sizes():
-    result = torch.rand(2, 3, 20, 25)
+    # distinct values (a random permutation of a grid): with ties, the rank order below would be ambiguous
+    result = ((torch.rand(2, 3, 500).argsort(dim=2).float() + 0.5) / 500).reshape(2, 3, 20, 25)
     content = torch.rand(2, 3, 20, 25) ** 2
     out = images.match_color(result, content, "histogram")
     assert out.shape == result.shape
