@@ -163,7 +163,9 @@ def test_op(benchmark, op, case, size, B, C, H, W, dname, passes, backend):
     if backend == "eager":
         fn = EAGER[op]
     elif backend == "compile":
-        fn = _compiled.setdefault(op, torch.compile(EAGER[op], dynamic=False))
+        if op not in _compiled:
+            _compiled[op] = torch.compile(EAGER[op], dynamic=False)
+        fn = _compiled[op]
     else:
         def fn(*args, _op=op, _backend=backend):
             with pk.use_backend(_backend):

@@ -181,9 +181,14 @@ def _dot_in_fp32(dtype: torch.dtype) -> bool:
     return dtype == torch.bfloat16 and interpreting()
 
 
+def _block_c(C: int) -> int:
+    """Channel tile: C rounded up to a power of two, at least 16 (tl.dot), at most 128 (64 when interpreted)."""
+    return max(16, min(64 if interpreting() else 128, triton.next_power_of_2(C)))
+
+
 def _gram_blocks(C: int, dtype: torch.dtype) -> tuple[int, int, int]:
     """(BLOCK_C, BLOCK_K, num_warps) for the Gram kernels."""
-    block_c = max(16, min(64 if interpreting() else 128, triton.next_power_of_2(C)))
+    block_c = _block_c(C)
     block_k = 32 if (interpreting() or dtype == torch.float32) else 64
     return block_c, block_k, 8 if block_c == 128 else 4
 
@@ -256,7 +261,7 @@ def _sym_dot(d: torch.Tensor, x: torch.Tensor, scale: float, coef: torch.Tensor 
     """``out_b = scale * coef_b * (d_b + d_b^T) F_b`` with ``coef`` (B,) contiguous or None."""
     B, C, H, W = x.shape
     out = torch.empty_like(x)
-    block_c = max(16, min(64 if interpreting() else 128, triton.next_power_of_2(C)))
+    block_c = _block_c(C)
     block_k = 16 if interpreting() else 32
     block_m = 32 if interpreting() else (64 if block_c == 128 else 128)
     w, xs_h, xs_w, x_split = hw_layout(x)
