@@ -6,7 +6,7 @@ import platform
 import torch
 
 from . import __version__
-from .backends import BACKENDS, BackendUnavailableError, select, unavailable_reason
+from .backends import BACKENDS, BackendUnavailableError, native, select, unavailable_reason
 from .functional import __all__ as OPS
 
 
@@ -24,6 +24,13 @@ def info(print_report: bool = True) -> dict:
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "float32_matmul_precision": torch.get_float32_matmul_precision(), "backends": {}, "ops": {},
     }
+    module = native.load()
+    report["extension"] = {
+        "built": module is not None, "error": native.LOAD_ERROR,
+        "built_against_torch": getattr(module, "TORCH_VERSION", None),
+        "cuda_arch_list": getattr(module, "CUDA_ARCH_LIST", None) or None,
+        "ops": {device: native.provided_ops(device) for device in getattr(module, "DEVICES", ())},
+    }
     for device in devices:
         report["backends"][device.type] = {
             name: unavailable_reason(name, device, torch.float32) or "available" for name in BACKENDS}
@@ -35,6 +42,14 @@ def info(print_report: bool = True) -> dict:
     if print_report:
         for key in ("perceptual_kernels", "python", "torch", "triton", "cuda", "gpu", "float32_matmul_precision"):
             print(f"{key:>26}: {report[key]}")
+        ext = report["extension"]
+        if ext["built"]:
+            print(f"{'extension _C':>26}: built against torch {ext['built_against_torch']}, "
+                  f"CUDA architectures: {ext['cuda_arch_list'] or 'none (CPU only)'}")
+            for device, ops in ext["ops"].items():
+                print(f"{'_C ' + device + ' kernels':>26}: {', '.join(ops) or 'none'}")
+        else:
+            print(f"{'extension _C':>26}: not loaded ({ext['error']})")
         for device, status in report["backends"].items():
             print(f"backends for {device} float32 tensors:")
             for name, state in status.items():

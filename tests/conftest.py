@@ -18,7 +18,13 @@ KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16) if ON_GPU else (t
 # (rtol, atol) against the float64 reference, relative to the reference's magnitude
 TOLERANCES = {torch.float32: (2e-4, 2e-5), torch.float16: (1e-2, 2e-3), torch.bfloat16: (5e-2, 1e-2),
               torch.float64: (1e-10, 1e-12)}
-KERNEL_BACKENDS = [pytest.param("triton", marks=pytest.mark.triton)]
+# compiled backends: "cpu" runs CPU tensors; "cuda" is swept only where a GPU is (DEVICE is cuda then)
+KERNEL_BACKENDS = [pytest.param("triton", marks=pytest.mark.triton), "cuda" if ON_GPU else "cpu"]
+# (backend, dtype) sweeps: the compiled kernels take fp16 / bf16 on either device; the Triton interpreter pass
+# sweeps fp32 only (its fp16 / bf16 coverage is test_half_precision), a GPU run sweeps every dtype
+COMPILED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+KERNEL_BACKEND_DTYPES = ([pytest.param("triton", dtype, marks=pytest.mark.triton) for dtype in KERNEL_DTYPES]
+                         + [("cuda" if ON_GPU else "cpu", dtype) for dtype in COMPILED_DTYPES])
 # the team's test images (../shared/data beside the checkout, or PK_SHARED_DATA); tests skip when absent
 SHARED_DATA = pathlib.Path(os.environ.get("PK_SHARED_DATA",
                                           pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"))

@@ -52,7 +52,10 @@ def test_fullgraph_aot_eager(backend):
 
 
 @pytest.mark.slow
-@pytest.mark.triton
-def test_fullgraph_inductor_with_kernel_ops():
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_fullgraph_inductor_with_kernel_ops(backend):
     """One Inductor compile (about 20 s on a CPU) with the custom ops inside the graph."""
-    _compare("triton", "inductor")
+    from perceptual_kernels.backends import unavailable_reason
+    if reason := unavailable_reason(backend, DEVICE, torch.float32):
+        pytest.skip(reason)
+    _compare(backend, "inductor")

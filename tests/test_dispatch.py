@@ -8,14 +8,24 @@ import pytest
 import torch
 
 import perceptual_kernels as pk
-from perceptual_kernels.backends import forced_backend, select
+from perceptual_kernels.backends import forced_backend, native, select
 
 cpu = torch.device("cpu")
 
 
-def test_cpu_tensors_default_to_reference_without_extension():
+def test_cpu_tensors_default_to_the_compiled_cpu_backend():
+    expected = "reference" if native.load() is None else "cpu"
+    assert select(cpu, torch.float32) == expected
+    assert select(cpu, torch.float64) == expected
+
+
+def test_without_extension_cpu_tensors_fall_back_to_reference(monkeypatch):
+    monkeypatch.setattr(native, "_module", None)
+    monkeypatch.setattr(native, "LOAD_ERROR", "perceptual_kernels._C is not built (test)")
+    monkeypatch.setattr(native, "_tried", True)
     assert select(cpu, torch.float32) == "reference"
-    assert select(cpu, torch.float64) == "reference"
+    with pk.use_backend("cpu"), pytest.raises(pk.BackendUnavailableError, match="not built"):
+        pk.gram_matrix(torch.randn(1, 2, 3, 3))
 
 
 def test_use_backend_nests_and_restores():
@@ -53,6 +63,12 @@ def test_info_reports_versions_backends_and_ops(capsys):
     printed = capsys.readouterr().out
     assert report["torch"] == torch.__version__ and torch.__version__ in printed
     assert report["backends"]["cpu"]["reference"] == "available"
-    assert "not built" in report["backends"]["cpu"]["cpu"]
     assert set(report["ops"]["cpu"]) == set(pk.functional.__all__)
-    assert report["ops"]["cpu"]["style_loss"] == "reference"
+    if native.load() is None:
+        assert "not built" in report["backends"]["cpu"]["cpu"]
+        assert report["ops"]["cpu"]["style_loss"] == "reference"
+    else:
+        assert report["backends"]["cpu"]["cpu"] == "available"
+        assert report["ops"]["cpu"]["style_loss"] == "cpu"
+        assert report["extension"]["built_against_torch"] == torch.__version__
+        assert "tv_forward" in report["extension"]["ops"]["cpu"] and "_C cpu kernels" in printed

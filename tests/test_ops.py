@@ -11,11 +11,13 @@ import pytest
 import torch
 
 import perceptual_kernels as pk
-from conftest import DEVICE, KERNEL_BACKENDS, KERNEL_DTYPES, LAYOUTS, assert_close, make_input
+from conftest import DEVICE, KERNEL_BACKEND_DTYPES, KERNEL_BACKENDS, LAYOUTS, assert_close, make_input
 
 SHAPES = [(1, 1, 1, 1), (3, 3, 7, 31), (1, 17, 31, 2), (3, 64, 2, 7)]
 CASES = list(itertools.product(SHAPES, LAYOUTS))
-pytestmark = pytest.mark.parametrize("kernel_backend", KERNEL_BACKENDS, indirect=True)
+per_backend = pytest.mark.parametrize("kernel_backend", KERNEL_BACKENDS, indirect=True)
+per_backend_and_dtype = pytest.mark.parametrize("kernel_backend,dtype", KERNEL_BACKEND_DTYPES,
+                                                indirect=["kernel_backend"])
 
 
 def check_against_reference(fn, inputs: dict, backend: str, dtype: torch.dtype, grad_names: tuple[str, ...],
@@ -53,7 +55,7 @@ def check_against_reference(fn, inputs: dict, backend: str, dtype: torch.dtype, 
         assert_close(grad, expected_grad, dtype, f"grad of {name}")
 
 
-@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+@per_backend_and_dtype
 @pytest.mark.parametrize("shape,layout", CASES)
 def test_gram_matrix(kernel_backend, shape, layout, dtype):
     x = make_input(shape, layout, dtype)
@@ -63,12 +65,13 @@ def test_gram_matrix(kernel_backend, shape, layout, dtype):
             out_dtype=out_dtype or dtype)
 
 
+@per_backend
 def test_gram_matrix_3d_input(kernel_backend):
     x = make_input((3, 17, 40))
     check_against_reference(lambda x: pk.gram_matrix(x, "hw"), {"x": x}, kernel_backend, torch.float32, ("x",))
 
 
-@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+@per_backend_and_dtype
 @pytest.mark.parametrize("target_kind", ["single", "per_sample", "indexed"])
 @pytest.mark.parametrize("shape,layout", CASES)
 def test_style_loss(kernel_backend, shape, layout, target_kind, dtype):
@@ -84,6 +87,7 @@ def test_style_loss(kernel_backend, shape, layout, target_kind, dtype):
             {"x": x, "target": target}, kernel_backend, dtype, ("x", "target"), out_dtype=torch.float32)
 
 
+@per_backend
 def test_style_loss_3d_input_and_asymmetric_target(kernel_backend):
     x = make_input((2, 17, 40))
     target = torch.randn(17, 17, device=DEVICE)  # not symmetric: the backward must use D + D^T
@@ -91,7 +95,7 @@ def test_style_loss_3d_input_and_asymmetric_target(kernel_backend):
                             kernel_backend, torch.float32, ("x", "target"))
 
 
-@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+@per_backend_and_dtype
 @pytest.mark.parametrize("target_layout", ["contiguous", "sliced"])
 @pytest.mark.parametrize("shape,layout", CASES)
 def test_content_loss(kernel_backend, shape, layout, target_layout, dtype):
@@ -103,6 +107,7 @@ def test_content_loss(kernel_backend, shape, layout, target_layout, dtype):
             {"x": x, "target": target}, kernel_backend, dtype, ("x", "target"), out_dtype=torch.float32)
 
 
+@per_backend
 @pytest.mark.parametrize("shape", [(5,), (3, 17), (2, 3, 7, 4, 5)])
 def test_content_loss_other_ranks(kernel_backend, shape):
     x, target = torch.randn(shape, device=DEVICE), torch.randn(shape, device=DEVICE)
@@ -110,7 +115,7 @@ def test_content_loss_other_ranks(kernel_backend, shape):
                             kernel_backend, torch.float32, ("x", "target"))
 
 
-@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+@per_backend_and_dtype
 @pytest.mark.parametrize("kind", ["squared", "l1", "isotropic"])
 @pytest.mark.parametrize("shape,layout", CASES)
 def test_tv_loss(kernel_backend, shape, layout, kind, dtype):
@@ -120,7 +125,7 @@ def test_tv_loss(kernel_backend, shape, layout, kind, dtype):
                                 {"x": x}, kernel_backend, dtype, ("x",), out_dtype=torch.float32)
 
 
-@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+@per_backend_and_dtype
 @pytest.mark.parametrize("activation", [None, "relu"])
 @pytest.mark.parametrize("shape,layout", CASES)
 def test_instance_norm(kernel_backend, shape, layout, activation, dtype):
@@ -134,7 +139,7 @@ def test_instance_norm(kernel_backend, shape, layout, activation, dtype):
         {"x": x, "weight": weight, "bias": bias}, kernel_backend, dtype, ("x", "weight", "bias"))
 
 
-@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+@per_backend_and_dtype
 @pytest.mark.parametrize("mode", ["index", "weights", "single_row"])
 @pytest.mark.parametrize("shape,layout", CASES)
 def test_conditional_instance_norm(kernel_backend, shape, layout, mode, dtype):
@@ -159,6 +164,7 @@ def _nan_input(shape=(2, 3, 5, 6)):
     return x
 
 
+@per_backend
 @pytest.mark.parametrize("op", ["gram", "style", "content", "tv_squared", "tv_l1", "tv_isotropic", "cin"])
 def test_nan_propagates(kernel_backend, op):
     """A NaN in x gives NaN where the reference has NaN, and a NaN gradient at that pixel (never zeroed)."""
@@ -184,6 +190,7 @@ def test_nan_propagates(kernel_backend, op):
     assert grad[1, 2, 3, 4].isnan()
 
 
+@per_backend
 def test_autocast_does_not_change_kernel_ops(kernel_backend):
     x = make_input((2, 4, 6, 5)).requires_grad_()
     target = torch.randn(4, 4, device=DEVICE)
@@ -207,6 +214,7 @@ HALF_OPS = {
 }
 
 
+@per_backend
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("op", list(HALF_OPS))

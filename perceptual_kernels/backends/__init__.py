@@ -59,11 +59,7 @@ def use_backend(name: str | None) -> Iterator[None]:
 def kernels(name: str) -> ModuleType:
     """The kernel module of a compiled or Triton backend (imported on first use)."""
     if name not in _kernel_modules:
-        if name == "triton":
-            _kernel_modules[name] = importlib.import_module("perceptual_kernels.backends.triton")
-        else:
-            from . import native
-            _kernel_modules[name] = getattr(native.load(), name)
+        _kernel_modules[name] = importlib.import_module(f"perceptual_kernels.backends.{name}")
     return _kernel_modules[name]
 
 

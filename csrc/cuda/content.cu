@@ -1,0 +1,103 @@
+// CUDA launcher of content_loss_forward (kernels and design in content.cuh): sum (x - t)^2 as a 0-d fp32 tensor
+// and grad_scale * (x - t) in x's dtype and memory format. t may have another dtype and other strides.
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+
+#include "../ops.h"
+#include "content.cuh"
+
+namespace perceptual_kernels::cuda {
+namespace {
+
+bool is_kernel_dtype(at::ScalarType st) { return st == at::kFloat || st == at::kHalf || st == at::kBFloat16; }
+
+// Equal strides on every dimension of size > 1 (the stride of a size-1 dimension never matters).
+bool same_strides(const Tensor& a, const Tensor& b) {
+  for (int64_t d = 0; d < a.dim(); ++d) {
+    if (a.size(d) > 1 && a.stride(d) != b.stride(d)) return false;
+  }
+  return true;
+}
+
+bool aligned(const Tensor& t, int64_t bytes) { return reinterpret_cast<uintptr_t>(t.const_data_ptr()) % bytes == 0; }
+
+content_kernels::Strides4 strides4(const Tensor& t) {
+  return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
+}
+
+// Calls f with a typed null pointer of the CUDA element type of st (float, __half, __nv_bfloat16).
+template <typename F>
+void with_dtype(at::ScalarType st, F&& f) {
+  if (st == at::kFloat) {
+    f(static_cast<float*>(nullptr));
+  } else if (st == at::kHalf) {
+    f(static_cast<__half*>(nullptr));
+  } else {
+    f(static_cast<__nv_bfloat16*>(nullptr));
+  }
+}
+
+}  // namespace
+
+std::tuple<Tensor, Tensor> content_loss_forward(const Tensor& x, const Tensor& target, double grad_scale,
+                                                bool need_grad) {
+  TORCH_CHECK(x.is_cuda(), "content_loss_forward: x must be a CUDA tensor, got ", x.device());
+  TORCH_CHECK(target.device() == x.device(), "content_loss_forward: target must be on x's device ", x.device(),
+              ", got ", target.device());
+  TORCH_CHECK(x.dim() == 4, "content_loss_forward: x must be 4-D (B, C, H, W), got shape ", x.sizes());
+  TORCH_CHECK(target.sizes() == x.sizes(), "content_loss_forward: target must have x's shape ", x.sizes(),
+              ", got ", target.sizes());
+  TORCH_CHECK(is_kernel_dtype(x.scalar_type()), "content_loss_forward: x must be float32, float16 or bfloat16, got ",
+              x.scalar_type());
+  TORCH_CHECK(is_kernel_dtype(target.scalar_type()),
+              "content_loss_forward: target must be float32, float16 or bfloat16, got ", target.scalar_type());
+
+  c10::cuda::CUDAGuard guard(x.device());
+  Tensor grad = need_grad ? at::empty_like(x) : at::empty({0}, x.options());
+  const int64_t n = x.numel();
+  if (n == 0) return {at::zeros({}, x.options().dtype(at::kFloat)), grad};
+
+  const Tensor& g = need_grad ? grad : x;  // strides / alignment only; no gradient is written without need_grad
+  const int64_t vec_bytes = 16;            // one vector of x; t's vector is (16 / x.element_size()) elements
+  const bool flat = x.is_non_overlapping_and_dense() && same_strides(x, target) && same_strides(x, g) &&
+                    aligned(x, vec_bytes) && aligned(g, vec_bytes) &&
+                    aligned(target, vec_bytes / x.element_size() * target.element_size());
+  int64_t n_blocks = 0;
+  with_dtype(x.scalar_type(), [&](auto* tx) {
+    n_blocks = content_kernels::content_num_blocks<std::remove_pointer_t<decltype(tx)>>(n, flat);
+  });
+  TORCH_CHECK(n_blocks <= std::numeric_limits<int32_t>::max(), "content_loss_forward: x of shape ", x.sizes(),
+              " needs more blocks than a CUDA grid holds");
+
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  Tensor partials = at::empty({n_blocks}, x.options().dtype(at::kFloat));
+  Tensor loss = at::empty({}, x.options().dtype(at::kFloat));
+  with_dtype(x.scalar_type(), [&](auto* tx) {
+    with_dtype(target.scalar_type(), [&](auto* tt) {
+      using TX = std::remove_pointer_t<decltype(tx)>;
+      using TT = std::remove_pointer_t<decltype(tt)>;
+      content_kernels::launch_content<TX, TT>(
+          reinterpret_cast<const TX*>(x.const_data_ptr()), reinterpret_cast<const TT*>(target.const_data_ptr()),
+          need_grad ? reinterpret_cast<TX*>(grad.data_ptr()) : nullptr, partials.data_ptr<float>(), n, x.size(1),
+          x.size(2), x.size(3), strides4(x), strides4(target), strides4(g), flat, need_grad,
+          static_cast<float>(grad_scale), stream);
+    });
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  content_kernels::launch_content_sum(partials.const_data_ptr<float>(), n_blocks, loss.data_ptr<float>(), stream);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return {loss, grad};
+}
+
+}  // namespace perceptual_kernels::cuda
+
+TORCH_LIBRARY_IMPL(pk_native, CUDA, m) {
+  m.impl("content_loss_forward", &perceptual_kernels::cuda::content_loss_forward);
+}

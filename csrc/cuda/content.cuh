@@ -1,0 +1,213 @@
+// Content (feature MSE) loss and its gradient in one pass (CUDA kernels; no torch headers).
+//
+//   d = x - t (fp32),   loss = sum d^2 (fp32),   grad = grad_scale * d (x's dtype)
+//
+// Design: every block owns a fixed chunk of the elements, reads x and t once, writes its part of grad once
+// and stores one fp32 partial sum of d^2 (fixed order: per-thread sequential sums, then warp shuffles, then
+// the warp sums); content_sum_kernel adds the partials in a fixed order into the 0-d loss. No float atomics,
+// so the loss is bitwise reproducible for a given shape, layout and dtype.
+// * content_flat_kernel: x, t and grad are dense with identical strides (contiguous, channels_last, ...) and
+//   16-byte aligned, so memory offset k is the same element in all three: the block walks its chunk of
+//   [0, n) with 16-byte vector loads of x (16 / sizeof(TX) elements; t's matching vector may be 8, 16 or 32
+//   bytes when its dtype differs), kFlatUnroll vectors per thread, all loads issued before the math.
+//   The n % vector-width tail elements are handled by the last block.
+// * content_strided_kernel: any strides; the logical row-major index over (B, C, H, W) is split into
+//   (b, c, h, w) (32-bit arithmetic when n < 2^32, int64 otherwise) and each tensor is addressed with its
+//   own int64 strides.
+// t may have another dtype than x (TT vs TX); all math is fp32.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace perceptual_kernels::cuda::content_kernels {
+
+constexpr int kThreads = 256;
+constexpr int kFlatUnroll = 4;     // vectors per thread in the flat kernel
+constexpr int kStridedItems = 8;   // elements per thread in the strided kernel
+constexpr int kSumThreads = 512;
+
+__device__ __forceinline__ float to_float(float v) { return v; }
+__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename T>
+__device__ __forceinline__ T from_float(float v);
+template <>
+__device__ __forceinline__ float from_float<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+// N elements of T loaded / stored as one aligned vector access.
+template <typename T, int N>
+struct alignas(sizeof(T) * N) Vec {
+  T v[N];
+};
+
+// Elements per 16-byte vector of x.
+template <typename TX>
+__host__ __device__ constexpr int vec_width() { return 16 / static_cast<int>(sizeof(TX)); }
+
+struct Strides4 {
+  int64_t b, c, h, w;
+};
+
+// Sum of v over the block (blockDim.x a multiple of 32, at most 1024), in a fixed order; valid in thread 0.
+__device__ __forceinline__ float block_sum(float v) {
+  __shared__ float warp_sums[32];
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  if (lane == 0) warp_sums[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    v = lane < static_cast<int>(blockDim.x / 32) ? warp_sums[lane] : 0.f;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  }
+  return v;
+}
+
+template <typename TX, typename TT, bool NEED_GRAD>
+__global__ void __launch_bounds__(kThreads)
+    content_flat_kernel(const TX* __restrict__ x, const TT* __restrict__ t, TX* __restrict__ grad,
+                        float* __restrict__ partials, int64_t n, float grad_scale) {
+  constexpr int V = vec_width<TX>();
+  using XVec = Vec<TX, V>;
+  using TVec = Vec<TT, V>;
+  const int64_t n_vec = n / V;
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * (kThreads * kFlatUnroll) + threadIdx.x;
+
+  XVec xv[kFlatUnroll];
+  TVec tv[kFlatUnroll];
+#pragma unroll
+  for (int u = 0; u < kFlatUnroll; ++u) {
+    const int64_t k = first + u * kThreads;
+    if (k < n_vec) {
+      xv[u] = reinterpret_cast<const XVec*>(x)[k];
+      tv[u] = reinterpret_cast<const TVec*>(t)[k];
+    }
+  }
+  float acc = 0.f;
+#pragma unroll
+  for (int u = 0; u < kFlatUnroll; ++u) {
+    const int64_t k = first + u * kThreads;
+    if (k < n_vec) {
+      XVec gv;
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        const float d = to_float(xv[u].v[e]) - to_float(tv[u].v[e]);
+        acc += d * d;
+        gv.v[e] = from_float<TX>(d * grad_scale);
+      }
+      if constexpr (NEED_GRAD) reinterpret_cast<XVec*>(grad)[k] = gv;
+    }
+  }
+  if (blockIdx.x == gridDim.x - 1) {  // the n % V tail (fewer than V <= kThreads elements) lies in the last chunk
+    const int64_t k = n_vec * V + threadIdx.x;
+    if (k < n) {
+      const float d = to_float(x[k]) - to_float(t[k]);
+      acc += d * d;
+      if constexpr (NEED_GRAD) grad[k] = from_float<TX>(d * grad_scale);
+    }
+  }
+  acc = block_sum(acc);
+  if (threadIdx.x == 0) partials[blockIdx.x] = acc;
+}
+
+template <typename TX, typename TT, bool NEED_GRAD>
+__global__ void __launch_bounds__(kThreads)
+    content_strided_kernel(const TX* __restrict__ x, const TT* __restrict__ t, TX* __restrict__ grad,
+                           float* __restrict__ partials, int64_t n, int64_t C, int64_t H, int64_t W, Strides4 sx,
+                           Strides4 st, Strides4 sg, float grad_scale) {
+  const bool small = n <= static_cast<int64_t>(UINT32_MAX);  // every size then fits 32 bits as well
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * (kThreads * kStridedItems) + threadIdx.x;
+  float acc = 0.f;
+#pragma unroll
+  for (int u = 0; u < kStridedItems; ++u) {
+    const int64_t k = first + u * kThreads;  // logical row-major index over (B, C, H, W)
+    if (k < n) {
+      int64_t b, c, h, w;
+      if (small) {
+        uint32_t r = static_cast<uint32_t>(k);
+        w = r % static_cast<uint32_t>(W);
+        r /= static_cast<uint32_t>(W);
+        h = r % static_cast<uint32_t>(H);
+        r /= static_cast<uint32_t>(H);
+        c = r % static_cast<uint32_t>(C);
+        b = r / static_cast<uint32_t>(C);
+      } else {
+        w = k % W;
+        h = (k / W) % H;
+        c = (k / (W * H)) % C;
+        b = k / (W * H * C);
+      }
+      const float d = to_float(x[b * sx.b + c * sx.c + h * sx.h + w * sx.w]) -
+                      to_float(t[b * st.b + c * st.c + h * st.h + w * st.w]);
+      acc += d * d;
+      if constexpr (NEED_GRAD) grad[b * sg.b + c * sg.c + h * sg.h + w * sg.w] = from_float<TX>(d * grad_scale);
+    }
+  }
+  acc = block_sum(acc);
+  if (threadIdx.x == 0) partials[blockIdx.x] = acc;
+}
+
+// out[0] = sum of the n partials, by one block in a fixed order.
+__global__ void __launch_bounds__(kSumThreads)
+    content_sum_kernel(const float* __restrict__ partials, int64_t n, float* __restrict__ out) {
+  float s = 0.f;
+#pragma unroll 4
+  for (int64_t k = threadIdx.x; k < n; k += kSumThreads) s += partials[k];
+  s = block_sum(s);
+  if (threadIdx.x == 0) out[0] = s;
+}
+
+// Blocks (= partial sums) of the flat or strided kernel for n elements of x.
+template <typename TX>
+int64_t content_num_blocks(int64_t n, bool flat) {
+  const int64_t chunk = flat ? int64_t{kThreads} * kFlatUnroll * vec_width<TX>() : int64_t{kThreads} * kStridedItems;
+  return (n + chunk - 1) / chunk;
+}
+
+// partials (content_num_blocks<TX>(n, flat),) <- the per-block sums of (x - t)^2; grad <- grad_scale * (x - t)
+// when need_grad (grad may be null otherwise). flat: x, t, grad dense with identical strides, x and grad
+// 16-byte aligned, t aligned to its vector (16 / sizeof(TX) elements); the strides are then unused.
+template <typename TX, typename TT>
+void launch_content(const TX* x, const TT* t, TX* grad, float* partials, int64_t n, int64_t C, int64_t H, int64_t W,
+                    Strides4 sx, Strides4 st, Strides4 sg, bool flat, bool need_grad, float grad_scale,
+                    cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(content_num_blocks<TX>(n, flat)));
+  if (flat) {
+    auto kernel = need_grad ? content_flat_kernel<TX, TT, true> : content_flat_kernel<TX, TT, false>;
+    kernel<<<grid, kThreads, 0, stream>>>(x, t, grad, partials, n, grad_scale);
+  } else {
+    auto kernel = need_grad ? content_strided_kernel<TX, TT, true> : content_strided_kernel<TX, TT, false>;
+    kernel<<<grid, kThreads, 0, stream>>>(x, t, grad, partials, n, C, H, W, sx, st, sg, grad_scale);
+  }
+}
+
+// out (0-d fp32) <- the sum of n partials.
+inline void launch_content_sum(const float* partials, int64_t n, float* out, cudaStream_t stream) {
+  content_sum_kernel<<<1, kSumThreads, 0, stream>>>(partials, n, out);
+}
+
+#ifdef PK_STANDALONE_INSTANTIATE
+// Every kernel variant, through the launcher that selects them.
+#define PK_CONTENT_INSTANTIATE(TX, TT)                                                                        \
+  template void launch_content<TX, TT>(const TX*, const TT*, TX*, float*, int64_t, int64_t, int64_t, int64_t, \
+                                       Strides4, Strides4, Strides4, bool, bool, float, cudaStream_t);
+#define PK_CONTENT_INSTANTIATE_X(TX)       \
+  PK_CONTENT_INSTANTIATE(TX, float)         \
+  PK_CONTENT_INSTANTIATE(TX, __half)        \
+  PK_CONTENT_INSTANTIATE(TX, __nv_bfloat16)
+PK_CONTENT_INSTANTIATE_X(float)
+PK_CONTENT_INSTANTIATE_X(__half)
+PK_CONTENT_INSTANTIATE_X(__nv_bfloat16)
+#undef PK_CONTENT_INSTANTIATE_X
+#undef PK_CONTENT_INSTANTIATE
+#endif
+
+}  // namespace perceptual_kernels::cuda::content_kernels

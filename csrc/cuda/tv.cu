@@ -1,0 +1,61 @@
+// CUDA launcher of tv_forward (kernels and design in tv.cuh): per-sample total variation (B,) fp32 and
+// grad_scale * its gradient in x's dtype and memory format. Any strides of x are read in place.
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <limits>
+#include <type_traits>
+
+#include "../ops.h"
+#include "tv.cuh"
+
+namespace perceptual_kernels::cuda {
+
+std::tuple<Tensor, Tensor> tv_forward(const Tensor& x, int64_t kind, double eps, double grad_scale, bool need_grad) {
+  TORCH_CHECK(x.is_cuda(), "tv_forward: x must be a CUDA tensor, got ", x.device());
+  TORCH_CHECK(x.dim() == 4, "tv_forward: x must be 4-D (B, C, H, W), got shape ", x.sizes());
+  const auto st = x.scalar_type();
+  TORCH_CHECK(st == at::kFloat || st == at::kHalf || st == at::kBFloat16,
+              "tv_forward: x must be float32, float16 or bfloat16, got ", st);
+  TORCH_CHECK(kind == kTvSquared || kind == kTvL1 || kind == kTvIsotropic,
+              "tv_forward: kind must be 0 (squared), 1 (l1) or 2 (isotropic), got ", kind);
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t n_per_sample = C * tv_kernels::tv_num_tiles(H, W);
+  TORCH_CHECK(B * n_per_sample <= std::numeric_limits<int32_t>::max(),
+              "tv_forward: x of shape ", x.sizes(), " needs more tiles than a CUDA grid holds");
+
+  c10::cuda::CUDAGuard guard(x.device());
+  Tensor grad = need_grad ? at::empty_like(x) : at::empty({0}, x.options());
+  if (x.numel() == 0) return {at::zeros({B}, x.options().dtype(at::kFloat)), grad};
+
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  Tensor partials = at::empty({B, n_per_sample}, x.options().dtype(at::kFloat));
+  Tensor per_sample = at::empty({B}, x.options().dtype(at::kFloat));
+  const Tensor& g = need_grad ? grad : x;  // strides only; no gradient is written without need_grad
+  auto launch = [&](auto* x_ptr) {
+    using T = std::remove_const_t<std::remove_pointer_t<decltype(x_ptr)>>;
+    T* g_ptr = need_grad ? reinterpret_cast<T*>(grad.data_ptr()) : nullptr;
+    tv_kernels::launch_tv<T>(x_ptr, g_ptr, partials.data_ptr<float>(), B, C, H, W,
+                             x.strides().data(), g.strides().data(), static_cast<int>(kind), need_grad,
+                             static_cast<float>(eps), static_cast<float>(grad_scale), stream);
+  };
+  if (st == at::kFloat) {
+    launch(x.const_data_ptr<float>());
+  } else if (st == at::kHalf) {
+    launch(reinterpret_cast<const __half*>(x.const_data_ptr()));
+  } else {
+    launch(reinterpret_cast<const __nv_bfloat16*>(x.const_data_ptr()));
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  tv_kernels::launch_tv_row_sum(partials.const_data_ptr<float>(), n_per_sample, B, per_sample.data_ptr<float>(),
+                                stream);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return {per_sample, grad};
+}
+
+}  // namespace perceptual_kernels::cuda
+
+TORCH_LIBRARY_IMPL(pk_native, CUDA, m) { m.impl("tv_forward", &perceptual_kernels::cuda::tv_forward); }

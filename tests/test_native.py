@@ -1,0 +1,95 @@
+"""The compiled extension ``perceptual_kernels._C``: it is built (unless the install opted out), a build for
+another torch is refused with a clear message, and the ``cpu`` kernels pass float64 forward and gradcheck
+through the custom ops (the float32 / fp16 / bf16 sweeps are in test_ops.py)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import perceptual_kernels as pk
+from perceptual_kernels import _ops
+from perceptual_kernels.backends import native
+
+from conftest import LAYOUTS, assert_close, make_input
+
+f64 = torch.float64
+built = pytest.mark.skipif(os.environ.get("PERCEPTUAL_KERNELS_NO_EXT") == "1",
+                           reason="installed with PERCEPTUAL_KERNELS_NO_EXT=1 (no compiled extension)")
+
+
+@built
+def test_extension_is_built_with_every_cpu_kernel():
+    assert native.load() is not None, native.LOAD_ERROR
+    assert native.build_info()["torch"] == torch.__version__ == native.load().TORCH_VERSION
+    expected = {"gram_forward", "gram_backward", "style_loss_forward", "style_loss_backward",
+                "content_loss_forward", "tv_forward", "instance_norm_forward", "instance_norm_backward"}
+    assert set(native.provided_ops("cpu")) == expected
+
+
+def test_a_build_for_another_torch_is_not_loaded(monkeypatch):
+    monkeypatch.setattr(native, "_module", None)
+    monkeypatch.setattr(native, "_tried", False)
+    monkeypatch.setattr(native, "LOAD_ERROR", None)
+    monkeypatch.setattr(native, "build_info", lambda: {"torch": "1.0.0", "cuda": None, "cuda_arch_list": ""})
+    assert native.load() is None
+    assert "built against torch 1.0.0" in native.LOAD_ERROR and "rebuild" in native.LOAD_ERROR
+    assert "built against torch 1.0.0" in native.unavailable_reason("cpu")
+
+
+def _cpu_backend():
+    if reason := pk.backends.unavailable_reason("cpu", torch.device("cpu"), f64):
+        pytest.skip(reason)
+    return "cpu"
+
+
+OPS = {
+    "gram": lambda x: pk.gram_matrix(x, "hw"),
+    "style": lambda x: pk.style_loss(x, torch.randn(4, 5, 5, dtype=f64) * 0.1,
+                                     style_index=torch.tensor([3, 0, 3]), reduction="none"),
+    "content": lambda x: pk.content_loss(x, torch.ones_like(x), reduction="sum"),
+    "tv_squared": lambda x: pk.tv_loss(x, reduction="none"),
+    "tv_l1": lambda x: pk.tv_loss(x, kind="l1", reduction="none"),
+    "tv_isotropic": lambda x: pk.tv_loss(x, kind="isotropic", reduction="none"),
+    "cin": lambda x: pk.conditional_instance_norm(x, torch.randn(4, 5, dtype=f64), torch.randn(4, 5, dtype=f64),
+                                                  style_index=torch.tensor([1, 1, 2]), activation="relu"),
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("op", list(OPS))
+def test_float64_forward_and_backward_match_the_reference(op, layout):
+    backend = _cpu_backend()
+    x = make_input((3, 5, 7, 6), layout, f64)
+    ours, ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    seed = int(torch.randint(2**31, ()))
+    torch.manual_seed(seed)
+    with pk.use_backend(backend):
+        out = OPS[op](ours)
+    torch.manual_seed(seed)  # the same random targets / tables
+    with pk.use_backend("reference"):
+        expected = OPS[op](ref)
+    assert out.dtype == f64
+    assert_close(out, expected, f64, "forward")
+    probe = torch.randn_like(expected)
+    assert_close(torch.autograd.grad((out * probe).sum(), ours)[0],
+                 torch.autograd.grad((expected * probe).sum(), ref)[0], f64, "grad")
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_gradcheck_through_the_custom_ops(layout):
+    backend = _cpu_backend()
+    x = make_input((2, 3, 4, 5), layout, f64).requires_grad_()
+    targets = torch.randn(4, 3, 3, dtype=f64, requires_grad=True)
+    index = torch.tensor([1, 1])
+    assert torch.autograd.gradcheck(lambda x: _ops.gram(x, 0.1, f64, backend), (x,))
+    assert torch.autograd.gradcheck(lambda x, t: _ops.style_loss(x, t, index, 0.1, backend)[0], (x, targets))
+    assert torch.autograd.gradcheck(lambda x, t: _ops.content_loss(x, t, True, backend)[0],
+                                    (x, torch.randn(2, 3, 4, 5, dtype=f64, requires_grad=True)))
+    for kind in ("squared", "isotropic"):
+        assert torch.autograd.gradcheck(lambda x: _ops.tv_loss(x, kind, 1e-3, True, backend)[0], (x,))
+    gamma, beta = (torch.randn(4, 3, dtype=f64, requires_grad=True) for _ in range(2))
+    for relu in (False, True):
+        assert torch.autograd.gradcheck(
+            lambda x, g, b: _ops.instance_norm(x, g, b, index, 1e-5, relu, backend)[0], (x, gamma, beta))
