@@ -14,6 +14,7 @@ import glob
 import json
 import os
 import pathlib
+import sys
 
 from setuptools import setup
 
@@ -38,14 +39,18 @@ def _extension_kwargs() -> dict:
     arch_list = os.environ.get("TORCH_CUDA_ARCH_LIST", "detected at build time") if with_cuda else ""
     macros = [("PK_TORCH_VERSION", f'"{torch.__version__}"'), ("PK_CUDA_ARCH_LIST", f'"{arch_list}"')]
     include_dirs = [os.path.abspath("csrc")]
-    cxx = ["-O3"]  # cpp_extension adds the C++ standard torch needs
+    # cpp_extension adds the C++ standard torch needs; -fopenmp makes at::parallel_for (inline, OpenMP in ATen's
+    # CPU builds) run on torch's threads instead of serially, sharing the libgomp torch has loaded
+    openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
+    cxx = ["-O3", *openmp]
     if with_cuda:
         ext = CUDAExtension("perceptual_kernels._C", cpp_sources + cuda_sources, include_dirs=include_dirs,
                             define_macros=macros + [("WITH_CUDA", None)],
-                            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-lineinfo"]})
+                            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-lineinfo"]},
+                            extra_link_args=openmp)
     else:
         ext = CppExtension("perceptual_kernels._C", cpp_sources, include_dirs=include_dirs, define_macros=macros,
-                           extra_compile_args={"cxx": cxx})
+                           extra_compile_args={"cxx": cxx}, extra_link_args=openmp)
     BUILD_INFO.write_text(json.dumps({"torch": torch.__version__, "cuda": torch.version.cuda if with_cuda else None,
                                       "cuda_arch_list": arch_list}) + "\n")
     return {"ext_modules": [ext], "cmdclass": {"build_ext": BuildExtension.with_options(use_ninja=True)}}
