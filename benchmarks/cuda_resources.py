@@ -36,6 +36,17 @@ def demangle(names: list[str]) -> dict[str, str]:
     return dict(zip(names, out))
 
 
+def short_name(demangled: str) -> str:
+    """``void perceptual_kernels::cuda::ns::kernel<float, 2>(float const*, ...)`` -> ``ns::kernel<float, 2>``."""
+    name = demangled.removeprefix("void ").replace("perceptual_kernels::cuda::", "")
+    depth = 0
+    for i, ch in enumerate(name):
+        depth += {"<": 1, ">": -1}.get(ch, 0)
+        if ch == "(" and depth == 0:
+            return name[:i]
+    return name
+
+
 def compile_report(source: pathlib.Path, archs: tuple[int, ...] = ARCHS) -> list[dict]:
     """Compile one .cuh standalone (every kernel instantiated under PK_STANDALONE_INSTANTIATE); one dict per
     (kernel, arch): registers, spill store / load bytes, stack frame and static shared memory bytes."""
@@ -61,7 +72,7 @@ def compile_report(source: pathlib.Path, archs: tuple[int, ...] = ARCHS) -> list
                 current["smem"] = int(m.group(1)) if (m := _SMEM.search(line)) else 0
     names = demangle([r["kernel"] for r in rows])
     for r in rows:
-        r["kernel"] = names[r["kernel"]]
+        r["kernel"] = short_name(names[r["kernel"]])
     return rows
 
 

@@ -85,11 +85,14 @@ def _(coef, diff, x, backend):
 def _style_setup(ctx, inputs, output):
     x, target, style_index, scale, backend = inputs
     ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)  # no zero (B, C, C) "gradient" for D
     ctx.save_for_backward(x, output[1], style_index)
     ctx.scale, ctx.backend, ctx.target_shape, ctx.target_dtype = scale, backend, target.shape, target.dtype
 
 
 def _style_bwd(ctx, grad_per_sample, _grad_diff):
+    if grad_per_sample is None:  # grads are not materialized (see _style_setup)
+        return None, None, None, None, None
     x, diff, style_index = ctx.saved_tensors
     grad_x = grad_target = None
     if ctx.needs_input_grad[0]:
@@ -129,11 +132,14 @@ def _(x, target, need_grad, backend):
 
 def _content_setup(ctx, inputs, output):
     ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)  # else autograd fills a zero "gradient" for the gradient buffer output
     ctx.save_for_backward(output[1])
     ctx.target_dtype = inputs[1].dtype
 
 
 def _content_bwd(ctx, grad_total, _grad_grad):
+    if grad_total is None:
+        return None, None, None, None
     (grad,) = ctx.saved_tensors
     grad_x = grad * grad_total.to(grad.dtype)
     grad_target = -grad_x.to(ctx.target_dtype) if ctx.needs_input_grad[1] else None
@@ -159,10 +165,13 @@ def _(x, kind, eps, need_grad, backend):
 
 def _tv_setup(ctx, inputs, output):
     ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)  # as for the content loss: no zero tensor the size of x
     ctx.save_for_backward(output[1])
 
 
 def _tv_bwd(ctx, grad_per_sample, _grad_grad):
+    if grad_per_sample is None:
+        return None, None, None, None, None
     (grad,) = ctx.saved_tensors
     return grad * grad_per_sample.to(grad.dtype)[:, None, None, None], None, None, None, None
 
@@ -225,11 +234,14 @@ def _onto_table(per_sample: torch.Tensor, table: torch.Tensor, style_index: torc
 def _in_setup(ctx, inputs, output):
     x, gamma, beta, style_index, eps, relu, backend = inputs
     ctx.mark_non_differentiable(output[1], output[2])
+    ctx.set_materialize_grads(False)  # no zero "gradients" for mean and rstd
     ctx.save_for_backward(x, output[1], output[2], gamma, beta, style_index)
     ctx.relu, ctx.backend = relu, backend
 
 
 def _in_bwd(ctx, grad_y, _grad_mean, _grad_rstd):
+    if grad_y is None:
+        return None, None, None, None, None, None, None
     x, mean, rstd, gamma, beta, style_index = ctx.saved_tensors
     need_affine = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
     dx, dgamma, dbeta = instance_norm_backward(

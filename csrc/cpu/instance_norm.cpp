@@ -30,13 +30,12 @@
 #include <type_traits>
 
 #include "../ops.h"
+#include "isa.h"
 
 #pragma GCC diagnostic ignored "-Wpsabi"  // 64-byte vectors never cross a non-inlined call
 
 namespace perceptual_kernels::cpu {
 namespace {
-
-#define PK_INLINE inline __attribute__((always_inline))
 
 typedef float vf32 __attribute__((vector_size(64)));
 typedef double vf64 __attribute__((vector_size(64)));
@@ -208,18 +207,10 @@ Tensor empty_in(const Tensor& x, Layout layout) {
 
 // ---- ISA dispatch: each task's operator() (always inlined) is compiled into both run_* wrappers ----
 
-#if defined(__GNUC__) && defined(__x86_64__)
+#ifdef PK_X86
 template <class Task>
-__attribute__((target("avx2,fma,avx512f,avx512vl,avx512bw,avx512dq"))) void run_avx512(const Task& t, int64_t begin,
-                                                                                          int64_t end) {
+PK_TARGET_AVX512 void run_avx512(const Task& t, int64_t begin, int64_t end) {
   t(begin, end);
-}
-
-bool have_avx512() {
-  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-                         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
-                         __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return ok;
 }
 #endif
 
@@ -232,8 +223,8 @@ void run_baseline(const Task& t, int64_t begin, int64_t end) {
 template <class Task>
 void parallel_run(int64_t n, int64_t grain, const Task& task) {
   at::parallel_for(0, n, std::max<int64_t>(grain, 1), [&](int64_t begin, int64_t end) {
-#if defined(__GNUC__) && defined(__x86_64__)
-    if (have_avx512()) return run_avx512(task, begin, end);
+#ifdef PK_X86
+    if (cpu_isa() == 2) return run_avx512(task, begin, end);
 #endif
     run_baseline(task, begin, end);
   });
