@@ -77,7 +77,8 @@ def compile_report(source: pathlib.Path, archs: tuple[int, ...] = ARCHS) -> list
 
 
 def sources() -> list[pathlib.Path]:
-    return sorted((ROOT / "csrc" / "cuda").glob("*.cuh"))
+    """The kernel headers: every ``csrc/cuda/<op>.cuh`` that has a launcher ``<op>.cu`` (not common.cuh)."""
+    return sorted(p for p in (ROOT / "csrc" / "cuda").glob("*.cuh") if p.with_suffix(".cu").exists())
 
 
 def main() -> None:

@@ -23,25 +23,14 @@
 
 #include <cstdint>
 
+#include "common.cuh"
+
 namespace perceptual_kernels::cuda::content_kernels {
 
 constexpr int kThreads = 256;
 constexpr int kFlatUnroll = 4;     // vectors per thread in the flat kernel
 constexpr int kStridedItems = 8;   // elements per thread in the strided kernel
 constexpr int kSumThreads = 512;
-
-__device__ __forceinline__ float to_float(float v) { return v; }
-__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <typename T>
-__device__ __forceinline__ T from_float(float v);
-template <>
-__device__ __forceinline__ float from_float<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
 // N elements of T loaded / stored as one aligned vector access.
 template <typename T, int N>
@@ -56,20 +45,6 @@ __host__ __device__ constexpr int vec_width() { return 16 / static_cast<int>(siz
 struct Strides4 {
   int64_t b, c, h, w;
 };
-
-// Sum of v over the block (blockDim.x a multiple of 32, at most 1024), in a fixed order; valid in thread 0.
-__device__ __forceinline__ float block_sum(float v) {
-  __shared__ float warp_sums[32];
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  if (lane == 0) warp_sums[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    v = lane < static_cast<int>(blockDim.x / 32) ? warp_sums[lane] : 0.f;
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-  }
-  return v;
-}
 
 template <typename TX, typename TT, bool NEED_GRAD>
 __global__ void __launch_bounds__(kThreads)

@@ -37,25 +37,14 @@
 
 #include <algorithm>
 #include <cstdint>
+
+#include "common.cuh"
 #include <type_traits>
 
 namespace perceptual_kernels::cuda::inorm_kernels {
 
 constexpr int kMaxThreads = 256;
 constexpr int kSplitAlign = 1024;  // split chunks are multiples of this (and so of every vector width)
-
-__device__ __forceinline__ float to_float(float v) { return v; }
-__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <typename T>
-__device__ __forceinline__ T from_float(float v);
-template <>
-__device__ __forceinline__ float from_float<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
 // Elements of T per 16-byte vector.
 template <typename T>
