@@ -32,6 +32,8 @@ def style_loss_backward(coef, diff, x):
 
 
 def content_loss_forward(x, target, grad_scale, need_grad):
+    if x.is_cuda and target.dtype == torch.float64:  # the CUDA kernels read fp32 / fp16 / bf16 targets
+        target = target.float()
     total, grad = _native.content_loss_forward(x, target, grad_scale, need_grad)
     return total, grad if need_grad else None
 
