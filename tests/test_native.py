@@ -93,3 +93,16 @@ def test_gradcheck_through_the_custom_ops(layout):
     for relu in (False, True):
         assert torch.autograd.gradcheck(
             lambda x, g, b: _ops.instance_norm(x, g, b, index, 1e-5, relu, backend)[0], (x, gamma, beta))
+
+
+def test_a_module_built_for_another_torch_is_dropped_after_import(monkeypatch):
+    """Without _build_info.json (a copied build) the version the module reports is checked instead."""
+    import types
+    monkeypatch.setattr(native, "_module", None)
+    monkeypatch.setattr(native, "_tried", False)
+    monkeypatch.setattr(native, "LOAD_ERROR", None)
+    monkeypatch.setattr(native, "build_info", lambda: None)
+    monkeypatch.setattr(native.importlib, "import_module",
+                        lambda name: types.SimpleNamespace(TORCH_VERSION="1.0.0", DEVICES=("cpu",)))
+    assert native.load() is None
+    assert "built against torch 1.0.0" in native.unavailable_reason("cpu")

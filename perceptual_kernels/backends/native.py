@@ -51,6 +51,10 @@ def load() -> ModuleType | None:
                               f"(reinstall without PERCEPTUAL_KERNELS_NO_EXT; import said: {exc})")
             except Exception as exc:  # a mismatched build can surface as OSError / RuntimeError
                 LOAD_ERROR = f"perceptual_kernels._C failed to load ({type(exc).__name__}: {exc})"
+        if _module is not None:  # no _build_info.json (a copied build): the module knows its torch too
+            LOAD_ERROR = _version_mismatch({"torch": getattr(_module, "TORCH_VERSION", None)})
+            if LOAD_ERROR is not None:
+                _module = None
     return _module
 
 
