@@ -12,11 +12,10 @@
 
 #include "../ops.h"
 #include "content.cuh"
+#include "launch_utils.h"
 
 namespace perceptual_kernels::cuda {
 namespace {
-
-bool is_kernel_dtype(at::ScalarType st) { return st == at::kFloat || st == at::kHalf || st == at::kBFloat16; }
 
 // Equal strides on every dimension of size > 1 (the stride of a size-1 dimension never matters).
 bool same_strides(const Tensor& a, const Tensor& b) {
@@ -32,17 +31,6 @@ content_kernels::Strides4 strides4(const Tensor& t) {
   return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
 }
 
-// Calls f with a typed null pointer of the CUDA element type of st (float, __half, __nv_bfloat16).
-template <typename F>
-void with_dtype(at::ScalarType st, F&& f) {
-  if (st == at::kFloat) {
-    f(static_cast<float*>(nullptr));
-  } else if (st == at::kHalf) {
-    f(static_cast<__half*>(nullptr));
-  } else {
-    f(static_cast<__nv_bfloat16*>(nullptr));
-  }
-}
 
 }  // namespace
 

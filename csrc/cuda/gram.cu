@@ -20,6 +20,7 @@
 
 #include "../ops.h"
 #include "gram.cuh"
+#include "launch_utils.h"
 
 namespace perceptual_kernels::cuda {
 namespace {
@@ -29,8 +30,6 @@ namespace gk = gram_kernels;
 constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
 constexpr int64_t kMaxGridYZ = 65535;
 constexpr int64_t kMinStepsPerSplit = 8;  // a split-K range covers at least 8 * 32 plane positions
-
-bool is_kernel_dtype(at::ScalarType st) { return st == at::kFloat || st == at::kHalf || st == at::kBFloat16; }
 
 int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -44,12 +43,6 @@ int dtype_code(at::ScalarType st, const char* what) {
     default: TORCH_CHECK(false, what, " must be float32, float16, bfloat16 or float64, got ", st);
   }
   return gk::kF32;
-}
-
-int device_attribute(cudaDeviceAttr attr, int device) {
-  int value = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&value, attr, device));
-  return value;
 }
 
 // Product of the tiles for x's dtype: tensor cores for fp16 / bf16, tf32 tensor cores for fp32 when the fp32

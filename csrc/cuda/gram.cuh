@@ -41,6 +41,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "common.cuh"
+
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
 #define PK_GRAM_TENSOR_CORES 1
 #else
@@ -119,15 +121,6 @@ struct BwdArgs {
 };
 
 // ---- element conversions ----------------------------------------------------------------------------------
-template <typename T>
-__device__ __forceinline__ T from_f(float v);
-template <>
-__device__ __forceinline__ float from_f<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-
 __device__ __forceinline__ float load_any(const void* p, int64_t i, int dtype) {
   switch (dtype) {
     case kF16: return __half2float(static_cast<const __half*>(p)[i]);
@@ -151,7 +144,7 @@ __device__ __forceinline__ void store_any(void* p, int64_t i, float v, int dtype
 template <typename T>
 __device__ __forceinline__ T load_or_zero(const T* p, bool ok, const T* safe) {
   const T v = *(ok ? p : safe);
-  return ok ? v : from_f<T>(0.f);
+  return ok ? v : from_float<T>(0.f);
 }
 
 // Sum over the block in a fixed order (shuffle tree per warp, then warps 0..7); valid on thread 0.
@@ -502,7 +495,7 @@ template <int MODE, typename T>
 __device__ __forceinline__ void store_sym(T* s, const float (&rs)[kPerThread]) {
   const int tid = threadIdx.x;
 #pragma unroll
-  for (int i = 0; i < kPerThread; ++i) s[((tid >> 5) + 8 * i) * kLd<T> + (tid & 31)] = staged<MODE>(from_f<T>(rs[i]));
+  for (int i = 0; i < kPerThread; ++i) s[((tid >> 5) + 8 * i) * kLd<T> + (tid & 31)] = staged<MODE>(from_float<T>(rs[i]));
 }
 
 // B operand (F[k0 + k, m0 + m] stored [m][k]) and the output tile: each thread owns one plane position m of
@@ -580,7 +573,7 @@ __global__ void __launch_bounds__(kThreads, 2) sym_dot_kernel(const T* __restric
 #pragma unroll 4
   for (int i = 0; i < kTile * kTile / kThreads; ++i) {
     const int r = k + 4 * i;
-    if (row0 + r < a.C) om[(row0 + r) * a.dx.s_c] = from_f<T>(sC[r * kLdC + m] * coef);
+    if (row0 + r < a.C) om[(row0 + r) * a.dx.s_c] = from_float<T>(sC[r * kLdC + m] * coef);
   }
 }
 

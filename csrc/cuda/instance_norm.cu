@@ -14,6 +14,7 @@
 
 #include "../ops.h"
 #include "instance_norm.cuh"
+#include "launch_utils.h"
 
 namespace perceptual_kernels::cuda {
 namespace {
@@ -22,8 +23,6 @@ using inorm_kernels::Affine;
 using inorm_kernels::PlaneLayout;
 
 constexpr int64_t kMaxPlane = int64_t{1} << 30;  // plane indices are int32 in the kernels
-
-bool is_kernel_dtype(at::ScalarType st) { return st == at::kFloat || st == at::kHalf || st == at::kBFloat16; }
 
 void check_input(const Tensor& x, const char* op) {
   TORCH_CHECK(x.is_cuda(), op, ": x must be a CUDA tensor, got ", x.device());
@@ -86,24 +85,6 @@ bool vectorizable(const Tensor& t, const PlaneLayout& l, int vec) {
          (t.size(0) == 1 || l.sb % vec == 0) && (t.size(1) == 1 || l.sc % vec == 0);
 }
 
-int num_sms(const Tensor& x) {
-  int n = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, x.get_device()));
-  return n;
-}
-
-// Calls f with a typed null pointer of the CUDA element type of st (float, __half, __nv_bfloat16).
-template <typename F>
-void with_dtype(at::ScalarType st, F&& f) {
-  if (st == at::kFloat) {
-    f(static_cast<float*>(nullptr));
-  } else if (st == at::kHalf) {
-    f(static_cast<__half*>(nullptr));
-  } else {
-    f(static_cast<__nv_bfloat16*>(nullptr));
-  }
-}
-
 template <typename T>
 const T* cptr(const Tensor& t) {
   return reinterpret_cast<const T*>(t.const_data_ptr());
@@ -136,7 +117,7 @@ std::tuple<Tensor, Tensor, Tensor> instance_norm_forward(const Tensor& x, const 
   Tensor mean = at::empty({B, C}, stat_options);
   Tensor rstd = at::empty({B, C}, stat_options);
 
-  const auto plan = inorm_kernels::inorm_split_plan(static_cast<int32_t>(N), planes, num_sms(x));
+  const auto plan = inorm_kernels::inorm_split_plan(static_cast<int32_t>(N), planes, device_attribute(cudaDevAttrMultiProcessorCount, x.get_device()));
   TORCH_CHECK(planes * plan.splits <= std::numeric_limits<int32_t>::max(), op, ": x of shape ", x.sizes(),
               " needs more blocks than a CUDA grid holds");
   Tensor partials = plan.splits > 1 ? at::empty({planes * plan.splits * 3}, stat_options) : Tensor();
@@ -210,7 +191,7 @@ std::tuple<Tensor, Tensor, Tensor> instance_norm_backward(const Tensor& grad_y, 
   const Tensor mean_f = mean.to(at::kFloat).contiguous();  // no-ops for the forward's outputs
   const Tensor rstd_f = rstd.to(at::kFloat).contiguous();
 
-  const auto plan = inorm_kernels::inorm_split_plan(static_cast<int32_t>(N), planes, num_sms(x));
+  const auto plan = inorm_kernels::inorm_split_plan(static_cast<int32_t>(N), planes, device_attribute(cudaDevAttrMultiProcessorCount, x.get_device()));
   TORCH_CHECK(planes * plan.splits <= std::numeric_limits<int32_t>::max(), op, ": x of shape ", x.sizes(),
               " needs more blocks than a CUDA grid holds");
   Tensor partials = plan.splits > 1 ? at::empty({planes * plan.splits * 2}, stat_options) : Tensor();
