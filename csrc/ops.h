@@ -33,15 +33,17 @@ enum TvKind : int64_t { kTvSquared = 0, kTvL1 = 1, kTvIsotropic = 2 };
                                                 const OptionalTensor& style_index, double scale);               \
   /* dF_b = coef_b (D_b + D_b^T) F_b; coef (B,) acc, diff (B, C, C) acc. */                                     \
   Tensor style_loss_backward(const Tensor& coef, const Tensor& diff, const Tensor& x);                           \
-  /* (sum (x - t)^2 as a 0-d acc tensor, grad_scale * (x - t) or an empty tensor unless need_grad).            \
-     target: x's shape, any float dtype and strides. */                                                         \
-  std::tuple<Tensor, Tensor> content_loss_forward(const Tensor& x, const Tensor& target, double grad_scale,     \
-                                                  bool need_grad);                                              \
-  /* Per-sample total variation (B,) acc and grad_scale * its gradient (or an empty tensor). With              \
-     dh = x[h+1,w] - x[h,w], dw = x[h,w+1] - x[h,w]: squared sum dh^2 + dw^2; l1 sum |dh| + |dw| (gradient     \
-     sign(.), NaN stays NaN); isotropic sum over h < H-1, w < W-1 of sqrt(dh^2 + dw^2 + eps). */                \
-  std::tuple<Tensor, Tensor> tv_forward(const Tensor& x, int64_t kind, double eps, double grad_scale,          \
-                                        bool need_grad);                                                        \
+  /* sum (x - t)^2 as a 0-d acc tensor; target: x's shape, any float dtype and strides. */                      \
+  Tensor content_loss_forward(const Tensor& x, const Tensor& target);                                           \
+  /* coef * (x - t) in x's dtype, computed in acc and cast once; coef: a one-element acc tensor (the upstream   \
+     gradient times the loss's scale). */                                                                       \
+  Tensor content_loss_backward(const Tensor& x, const Tensor& target, const Tensor& coef);                      \
+  /* Per-sample total variation (B,) acc. With dh = x[h+1,w] - x[h,w], dw = x[h,w+1] - x[h,w]: squared          \
+     sum dh^2 + dw^2; l1 sum |dh| + |dw| (gradient sign(.), NaN stays NaN); isotropic sum over h < H-1,         \
+     w < W-1 of sqrt(dh^2 + dw^2 + eps). */                                                                     \
+  Tensor tv_forward(const Tensor& x, int64_t kind, double eps);                                                 \
+  /* coef_b * dTV_b/dx in x's dtype, computed in acc and cast once; coef (B,) acc. */                           \
+  Tensor tv_backward(const Tensor& x, int64_t kind, double eps, const Tensor& coef);                            \
   /* y = gamma_b * (x - mean_bc) * rstd_bc + beta_b (then ReLU), biased variance, rstd = 1/sqrt(var + eps).     \
      gamma / beta: None, (C,) or (R, C) tables of any float dtype; row b is table[style_index[b]] with an index, \
      else table[0] (R == 1) or table[b] (R == B). Returns (y, mean (B, C) acc, rstd (B, C) acc). */             \

@@ -15,8 +15,34 @@ from .backends import kernels
 _NS = "perceptual_kernels"
 
 
-def _empty_like_grad(x: torch.Tensor, need: bool) -> torch.Tensor:
-    return torch.empty_like(x) if need else x.new_empty(0)
+def _acc(dtype: torch.dtype) -> torch.dtype:
+    """Accumulation (and loss / statistics) dtype of the kernels: float64 for float64, else float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _first_order_only(backward_op, name: str) -> None:
+    """Give a backward op an autograd formula that refuses clearly: the kernels have no second derivatives, and
+    without this a double backward (``create_graph=True``) would silently drop the op's second-order term."""
+    def refuse(ctx, *grads):
+        raise RuntimeError(
+            f"perceptual_kernels.{name}: higher-order gradients (double backward through create_graph=True) are "
+            "not supported by the kernel backends; compute them under perceptual_kernels.use_backend('reference')")
+
+    backward_op.register_autograd(refuse, setup_context=lambda ctx, inputs, output: None)
+
+
+def _sum_rows_by_index(per_sample: torch.Tensor, index: torch.Tensor, rows: int) -> torch.Tensor:
+    """``out[s] = sum_{b : index_b = s} per_sample[b]`` -> (rows, ...): a fixed-order sum (no scatter-add atomics,
+    no tf32 matmul), and a NaN of one sample stays in its own row (rows are selected, not multiplied by a
+    one-hot). Chunks of rows keep the (rows, B, ...) selection under 2^22 elements."""
+    B, extra = per_sample.shape[0], (1,) * (per_sample.dim() - 1)
+    step = max(1, (1 << 22) // per_sample.numel())
+    row_ids = torch.arange(rows, device=index.device)
+    chunks = []
+    for s0 in range(0, rows, step):
+        picked = (index[None, :] == row_ids[s0:s0 + step, None]).view(-1, B, *extra)
+        chunks.append(torch.where(picked, per_sample[None], 0).sum(1))
+    return torch.cat(chunks)
 
 
 # --- Gram matrix --------------------------------------------------------------------------------------------
@@ -43,6 +69,9 @@ def _(grad, x, scale, backend):
     return torch.empty_like(x)
 
 
+_first_order_only(gram_backward, "gram_matrix")
+
+
 def _gram_setup(ctx, inputs, output):
     x, scale, _, backend = inputs
     ctx.save_for_backward(x)
@@ -61,14 +90,16 @@ gram.register_autograd(_gram_bwd, setup_context=_gram_setup)
 @custom_op(f"{_NS}::style_loss", mutates_args=())
 def style_loss(x: torch.Tensor, target: torch.Tensor, style_index: torch.Tensor | None, scale: float,
                backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample ``sum_ij (G_b - A_b)^2`` (B,) fp32 and ``D = G - A`` (B, C, C) fp32, kept for the backward."""
+    """Per-sample ``sum_ij (G_b - A_b)^2`` (B,) and ``D = G - A`` (B, C, C), kept for the backward (fp32; float64
+    for float64 x)."""
     return kernels(backend).style_loss_forward(x, target, style_index, scale)
 
 
 @style_loss.register_fake
 def _(x, target, style_index, scale, backend):
     B, C = x.shape[:2]
-    return x.new_empty((B,), dtype=torch.float32), x.new_empty((B, C, C), dtype=torch.float32)
+    acc = _acc(x.dtype)
+    return x.new_empty((B,), dtype=acc), x.new_empty((B, C, C), dtype=acc)
 
 
 @custom_op(f"{_NS}::style_loss_backward", mutates_args=())
@@ -82,34 +113,39 @@ def _(coef, diff, x, backend):
     return torch.empty_like(x)
 
 
+_first_order_only(style_loss_backward, "style_loss")
+
+
 def _style_setup(ctx, inputs, output):
     x, target, style_index, scale, backend = inputs
     ctx.mark_non_differentiable(output[1])
     ctx.set_materialize_grads(False)  # no zero (B, C, C) "gradient" for D
-    ctx.save_for_backward(x, output[1], style_index)
-    ctx.scale, ctx.backend, ctx.target_shape, ctx.target_dtype = scale, backend, target.shape, target.dtype
+    ctx.save_for_backward(x, output[1], target, style_index)
+    ctx.scale, ctx.backend = scale, backend
 
 
 def _style_bwd(ctx, grad_per_sample, _grad_diff):
     if grad_per_sample is None:  # grads are not materialized (see _style_setup)
         return None, None, None, None, None
-    x, diff, style_index = ctx.saved_tensors
+    x, diff, target, style_index = ctx.saved_tensors
     grad_x = grad_target = None
     if ctx.needs_input_grad[0]:
         coef = (grad_per_sample.to(diff.dtype) * (2.0 * ctx.scale)).contiguous()
         grad_x = style_loss_backward(coef, diff, x, ctx.backend)
     if ctx.needs_input_grad[1]:
-        # dL/dA_b = -2 g_b D_b, summed into the target rows (a matmul: deterministic, no atomics)
+        if torch.is_grad_enabled():  # create_graph=True: D recomputed through the Gram op, so d(dL/dA)/dx exists
+            rows = target.index_select(0, style_index) if style_index is not None else target
+            diff = gram(x, ctx.scale, diff.dtype, ctx.backend) - rows.to(diff.dtype)
+        # dL/dA_b = -2 g_b D_b, summed into the target rows that were read
         per_sample = diff * (-2.0 * grad_per_sample.to(diff.dtype))[:, None, None]
-        S, C = ctx.target_shape[0], ctx.target_shape[1]
+        S = target.shape[0]
         if style_index is not None:
-            one_hot = (style_index[None, :] == torch.arange(S, device=x.device)[:, None]).to(diff.dtype)
-            grad_target = (one_hot @ per_sample.flatten(1)).view(S, C, C)
+            grad_target = _sum_rows_by_index(per_sample, style_index, S)
         elif S == 1:
             grad_target = per_sample.sum(0, keepdim=True)
         else:
             grad_target = per_sample
-        grad_target = grad_target.to(ctx.target_dtype)
+        grad_target = grad_target.to(target.dtype)
     return grad_x, grad_target, None, None, None
 
 
@@ -118,32 +154,47 @@ style_loss.register_autograd(_style_bwd, setup_context=_style_setup)
 
 # --- Content (feature) loss -----------------------------------------------------------------------------------
 @custom_op(f"{_NS}::content_loss", mutates_args=())
-def content_loss(x: torch.Tensor, target: torch.Tensor, need_grad: bool,
-                 backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``sum (x - t)^2`` (0-d fp32) and its gradient ``2 (x - t)`` (dtype of x; empty unless ``need_grad``)."""
-    total, grad = kernels(backend).content_loss_forward(x, target, 2.0, need_grad)
-    return total, grad if grad is not None else x.new_empty(0)
+def content_loss(x: torch.Tensor, target: torch.Tensor, backend: str) -> torch.Tensor:
+    """``sum (x - t)^2`` as a 0-d tensor (fp32; float64 for float64 x)."""
+    return kernels(backend).content_loss_forward(x, target)
 
 
 @content_loss.register_fake
-def _(x, target, need_grad, backend):
-    return x.new_empty((), dtype=torch.float32), _empty_like_grad(x, need_grad)
+def _(x, target, backend):
+    return x.new_empty((), dtype=_acc(x.dtype))
+
+
+@custom_op(f"{_NS}::content_loss_backward", mutates_args=())
+def content_loss_backward(x: torch.Tensor, target: torch.Tensor, coef: torch.Tensor, backend: str) -> torch.Tensor:
+    """``coef * (x - t)`` in x's dtype, scaled in fp32 (float64) and cast once; ``coef`` 0-d."""
+    return kernels(backend).content_loss_backward(x, target, coef)
+
+
+@content_loss_backward.register_fake
+def _(x, target, coef, backend):
+    return torch.empty_like(x)
+
+
+_first_order_only(content_loss_backward, "content_loss")
 
 
 def _content_setup(ctx, inputs, output):
-    ctx.mark_non_differentiable(output[1])
-    ctx.set_materialize_grads(False)  # else autograd fills a zero "gradient" for the gradient buffer output
-    ctx.save_for_backward(output[1])
-    ctx.target_dtype = inputs[1].dtype
+    x, target, backend = inputs
+    ctx.save_for_backward(x, target)
+    ctx.backend = backend
 
 
-def _content_bwd(ctx, grad_total, _grad_grad):
-    if grad_total is None:
-        return None, None, None, None
-    (grad,) = ctx.saved_tensors
-    grad_x = grad * grad_total.to(grad.dtype)
-    grad_target = -grad_x.to(ctx.target_dtype) if ctx.needs_input_grad[1] else None
-    return grad_x if ctx.needs_input_grad[0] else None, grad_target, None, None
+def _content_bwd(ctx, grad_total):
+    x, target = ctx.saved_tensors
+    coef = grad_total.to(_acc(x.dtype)) * 2.0  # d sum (x - t)^2 / dx = 2 (x - t)
+    grad_x = content_loss_backward(x, target, coef, ctx.backend) if ctx.needs_input_grad[0] else None
+    grad_target = None
+    if ctx.needs_input_grad[1]:
+        if grad_x is not None and target.dtype == x.dtype:
+            grad_target = -grad_x  # exact: coef * (t - x) = -(coef * (x - t))
+        else:
+            grad_target = (coef * (target.to(coef.dtype) - x.to(coef.dtype))).to(target.dtype)
+    return grad_x, grad_target, None
 
 
 content_loss.register_autograd(_content_bwd, setup_context=_content_setup)
@@ -151,29 +202,40 @@ content_loss.register_autograd(_content_bwd, setup_context=_content_setup)
 
 # --- Total variation -------------------------------------------------------------------------------------------
 @custom_op(f"{_NS}::tv_loss", mutates_args=())
-def tv_loss(x: torch.Tensor, kind: str, eps: float, need_grad: bool,
-            backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample TV sums (B,) fp32 and their gradient (dtype of x; empty unless ``need_grad``)."""
-    per_sample, grad = kernels(backend).tv_forward(x, kind, eps, 1.0, need_grad)
-    return per_sample, grad if grad is not None else x.new_empty(0)
+def tv_loss(x: torch.Tensor, kind: str, eps: float, backend: str) -> torch.Tensor:
+    """Per-sample TV sums (B,) (fp32; float64 for float64 x)."""
+    return kernels(backend).tv_forward(x, kind, eps)
 
 
 @tv_loss.register_fake
-def _(x, kind, eps, need_grad, backend):
-    return x.new_empty((x.shape[0],), dtype=torch.float32), _empty_like_grad(x, need_grad)
+def _(x, kind, eps, backend):
+    return x.new_empty((x.shape[0],), dtype=_acc(x.dtype))
+
+
+@custom_op(f"{_NS}::tv_loss_backward", mutates_args=())
+def tv_loss_backward(x: torch.Tensor, kind: str, eps: float, coef: torch.Tensor, backend: str) -> torch.Tensor:
+    """``coef_b * dTV_b/dx`` in x's dtype, scaled in fp32 (float64) and cast once; ``coef`` (B,)."""
+    return kernels(backend).tv_backward(x, kind, eps, coef)
+
+
+@tv_loss_backward.register_fake
+def _(x, kind, eps, coef, backend):
+    return torch.empty_like(x)
+
+
+_first_order_only(tv_loss_backward, "tv_loss")
 
 
 def _tv_setup(ctx, inputs, output):
-    ctx.mark_non_differentiable(output[1])
-    ctx.set_materialize_grads(False)  # as for the content loss: no zero tensor the size of x
-    ctx.save_for_backward(output[1])
+    x, kind, eps, backend = inputs
+    ctx.save_for_backward(x)
+    ctx.kind, ctx.eps, ctx.backend = kind, eps, backend
 
 
-def _tv_bwd(ctx, grad_per_sample, _grad_grad):
-    if grad_per_sample is None:
-        return None, None, None, None, None
-    (grad,) = ctx.saved_tensors
-    return grad * grad_per_sample.to(grad.dtype)[:, None, None, None], None, None, None, None
+def _tv_bwd(ctx, grad_per_sample):
+    (x,) = ctx.saved_tensors
+    coef = grad_per_sample.to(_acc(x.dtype)).contiguous()
+    return tv_loss_backward(x, ctx.kind, ctx.eps, coef, ctx.backend), None, None, None
 
 
 tv_loss.register_autograd(_tv_bwd, setup_context=_tv_setup)
@@ -184,7 +246,8 @@ tv_loss.register_autograd(_tv_bwd, setup_context=_tv_setup)
 def instance_norm(x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tensor | None,
                   style_index: torch.Tensor | None, eps: float, relu: bool,
                   backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``y = gamma_b * (x - mu_bc) * rstd_bc + beta_b`` (then ReLU), with ``mean`` and ``rstd`` (B, C) fp32.
+    """``y = gamma_b * (x - mu_bc) * rstd_bc + beta_b`` (then ReLU), with ``mean`` and ``rstd`` (B, C) (fp32;
+    float64 for float64 x).
 
     ``gamma`` / ``beta``: tables of 1 row (shared), B rows, or S rows picked by ``style_index`` (B,).
     """
@@ -193,7 +256,7 @@ def instance_norm(x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tenso
 
 @instance_norm.register_fake
 def _(x, gamma, beta, style_index, eps, relu, backend):
-    stats = x.new_empty(x.shape[:2], dtype=torch.float32)
+    stats = x.new_empty(x.shape[:2], dtype=_acc(x.dtype))
     return torch.empty_like(x), stats, stats.clone()
 
 
@@ -202,7 +265,7 @@ def instance_norm_backward(grad_y: torch.Tensor, x: torch.Tensor, mean: torch.Te
                            gamma: torch.Tensor | None, beta: torch.Tensor | None,
                            style_index: torch.Tensor | None, relu: bool, need_affine_grad: bool, backend: str
                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``dx`` and the per-sample ``dgamma``, ``dbeta`` (B, C) fp32 (empty unless ``need_affine_grad``)."""
+    """``dx`` and the per-sample ``dgamma``, ``dbeta`` (B, C) in mean's dtype (empty unless ``need_affine_grad``)."""
     dx, dgamma, dbeta = kernels(backend).instance_norm_backward(
         grad_y, x, mean, rstd, gamma, beta, relu, need_affine_grad, style_index)
     if dgamma is None:
@@ -216,14 +279,15 @@ def _(grad_y, x, mean, rstd, gamma, beta, style_index, relu, need_affine_grad, b
     return torch.empty_like(x), stats, stats.clone()
 
 
+_first_order_only(instance_norm_backward, "instance_norm")
+
+
 def _onto_table(per_sample: torch.Tensor, table: torch.Tensor, style_index: torch.Tensor | None) -> torch.Tensor:
-    """Sum per-sample parameter gradients (B, C) onto the rows of ``table`` they were read from, in a fixed
-    order (an elementwise one-hot sum: deterministic, no scatter-add atomics, no tf32)."""
+    """Sum per-sample parameter gradients (B, C) onto the rows of ``table`` they were read from."""
     C = per_sample.shape[1]
     rows = table.reshape(-1, C).shape[0]
     if style_index is not None:
-        one_hot = style_index[None, :] == torch.arange(rows, device=per_sample.device)[:, None]
-        grad = (one_hot[:, :, None] * per_sample[None]).sum(1)
+        grad = _sum_rows_by_index(per_sample, style_index, rows)
     elif rows == 1:
         grad = per_sample.sum(0)
     else:

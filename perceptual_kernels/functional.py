@@ -20,7 +20,10 @@ ACTIVATIONS = (None, "relu")
 
 
 def _reference(fn, x: torch.Tensor, *args):
-    """Run a reference op with autocast off, so it computes like the kernels (fp32 math on the given dtypes)."""
+    """Run a reference op with autocast off, so it computes like the kernels (fp32 math on the given dtypes).
+    Devices without autocast (``meta`` for shape propagation) run it as it is."""
+    if not torch.amp.is_autocast_available(x.device.type):
+        return fn(x, *args)
     with torch.autocast(x.device.type, enabled=False):
         return fn(x, *args)
 
@@ -97,8 +100,8 @@ def content_loss(x: torch.Tensor, target: torch.Tensor, *, weight: float = 1.0,
                  reduction: str = "mean") -> torch.Tensor:
     """Feature reconstruction loss ``w * reduce (x - target)^2`` (``F.mse_loss`` semantics, same shapes).
 
-    The fused kernels write the gradient ``2 (x - target)`` during the forward pass, so the backward is one
-    scale. ``reduction="none"`` is elementwise and runs as plain torch ops on every backend. Ranks other than 4
+    The backward kernel writes ``c (x - target)`` in one pass, with ``c`` (the upstream gradient times ``2 w`` or
+    ``2 w / N``) applied in fp32 before the one cast to x's dtype. ``reduction="none"`` is elementwise and runs as plain torch ops on every backend. Ranks other than 4
     are viewed as 4-D (ranks above 4 are reshaped, which copies a non-contiguous input).
     """
     x = check.floating_tensor("x", x, (1, 2, 3, 4, 5, 6))
@@ -114,8 +117,7 @@ def content_loss(x: torch.Tensor, target: torch.Tensor, *, weight: float = 1.0,
     if x.dim() != 4:
         shape = (-1, *x.shape[-3:]) if x.dim() > 4 else (1,) * (4 - x.dim()) + tuple(x.shape)
         x, target = x.reshape(shape), target.reshape(shape)
-    need_grad = torch.is_grad_enabled() and (x.requires_grad or target.requires_grad)
-    total, _ = _ops.content_loss(x, target, need_grad, backend)
+    total = _ops.content_loss(x, target, backend)
     return _reduce(total, reduction, weight, x.numel())
 
 
@@ -125,7 +127,7 @@ def tv_loss(x: torch.Tensor, *, kind: str = "squared", weight: float = 1.0, redu
 
     "squared": ``sum dh^2 + sum dw^2``; "l1": ``sum |dh| + sum |dw|``; "isotropic":
     ``sum_{i<H-1, j<W-1} sqrt(dh^2 + dw^2 + eps)``. "mean" divides by B*C*H*W; "none" returns (B,).
-    One pass over x computes the loss and writes the gradient.
+    One pass over x computes the loss, one more the gradient (scaled in fp32, cast once).
     """
     x = check.floating_tensor("x", x, (4,))
     kind = check.choice("kind", kind, TV_KINDS)
@@ -135,8 +137,7 @@ def tv_loss(x: torch.Tensor, *, kind: str = "squared", weight: float = 1.0, redu
     backend = select(x.device, x.dtype)
     if backend == "reference":
         return _reference(reference.tv_loss, x, kind, eps, weight, reduction)
-    need_grad = torch.is_grad_enabled() and x.requires_grad
-    per_sample, _ = _ops.tv_loss(x, kind, eps, need_grad, backend)
+    per_sample = _ops.tv_loss(x, kind, eps, backend)
     return _reduce(per_sample, reduction, weight, x.numel())
 
 

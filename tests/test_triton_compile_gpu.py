@@ -31,10 +31,12 @@ def kernel_calls(dtype: torch.dtype, layout: str) -> list:
         lambda: gram.style_loss_forward(x, torch.randn(3, 64, 64), torch.tensor([0, 2]), 0.1),
         lambda: gram.gram_backward(torch.randn(2, 64, 64, dtype=dtype), x, 0.1),
         lambda: gram.style_loss_backward(torch.rand(2), torch.randn(2, 64, 64), x),
-        lambda: content.content_loss_forward(x, torch.randn(2, 64, 16, 16), 2.0, True),
+        lambda: content.content_loss_forward(x, torch.randn(2, 64, 16, 16)),
+        lambda: content.content_loss_backward(x, torch.randn(2, 64, 16, 16), torch.tensor(2.0)),
         lambda: instance_norm.instance_norm_forward(x, rows, rows, 1e-5, True),
         lambda: instance_norm.instance_norm_backward(x, x, rows, rows, rows, rows, True, True),
-    ] + [lambda kind=kind: tv.tv_forward(x, kind, 1e-8, 1.0, True) for kind in tv._KINDS]
+    ] + [call for kind in tv._KINDS for call in (lambda kind=kind: tv.tv_forward(x, kind, 1e-8),
+                                                 lambda kind=kind: tv.tv_backward(x, kind, 1e-8, torch.ones(2)))]
     return [launch for call in calls for launch in _aot.launches_of(call)]
 
 

@@ -10,8 +10,7 @@ pytest.importorskip("triton")
 if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1":
     pytest.skip("Triton kernels need a GPU or TRITON_INTERPRET=1", allow_module_level=True)
 
-from perceptual_kernels.backends.triton.content import content_loss_forward  # noqa: E402
-from perceptual_kernels.backends.triton.tv import tv_forward  # noqa: E402
+from perceptual_kernels.backends.triton import content, tv  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TOL = {  # (rtol, atol relative to the scale of the values)
@@ -22,6 +21,24 @@ TOL = {  # (rtol, atol relative to the scale of the values)
 KINDS = ("squared", "l1", "isotropic")
 SHAPES = [(1, 1, 1, 1), (3, 17, 7, 31), (2, 3, 31, 2), (1, 64, 2, 7), (3, 1, 1, 31), (2, 3, 31, 1),
           (1, 2, 37, 70)]  # the last one spans several tiles in both directions
+
+
+def tv_forward(x, kind, eps, grad_scale, need_grad):
+    """The forward kernel's per-sample loss and, with need_grad, the backward kernel's gradient for a uniform
+    coefficient ``grad_scale`` (both kernels of the pair)."""
+    per_sample = tv.tv_forward(x, kind, eps)
+    if not need_grad:
+        return per_sample, None
+    coef = torch.full((x.shape[0],), grad_scale, dtype=torch.float32, device=x.device)
+    return per_sample, tv.tv_backward(x, kind, eps, coef)
+
+
+def content_loss_forward(x, target, grad_scale, need_grad):
+    """The forward kernel's loss and, with need_grad, the backward kernel's ``grad_scale * (x - target)``."""
+    total = content.content_loss_forward(x, target)
+    if not need_grad:
+        return total, None
+    return total, content.content_loss_backward(x, target, torch.tensor(grad_scale, device=x.device))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -167,11 +184,28 @@ def test_tv_nan_propagation(layout, kind):
 
 
 @pytest.mark.triton
-def test_tv_empty_and_bad_args():
-    per_sample, grad = tv_forward(torch.empty(2, 3, 0, 4, device=DEVICE), "l1", 0.0, 1.0, True)
-    assert per_sample.tolist() == [0.0, 0.0] and grad.shape == (2, 3, 0, 4)
-    with pytest.raises(ValueError):
-        tv_forward(torch.zeros(1, 1, 2, 2, device=DEVICE), "anisotropic", 0.0, 1.0, True)
+def test_tv_bad_args():
+    with pytest.raises(ValueError, match="kind"):
+        tv.tv_forward(torch.zeros(1, 1, 2, 2, device=DEVICE), "anisotropic", 0.0)
+    with pytest.raises(ValueError, match="coef"):
+        tv.tv_backward(torch.zeros(2, 1, 2, 2, device=DEVICE), "l1", 0.0, torch.ones(3, device=DEVICE))
+
+
+@pytest.mark.triton
+def test_tv_per_sample_coefficients_and_fp16_range():
+    """coef_b scales sample b only, applied in fp32 before the one cast: a gradient that fits fp16 never
+    overflows even where the unscaled dTV/dx (here 1.2e5) would not fit."""
+    x = make((3, 2, 5, 6), "contiguous", torch.float32, seed=13)
+    coef = torch.tensor([0.5, -2.0, 0.0], device=DEVICE)
+    grad = tv.tv_backward(x, "squared", 0.0, coef)
+    ref = ref_tv(x, "squared", 0.0, 1.0)[1]
+    close(grad, ref * coef.double()[:, None, None, None].cpu(), torch.float32, "grad")
+    big = torch.zeros(1, 1, 4, 4, dtype=torch.float16, device=DEVICE)
+    big[..., ::2] = 30000
+    big[..., 1::2] = -30000
+    grad = tv.tv_backward(big, "squared", 0.0, torch.tensor([1 / 16], device=DEVICE))
+    assert torch.isfinite(grad).all()
+    close(grad, ref_tv(big, "squared", 0.0, 1 / 16)[1], torch.float16, "grad")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -249,3 +283,11 @@ def test_content_many_blocks_and_broadcast_target():
         ref_sum, ref_grad = ref_content(x, t, 0.5)
         close(sum_sq, ref_sum, torch.float32, "sum_sq")
         close(grad, ref_grad, torch.float32, "grad")
+
+
+@pytest.mark.triton
+def test_content_fp16_gradient_is_scaled_before_the_cast():
+    """x = +40000, t = -40000: 2 (x - t) = 1.6e5 overflows fp16, the mean-reduced gradient 1e4 does not."""
+    x = torch.full((1, 1, 4, 4), 40000.0, dtype=torch.float16, device=DEVICE)
+    grad = content.content_loss_backward(x, -x, torch.tensor(2.0 / 16, device=DEVICE))
+    assert torch.equal(grad.float().cpu(), torch.full((1, 1, 4, 4), 1e4))

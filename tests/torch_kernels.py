@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import torch
 
-FLOAT64 = True
-
 
 def _acc(x: torch.Tensor) -> torch.Tensor:
     return x.double() if x.dtype == torch.float64 else x.float()
@@ -36,12 +34,18 @@ def style_loss_backward(coef, diff, x):
     return (coef.to(f.dtype)[:, None, None] * ((diff + diff.transpose(1, 2)).to(f.dtype) @ f)).view_as(x).to(x.dtype)
 
 
-def content_loss_forward(x, target, grad_scale, need_grad):
+def content_loss_forward(x, target):
     d = _acc(x) - target.to(_acc(x).dtype)
-    return (d * d).sum(), (grad_scale * d).to(x.dtype) if need_grad else None
+    return (d * d).sum()
 
 
-def tv_forward(x, kind, eps, grad_scale, need_grad):
+def content_loss_backward(x, target, coef):
+    d = _acc(x) - target.to(_acc(x).dtype)
+    return (coef.to(d.dtype) * d).to(x.dtype)
+
+
+def _tv(x, kind, eps):
+    """Per-sample TV (B,) and its gradient, in the accumulation dtype."""
     xf = _acc(x)
     dh = xf[:, :, 1:, :] - xf[:, :, :-1, :]
     dw = xf[:, :, :, 1:] - xf[:, :, :, :-1]
@@ -61,7 +65,16 @@ def tv_forward(x, kind, eps, grad_scale, need_grad):
         grad[:, :, :-1, :] -= gh
         grad[:, :, :, 1:] += gw
         grad[:, :, :, :-1] -= gw
-    return per_sample, (grad * grad_scale).to(x.dtype) if need_grad else None
+    return per_sample, grad
+
+
+def tv_forward(x, kind, eps):
+    return _tv(x, kind, eps)[0]
+
+
+def tv_backward(x, kind, eps, coef):
+    grad = _tv(x, kind, eps)[1]
+    return (coef.to(grad.dtype)[:, None, None, None] * grad).to(x.dtype)
 
 
 def _rows(table, x, style_index):

@@ -1,4 +1,5 @@
-// Content (feature MSE) loss on CPU, in one pass: d = x - target, loss = sum d^2, grad = grad_scale * d.
+// Content (feature MSE) loss on CPU: d = x - target; forward loss = sum d^2, backward grad = coef * d (coef: the
+// upstream gradient times the loss's scale, so fp16 / bf16 gradients are scaled in fp32 and cast once).
 //
 // x, target and grad are walked as flat arrays, which needs the same dense layout for all three (contiguous,
 // channels_last, ...). The sum runs over fixed chunks of kChunk elements (acc_t lanes, flushed into one double
@@ -7,7 +8,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
-#include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/scalar_tensor.h>
 #include <torch/library.h>
@@ -106,28 +106,26 @@ bool supported(at::ScalarType t) {
   return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
 }
 
-}  // namespace
-
-std::tuple<Tensor, Tensor> content_loss_forward(const Tensor& x, const Tensor& target, double grad_scale,
-                                                bool need_grad) {
-  TORCH_CHECK(x.device().is_cpu() && target.device().is_cpu(), "content_loss_forward: x and target must be CPU "
-              "tensors, got ", x.device(), " and ", target.device());
-  TORCH_CHECK(x.sizes() == target.sizes(), "content_loss_forward: target must have x's shape ", x.sizes(),
-              ", got ", target.sizes());
-  TORCH_CHECK(supported(x.scalar_type()) && supported(target.scalar_type()), "content_loss_forward: x and target "
-              "must be float32, float64, float16 or bfloat16, got ", x.scalar_type(), " and ", target.scalar_type());
+// One pass over x and target: (sum (x - t)^2 as a 0-d acc tensor, grad_scale * (x - t) if need_grad).
+std::tuple<Tensor, Tensor> content_pass(const char* op, const Tensor& x, const Tensor& target, double grad_scale,
+                                        bool need_grad) {
+  TORCH_CHECK(x.device().is_cpu() && target.device().is_cpu(), op, ": x and target must be CPU tensors, got ",
+              x.device(), " and ", target.device());
+  TORCH_CHECK(x.sizes() == target.sizes(), op, ": target must have x's shape ", x.sizes(), ", got ", target.sizes());
+  TORCH_CHECK(supported(x.scalar_type()) && supported(target.scalar_type()), op, ": x and target must be float32, "
+              "float64, float16 or bfloat16, got ", x.scalar_type(), " and ", target.scalar_type());
 
   // Flat walk over one dense layout: a non-dense x is copied once to the memory format empty_like(x) gives it,
   // a target with other strides is copied once to x's strides (keeping its dtype).
   const Tensor xd = x.is_non_overlapping_and_dense() ? x : x.contiguous(x.suggest_memory_format());
   const Tensor td = same_strides(xd, target) ? target : at::empty_like(xd, target.options()).copy_(target);
-  Tensor grad = need_grad ? at::empty_like(xd) : at::empty({0}, x.options());
+  Tensor grad = need_grad ? at::empty_like(xd) : Tensor();
   const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 
   ChunkFn chunk = nullptr;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "content_loss_forward", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "content_loss", [&] {
     using x_t = scalar_t;
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, td.scalar_type(), "content_loss_forward", [&] {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, td.scalar_type(), "content_loss", [&] {
       chunk = need_grad ? pick_chunk<x_t, scalar_t, true>() : pick_chunk<x_t, scalar_t, false>();
     });
   });
@@ -148,8 +146,22 @@ std::tuple<Tensor, Tensor> content_loss_forward(const Tensor& x, const Tensor& t
   return {at::scalar_tensor(total, x.options().dtype(acc)), grad};
 }
 
+}  // namespace
+
+Tensor content_loss_forward(const Tensor& x, const Tensor& target) {
+  return std::get<0>(content_pass("content_loss_forward", x, target, 0.0, false));
+}
+
+Tensor content_loss_backward(const Tensor& x, const Tensor& target, const Tensor& coef) {
+  TORCH_CHECK(coef.numel() == 1 && coef.device().is_cpu(), "content_loss_backward: coef must be a one-element CPU "
+              "tensor, got shape ", coef.sizes(), " on ", coef.device());
+  // The coefficient is applied in acc_t to the fp32 difference and the product cast once at the store.
+  return std::get<1>(content_pass("content_loss_backward", x, target, coef.item<double>(), true));
+}
+
 }  // namespace perceptual_kernels::cpu
 
 TORCH_LIBRARY_IMPL(pk_native, CPU, m) {
   m.impl("content_loss_forward", &perceptual_kernels::cpu::content_loss_forward);
+  m.impl("content_loss_backward", &perceptual_kernels::cpu::content_loss_backward);
 }

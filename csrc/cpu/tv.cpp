@@ -1,4 +1,4 @@
-// Total variation loss and its gradient on CPU, in one pass over x.
+// Total variation loss (forward) and its gradient (backward) on CPU, each in one pass over x.
 //
 // dh[h,w] = x[h+1,w] - x[h,w], dw[h,w] = x[h,w+1] - x[h,w]; per sample b, summed over c, h, w:
 //   squared:   L = sum dh^2 + dw^2,  dL/dx[h,w] = 2 (dh[h-1,w] - dh[h,w] + dw[h,w-1] - dw[h,w])
@@ -6,7 +6,8 @@
 //   isotropic: L = sum_{h<H-1, w<W-1} t[h,w], t = sqrt(dh^2 + dw^2 + eps),
 //              dL/dx[h,w] = dh[h-1,w] / t[h-1,w] + dw[h,w-1] / t[h,w-1] - (dh[h,w] + dw[h,w]) / t[h,w]
 // Terms outside the image are absent (H == 1 or W == 1 has no vertical / horizontal terms). Each gradient element
-// is gathered from its neighbourhood and written once: grad = grad_scale * dL/dx. sign(NaN) = NaN.
+// is gathered from its neighbourhood and written once: grad = coef_b * dL/dx, scaled in acc_t and cast once at the
+// store (coef_b, the upstream gradient times the loss's scale, keeps fp16 / bf16 gradients in range). sign(NaN) = NaN.
 //
 // Layout: a dense NCHW x is B*C planes of H rows of L = W values; a dense NHWC (channels_last) x is B planes of H
 // rows of L = W*C values. In both the w-neighbour of a row element lies S = 1 (NCHW) or S = C (NHWC) elements
@@ -315,8 +316,10 @@ struct TvJob {
   void* grad;
   int64_t H, L, S;                        // rows per plane, row length, w-neighbour offset
   int64_t rows_per_item, items_per_plane;
+  int64_t items_per_sample;
   const uint8_t* flags;                   // kHasLeft / kHasRight of the first rows_per_item * L row elements
-  double eps, grad_scale;
+  const double* coef;                     // (B,) gradient coefficients (NeedGrad only)
+  double eps;
 };
 
 // Items [begin, end): partial[item] = loss of the item's rows; the gradient rows of the item are written.
@@ -326,7 +329,6 @@ void tv_items(const TvJob& job, int64_t begin, int64_t end, double* partial) {
   constexpr bool kConvert = !std::is_same_v<scalar_t, T>;
   constexpr bool kIso = Kind == kTvIsotropic;
   const int64_t H = job.H, L = job.L, S = job.S, R = job.rows_per_item;
-  const T gs = static_cast<T>(Kind == kTvSquared ? 2 * job.grad_scale : job.grad_scale);
   const T eps = static_cast<T>(job.eps);
   const int64_t G = std::clamp<int64_t>(kIsoBlockElems / L, 1, R);  // isotropic rows per block
   // Scratch: x rows h0 - 1 .. h1 and the gradient rows (reduced dtypes); a and b with the row above, q (isotropic).
@@ -341,6 +343,8 @@ void tv_items(const TvJob& job, int64_t begin, int64_t end, double* partial) {
     const int64_t h0 = item % job.items_per_plane * R;
     const int64_t h1 = std::min(H, h0 + R);
     const int64_t plane_offset = item / job.items_per_plane * H * L;
+    // The sample's coefficient (squared's factor 2 folded in) in acc_t: dL/dx is scaled in acc_t, cast at the store.
+    const T gs = NeedGrad ? static_cast<T>((Kind == kTvSquared ? 2 : 1) * job.coef[item / job.items_per_sample]) : T(0);
     // x0: row h0 of x as acc_t (rows h0 - 1 .. h1 of the plane are addressable from it); g0: gradient row h0.
     const scalar_t* const xp = static_cast<const scalar_t*>(job.x) + plane_offset;
     scalar_t* const gp = NeedGrad ? static_cast<scalar_t*>(job.grad) + plane_offset : nullptr;
@@ -431,15 +435,19 @@ ItemsFn pick_items_for_cpu(int64_t kind, bool need_grad) {
 
 }  // namespace
 
-std::tuple<Tensor, Tensor> tv_forward(const Tensor& x, int64_t kind, double eps, double grad_scale,
-                                      bool need_grad) {
-  TORCH_CHECK(x.dim() == 4, "tv_forward: x must be 4-D (B, C, H, W), got ", x.dim(), " dims");
-  TORCH_CHECK(x.device().is_cpu(), "tv_forward: x must be a CPU tensor, got ", x.device());
+namespace {
+
+// One pass over x: (per-sample TV (B,) acc, coef_b * dTV_b/dx if coef is given).
+std::tuple<Tensor, Tensor> tv_pass(const char* op, const Tensor& x, int64_t kind, double eps,
+                                   const std::vector<double>* coef) {
+  const bool need_grad = coef != nullptr;
+  TORCH_CHECK(x.dim() == 4, op, ": x must be 4-D (B, C, H, W), got ", x.dim(), " dims");
+  TORCH_CHECK(x.device().is_cpu(), op, ": x must be a CPU tensor, got ", x.device());
   const auto dtype = x.scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16,
-              "tv_forward: x must be float32, float64, float16 or bfloat16, got ", dtype);
+              op, ": x must be float32, float64, float16 or bfloat16, got ", dtype);
   TORCH_CHECK(kind == kTvSquared || kind == kTvL1 || kind == kTvIsotropic,
-              "tv_forward: kind must be 0 (squared), 1 (l1) or 2 (isotropic), got ", kind);
+              op, ": kind must be 0 (squared), 1 (l1) or 2 (isotropic), got ", kind);
 
   // Dense NCHW and NHWC are read in place; any other layout (slices, other permutations) is copied once to the
   // memory format empty_like(x) would give it.
@@ -450,7 +458,7 @@ std::tuple<Tensor, Tensor> tv_forward(const Tensor& x, int64_t kind, double eps,
   const bool nhwc = !xd.is_contiguous();
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const auto acc = dtype == at::kDouble ? at::kDouble : at::kFloat;
-  Tensor grad = need_grad ? at::empty_like(xd) : at::empty({0}, x.options());
+  Tensor grad = need_grad ? at::empty_like(xd) : Tensor();
   if (xd.numel() == 0) return {at::zeros({B}, x.options().dtype(acc)), grad};
 
   TvJob job{};
@@ -469,13 +477,14 @@ std::tuple<Tensor, Tensor> tv_forward(const Tensor& x, int64_t kind, double eps,
   }
   job.flags = flags.data();
   job.eps = eps;
-  job.grad_scale = grad_scale;
+  job.coef = need_grad ? coef->data() : nullptr;
   const int64_t items_per_sample = (nhwc ? 1 : C) * job.items_per_plane;
+  job.items_per_sample = items_per_sample;
   const int64_t n_items = B * items_per_sample;
   const int64_t grain = std::max<int64_t>(1, kTaskElems / (job.rows_per_item * job.L));
 
   ItemsFn items = nullptr;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "tv_forward",
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "tv",
                                   [&] { items = pick_items_for_cpu<scalar_t>(kind, need_grad); });
   std::vector<double> partial(n_items);
   at::parallel_for(0, n_items, grain, [&](int64_t begin, int64_t end) { items(job, begin, end, partial.data()); });
@@ -491,6 +500,24 @@ std::tuple<Tensor, Tensor> tv_forward(const Tensor& x, int64_t kind, double eps,
   return {per_sample, grad};
 }
 
+}  // namespace
+
+Tensor tv_forward(const Tensor& x, int64_t kind, double eps) {
+  return std::get<0>(tv_pass("tv_forward", x, kind, eps, nullptr));
+}
+
+Tensor tv_backward(const Tensor& x, int64_t kind, double eps, const Tensor& coef) {
+  TORCH_CHECK(x.dim() == 4 && coef.dim() == 1 && coef.size(0) == x.size(0) && coef.device().is_cpu(),
+              "tv_backward: coef must be a (B,) CPU tensor for x of shape ", x.sizes(), ", got shape ", coef.sizes(),
+              " on ", coef.device());
+  const Tensor c = coef.to(at::kDouble).contiguous();
+  const std::vector<double> values(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+  return std::get<1>(tv_pass("tv_backward", x, kind, eps, &values));
+}
+
 }  // namespace perceptual_kernels::cpu
 
-TORCH_LIBRARY_IMPL(pk_native, CPU, m) { m.impl("tv_forward", &perceptual_kernels::cpu::tv_forward); }
+TORCH_LIBRARY_IMPL(pk_native, CPU, m) {
+  m.impl("tv_forward", &perceptual_kernels::cpu::tv_forward);
+  m.impl("tv_backward", &perceptual_kernels::cpu::tv_backward);
+}

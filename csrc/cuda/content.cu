@@ -1,5 +1,5 @@
-// CUDA launcher of content_loss_forward (kernels and design in content.cuh): sum (x - t)^2 as a 0-d fp32 tensor
-// and grad_scale * (x - t) in x's dtype and memory format. t may have another dtype and other strides.
+// CUDA launchers of content_loss_forward / _backward (kernels and design in content.cuh): sum (x - t)^2 as a 0-d
+// fp32 tensor; coef * (x - t) in x's dtype and memory format. t may have another dtype and other strides.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -31,24 +31,27 @@ content_kernels::Strides4 strides4(const Tensor& t) {
   return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
 }
 
-
-}  // namespace
-
-std::tuple<Tensor, Tensor> content_loss_forward(const Tensor& x, const Tensor& target, double grad_scale,
-                                                bool need_grad) {
-  TORCH_CHECK(x.is_cuda(), "content_loss_forward: x must be a CUDA tensor, got ", x.device());
-  TORCH_CHECK(target.device() == x.device(), "content_loss_forward: target must be on x's device ", x.device(),
+// (sum (x - t)^2 as a 0-d fp32 tensor, coef * (x - t) when coef is given (else an undefined tensor)).
+std::tuple<Tensor, Tensor> content_pass(const char* op, const Tensor& x, const Tensor& target, const Tensor* coef) {
+  const bool need_grad = coef != nullptr;
+  TORCH_CHECK(x.is_cuda(), op, ": x must be a CUDA tensor, got ", x.device());
+  TORCH_CHECK(target.device() == x.device(), op, ": target must be on x's device ", x.device(),
               ", got ", target.device());
-  TORCH_CHECK(x.dim() == 4, "content_loss_forward: x must be 4-D (B, C, H, W), got shape ", x.sizes());
-  TORCH_CHECK(target.sizes() == x.sizes(), "content_loss_forward: target must have x's shape ", x.sizes(),
+  TORCH_CHECK(x.dim() == 4, op, ": x must be 4-D (B, C, H, W), got shape ", x.sizes());
+  TORCH_CHECK(target.sizes() == x.sizes(), op, ": target must have x's shape ", x.sizes(),
               ", got ", target.sizes());
-  TORCH_CHECK(is_kernel_dtype(x.scalar_type()), "content_loss_forward: x must be float32, float16 or bfloat16, got ",
+  TORCH_CHECK(is_kernel_dtype(x.scalar_type()), op, ": x must be float32, float16 or bfloat16, got ",
               x.scalar_type());
-  TORCH_CHECK(is_kernel_dtype(target.scalar_type()),
-              "content_loss_forward: target must be float32, float16 or bfloat16, got ", target.scalar_type());
+  TORCH_CHECK(is_kernel_dtype(target.scalar_type()), op, ": target must be float32, float16 or bfloat16, got ",
+              target.scalar_type());
 
   c10::cuda::CUDAGuard guard(x.device());
-  Tensor grad = need_grad ? at::empty_like(x) : at::empty({0}, x.options());
+  if (need_grad) {
+    TORCH_CHECK(coef->numel() == 1 && coef->device() == x.device() && coef->scalar_type() == at::kFloat, op,
+                ": coef must be a one-element float32 tensor on ", x.device(), ", got ", coef->scalar_type(), " ",
+                coef->sizes(), " on ", coef->device());
+  }
+  Tensor grad = need_grad ? at::empty_like(x) : Tensor();
   const int64_t n = x.numel();
   if (n == 0) return {at::zeros({}, x.options().dtype(at::kFloat)), grad};
 
@@ -61,7 +64,7 @@ std::tuple<Tensor, Tensor> content_loss_forward(const Tensor& x, const Tensor& t
   with_dtype(x.scalar_type(), [&](auto* tx) {
     n_blocks = content_kernels::content_num_blocks<std::remove_pointer_t<decltype(tx)>>(n, flat);
   });
-  TORCH_CHECK(n_blocks <= std::numeric_limits<int32_t>::max(), "content_loss_forward: x of shape ", x.sizes(),
+  TORCH_CHECK(n_blocks <= std::numeric_limits<int32_t>::max(), op, ": x of shape ", x.sizes(),
               " needs more blocks than a CUDA grid holds");
 
   auto stream = c10::cuda::getCurrentCUDAStream();
@@ -75,7 +78,7 @@ std::tuple<Tensor, Tensor> content_loss_forward(const Tensor& x, const Tensor& t
           reinterpret_cast<const TX*>(x.const_data_ptr()), reinterpret_cast<const TT*>(target.const_data_ptr()),
           need_grad ? reinterpret_cast<TX*>(grad.data_ptr()) : nullptr, partials.data_ptr<float>(), n, x.size(1),
           x.size(2), x.size(3), strides4(x), strides4(target), strides4(g), flat, need_grad,
-          static_cast<float>(grad_scale), stream);
+          need_grad ? coef->const_data_ptr<float>() : nullptr, stream);
     });
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -84,8 +87,19 @@ std::tuple<Tensor, Tensor> content_loss_forward(const Tensor& x, const Tensor& t
   return {loss, grad};
 }
 
+}  // namespace
+
+Tensor content_loss_forward(const Tensor& x, const Tensor& target) {
+  return std::get<0>(content_pass("content_loss_forward", x, target, nullptr));
+}
+
+Tensor content_loss_backward(const Tensor& x, const Tensor& target, const Tensor& coef) {
+  return std::get<1>(content_pass("content_loss_backward", x, target, &coef));
+}
+
 }  // namespace perceptual_kernels::cuda
 
 TORCH_LIBRARY_IMPL(pk_native, CUDA, m) {
   m.impl("content_loss_forward", &perceptual_kernels::cuda::content_loss_forward);
+  m.impl("content_loss_backward", &perceptual_kernels::cuda::content_loss_backward);
 }

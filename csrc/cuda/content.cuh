@@ -1,6 +1,9 @@
-// Content (feature MSE) loss and its gradient in one pass (CUDA kernels; no torch headers).
+// Content (feature MSE) loss and its gradient, each in one pass (CUDA kernels; no torch headers).
 //
-//   d = x - t (fp32),   loss = sum d^2 (fp32),   grad = grad_scale * d (x's dtype)
+//   d = x - t (fp32),   loss = sum d^2 (fp32),   grad = coef[0] * d (fp32, cast once to x's dtype)
+//
+// The forward launches NEED_GRAD = false; the backward NEED_GRAD = true with coef the upstream gradient times
+// the loss's scale, read from device memory (no host sync), so fp16 / bf16 gradients never overflow early.
 //
 // Design: every block owns a fixed chunk of the elements, reads x and t once, writes its part of grad once
 // and stores one fp32 partial sum of d^2 (fixed order: per-thread sequential sums, then warp shuffles, then
@@ -49,7 +52,7 @@ struct Strides4 {
 template <typename TX, typename TT, bool NEED_GRAD>
 __global__ void __launch_bounds__(kThreads)
     content_flat_kernel(const TX* __restrict__ x, const TT* __restrict__ t, TX* __restrict__ grad,
-                        float* __restrict__ partials, int64_t n, float grad_scale) {
+                        float* __restrict__ partials, int64_t n, const float* __restrict__ coef) {
   constexpr int V = vec_width<TX>();
   using XVec = Vec<TX, V>;
   using TVec = Vec<TT, V>;
@@ -66,6 +69,7 @@ __global__ void __launch_bounds__(kThreads)
       tv[u] = reinterpret_cast<const TVec*>(t)[k];
     }
   }
+  const float grad_scale = NEED_GRAD ? __ldg(coef) : 0.f;  // after the vector loads are issued
   float acc = 0.f;
 #pragma unroll
   for (int u = 0; u < kFlatUnroll; ++u) {
@@ -97,9 +101,10 @@ template <typename TX, typename TT, bool NEED_GRAD>
 __global__ void __launch_bounds__(kThreads)
     content_strided_kernel(const TX* __restrict__ x, const TT* __restrict__ t, TX* __restrict__ grad,
                            float* __restrict__ partials, int64_t n, int64_t C, int64_t H, int64_t W, Strides4 sx,
-                           Strides4 st, Strides4 sg, float grad_scale) {
+                           Strides4 st, Strides4 sg, const float* __restrict__ coef) {
   const bool small = n <= static_cast<int64_t>(UINT32_MAX);  // every size then fits 32 bits as well
   const int64_t first = static_cast<int64_t>(blockIdx.x) * (kThreads * kStridedItems) + threadIdx.x;
+  const float grad_scale = NEED_GRAD ? __ldg(coef) : 0.f;
   float acc = 0.f;
 #pragma unroll
   for (int u = 0; u < kStridedItems; ++u) {
@@ -147,20 +152,20 @@ int64_t content_num_blocks(int64_t n, bool flat) {
   return (n + chunk - 1) / chunk;
 }
 
-// partials (content_num_blocks<TX>(n, flat),) <- the per-block sums of (x - t)^2; grad <- grad_scale * (x - t)
-// when need_grad (grad may be null otherwise). flat: x, t, grad dense with identical strides, x and grad
+// partials (content_num_blocks<TX>(n, flat),) <- the per-block sums of (x - t)^2; grad <- coef[0] * (x - t)
+// when need_grad (grad and coef, a device pointer, may be null otherwise). flat: x, t, grad dense with identical strides, x and grad
 // 16-byte aligned, t aligned to its vector (16 / sizeof(TX) elements); the strides are then unused.
 template <typename TX, typename TT>
 void launch_content(const TX* x, const TT* t, TX* grad, float* partials, int64_t n, int64_t C, int64_t H, int64_t W,
-                    Strides4 sx, Strides4 st, Strides4 sg, bool flat, bool need_grad, float grad_scale,
+                    Strides4 sx, Strides4 st, Strides4 sg, bool flat, bool need_grad, const float* coef,
                     cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(content_num_blocks<TX>(n, flat)));
   if (flat) {
     auto kernel = need_grad ? content_flat_kernel<TX, TT, true> : content_flat_kernel<TX, TT, false>;
-    kernel<<<grid, kThreads, 0, stream>>>(x, t, grad, partials, n, grad_scale);
+    kernel<<<grid, kThreads, 0, stream>>>(x, t, grad, partials, n, coef);
   } else {
     auto kernel = need_grad ? content_strided_kernel<TX, TT, true> : content_strided_kernel<TX, TT, false>;
-    kernel<<<grid, kThreads, 0, stream>>>(x, t, grad, partials, n, C, H, W, sx, st, sg, grad_scale);
+    kernel<<<grid, kThreads, 0, stream>>>(x, t, grad, partials, n, C, H, W, sx, st, sg, coef);
   }
 }
 
@@ -173,7 +178,7 @@ inline void launch_content_sum(const float* partials, int64_t n, float* out, cud
 // Every kernel variant, through the launcher that selects them.
 #define PK_CONTENT_INSTANTIATE(TX, TT)                                                                        \
   template void launch_content<TX, TT>(const TX*, const TT*, TX*, float*, int64_t, int64_t, int64_t, int64_t, \
-                                       Strides4, Strides4, Strides4, bool, bool, float, cudaStream_t);
+                                       Strides4, Strides4, Strides4, bool, bool, const float*, cudaStream_t);
 #define PK_CONTENT_INSTANTIATE_X(TX)       \
   PK_CONTENT_INSTANTIATE(TX, float)         \
   PK_CONTENT_INSTANTIATE(TX, __half)        \

@@ -1,4 +1,4 @@
-// Total variation loss and its gradient in one pass (CUDA kernels; no torch headers).
+// Total variation loss and its gradient, each in one pass (CUDA kernels; no torch headers).
 //
 // With dh(i,j) = x[i+1,j] - x[i,j] and dw(i,j) = x[i,j+1] - x[i,j] over every (b, c) plane:
 //   kind 0 squared:   L = sum dh^2 + dw^2           dL/dx_ij = 2 (dh(i-1,j) - dh(i,j) + dw(i,j-1) - dw(i,j))
@@ -13,7 +13,8 @@
 //   into grid.x (pid = plane * n_tiles + tile). The block stages the tile plus a one-pixel halo in shared
 //   memory (float), converting from T once; every thread then owns one column of the tile and
 //   kTileH / (kThreads / kTileW) of its rows. Each gradient element is computed from its neighbourhood
-//   (gather formulation) and written exactly once, grad_scale * dL/dx in T, through the gradient's own
+//   (gather formulation) and written exactly once, coef[b] * dL/dx in fp32 cast once to T (coef: the upstream
+//   gradient times the loss's scale, read from device memory; backward only), through the gradient's own
 //   strides. Masks are selects, never multiplications by 0, so NaN propagates only where it belongs.
 //   The block's loss is reduced in a fixed order (warp shuffles, then the warp sums in shared memory) and
 //   stored to partials[pid].
@@ -46,13 +47,14 @@ __global__ void __launch_bounds__(kThreads)
     tv_fused_kernel(const T* __restrict__ x, T* __restrict__ grad, float* __restrict__ partials, int64_t C,
                     int64_t H, int64_t W, int64_t n_tiles_w, int64_t n_tiles, int64_t sxb, int64_t sxc,
                     int64_t sxh, int64_t sxw, int64_t sgb, int64_t sgc, int64_t sgh, int64_t sgw, float eps,
-                    float grad_scale) {
+                    const float* __restrict__ coef) {
   __shared__ float tile[kTileH + 2][kTileW + 2];  // tile[r][q] = x[h0 - 1 + r, w0 - 1 + q] (0 outside)
   const int64_t pid = blockIdx.x;
   const int64_t plane = pid / n_tiles, t = pid % n_tiles;
   const int64_t b = plane / C, c = plane % C;
   const int64_t h0 = (t / n_tiles_w) * kTileH, w0 = (t % n_tiles_w) * kTileW;
   const T* xp = x + b * sxb + c * sxc;
+  const float grad_scale = NEED_GRAD ? __ldg(coef + b) : 0.f;
 
   for (int k = threadIdx.x; k < (kTileH + 2) * (kTileW + 2); k += kThreads) {
     const int r = k / (kTileW + 2), q = k % (kTileW + 2);
@@ -122,17 +124,17 @@ inline int64_t tv_num_tiles(int64_t H, int64_t W) {
 }
 
 // partials (B, C * tv_num_tiles(H, W)) fp32 <- the per-block TV sums of x (strides sx); grad (strides sg) <-
-// grad_scale * dTV/dx when need_grad (grad may be null otherwise). The caller checks the block count fits grid.x.
+// coef[b] * dTV/dx when need_grad (grad and coef, a (B,) device array, may be null otherwise). The caller checks the block count fits grid.x.
 template <typename T>
 void launch_tv(const T* x, T* grad, float* partials, int64_t B, int64_t C, int64_t H, int64_t W,
-               const int64_t* sx, const int64_t* sg, int kind, bool need_grad, float eps, float grad_scale,
+               const int64_t* sx, const int64_t* sg, int kind, bool need_grad, float eps, const float* coef,
                cudaStream_t stream) {
   const int64_t n_tiles_w = (W + kTileW - 1) / kTileW;
   const int64_t n_tiles = tv_num_tiles(H, W);
   const dim3 grid(static_cast<unsigned>(B * C * n_tiles));
   auto launch = [&](auto kernel) {
     kernel<<<grid, kThreads, 0, stream>>>(x, grad, partials, C, H, W, n_tiles_w, n_tiles, sx[0], sx[1], sx[2],
-                                          sx[3], sg[0], sg[1], sg[2], sg[3], eps, grad_scale);
+                                          sx[3], sg[0], sg[1], sg[2], sg[3], eps, coef);
   };
   if (kind == 0) {
     need_grad ? launch(tv_fused_kernel<T, 0, true>) : launch(tv_fused_kernel<T, 0, false>);
@@ -151,11 +153,11 @@ inline void launch_tv_row_sum(const float* partials, int64_t n, int64_t B, float
 #ifdef PK_STANDALONE_INSTANTIATE
 // Every kernel variant, through the launchers that select them.
 template void launch_tv<float>(const float*, float*, float*, int64_t, int64_t, int64_t, int64_t,
-                               const int64_t*, const int64_t*, int, bool, float, float, cudaStream_t);
+                               const int64_t*, const int64_t*, int, bool, float, const float*, cudaStream_t);
 template void launch_tv<__half>(const __half*, __half*, float*, int64_t, int64_t, int64_t, int64_t,
-                                const int64_t*, const int64_t*, int, bool, float, float, cudaStream_t);
+                                const int64_t*, const int64_t*, int, bool, float, const float*, cudaStream_t);
 template void launch_tv<__nv_bfloat16>(const __nv_bfloat16*, __nv_bfloat16*, float*, int64_t, int64_t,
-                                       int64_t, int64_t, const int64_t*, const int64_t*, int, bool, float, float,
+                                       int64_t, int64_t, const int64_t*, const int64_t*, int, bool, float, const float*,
                                        cudaStream_t);
 #endif
 

@@ -4,6 +4,7 @@ Order when nothing is forced: CUDA tensors ``cuda`` > ``triton`` > ``reference``
 ``reference`` (``triton`` runs CPU tensors only under ``TRITON_INTERPRET=1`` and only when asked for).
 Force one with :func:`use_backend` or the environment variable ``PERCEPTUAL_KERNELS_BACKEND``; a forced
 backend that cannot run raises :class:`BackendUnavailableError` with the reason, never falls back silently.
+Inside ``torch.func`` transforms (grad, vmap, jacrev, ...) the automatic choice is ``reference``.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import torch
 BACKENDS = ("reference", "triton", "cpu", "cuda")
 AUTO_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")}
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+FLOAT64_BACKENDS = ("cpu",)  # kernel backends that also take float64 (gradcheck)
 
 _forced: list[str] = []  # stack of use_backend() choices, innermost last
 _kernel_modules: dict[str, ModuleType] = {}
@@ -37,9 +39,18 @@ def _check_name(name: str) -> str:
 def forced_backend() -> str | None:
     """The backend forced by :func:`use_backend` (innermost) or ``PERCEPTUAL_KERNELS_BACKEND``, else None."""
     if _forced:
-        return _forced[-1]
+        return _forced[-1] or None
     env = os.environ.get("PERCEPTUAL_KERNELS_BACKEND", "").strip()
-    return _check_name(env) if env else None
+    if env and env not in BACKENDS:
+        raise ValueError(f"the environment variable PERCEPTUAL_KERNELS_BACKEND must be one of {BACKENDS} "
+                         f"(or unset), got {env!r}")
+    return env or None
+
+
+def _in_functorch_transform() -> bool:
+    """True inside a ``torch.func`` transform (grad, vmap, jacrev, jvp, ...) in eager mode: the kernels' custom ops
+    have no functorch rules there, the plain-torch reference has them all."""
+    return not torch.compiler.is_compiling() and torch._C._functorch.peek_interpreter_stack() is not None
 
 
 @contextlib.contextmanager
@@ -73,10 +84,15 @@ def _triton_import_error() -> str | None:
     return _import_errors["triton"] or None
 
 
+@torch.compiler.assume_constant_result
 def unavailable_reason(name: str, device: torch.device, dtype: torch.dtype) -> str | None:
     """None when backend ``name`` can run tensors of ``device`` / ``dtype``, else a sentence saying why not."""
     if _check_name(name) == "reference":
         return None
+    supported = KERNEL_DTYPES + ((torch.float64,) if name in FLOAT64_BACKENDS else ())
+    if dtype not in supported:
+        names = ", ".join(str(d).removeprefix("torch.") for d in supported)
+        return f"the {name} backend supports {names}, got {dtype}"
     if name in ("cpu", "cuda") and device.type != name:
         return f"the {name} backend runs {name} tensors, got a {device.type} tensor"
     if name == "triton":
@@ -84,24 +100,20 @@ def unavailable_reason(name: str, device: torch.device, dtype: torch.dtype) -> s
             return "triton runs CPU tensors only under TRITON_INTERPRET=1 (set before triton is imported)"
         if device.type not in ("cpu", "cuda"):
             return f"triton runs cuda tensors, got a {device.type} tensor"
-        error = _triton_import_error()
-        if error:
-            return error
-    else:
-        from . import native
-        error = native.unavailable_reason(name)
-        if error:
-            return error
-    supported = KERNEL_DTYPES + ((torch.float64,) if getattr(kernels(name), "FLOAT64", False) else ())
-    if dtype not in supported:
-        names = ", ".join(str(d).removeprefix("torch.") for d in supported)
-        return f"the {name} backend supports {names}, got {dtype}"
-    return None
+        return _triton_import_error()
+    from . import native
+    return native.unavailable_reason(name)
 
 
 def select(device: torch.device, dtype: torch.dtype) -> str:
     """The backend an op on ``device`` / ``dtype`` runs on now (forced one, or the first available)."""
     forced = forced_backend()
+    if _in_functorch_transform():
+        if forced not in (None, "reference"):
+            raise BackendUnavailableError(
+                f"backend {forced!r} cannot run this op: inside a torch.func transform (grad, vmap, jacrev, ...) "
+                "only the reference backend runs; force 'reference' or none")
+        return "reference"
     if forced:
         reason = unavailable_reason(forced, device, dtype)
         if reason:

@@ -11,8 +11,8 @@ if native.load() is None:  # importing _C registers torch.ops.pk_native
     raise ImportError(native.LOAD_ERROR)
 _native = torch.ops.pk_native
 TV_KINDS = {"squared": 0, "l1": 1, "isotropic": 2}
-__all__ = ["content_loss_forward", "gram_backward", "gram_forward", "instance_norm_backward",
-           "instance_norm_forward", "style_loss_backward", "style_loss_forward", "tv_forward"]
+__all__ = ["content_loss_backward", "content_loss_forward", "gram_backward", "gram_forward", "instance_norm_backward",
+           "instance_norm_forward", "style_loss_backward", "style_loss_forward", "tv_backward", "tv_forward"]
 
 
 def gram_forward(x, scale, out_dtype):
@@ -31,16 +31,25 @@ def style_loss_backward(coef, diff, x):
     return _native.style_loss_backward(coef, diff, x)
 
 
-def content_loss_forward(x, target, grad_scale, need_grad):
-    if x.is_cuda and target.dtype == torch.float64:  # the CUDA kernels read fp32 / fp16 / bf16 targets
-        target = target.float()
-    total, grad = _native.content_loss_forward(x, target, grad_scale, need_grad)
-    return total, grad if need_grad else None
+def _cuda_target(x, target):
+    """The CUDA kernels read fp32 / fp16 / bf16 targets: a float64 target is converted once."""
+    return target.float() if x.is_cuda and target.dtype == torch.float64 else target
 
 
-def tv_forward(x, kind, eps, grad_scale, need_grad):
-    per_sample, grad = _native.tv_forward(x, TV_KINDS[kind], eps, grad_scale, need_grad)
-    return per_sample, grad if need_grad else None
+def content_loss_forward(x, target):
+    return _native.content_loss_forward(x, _cuda_target(x, target))
+
+
+def content_loss_backward(x, target, coef):
+    return _native.content_loss_backward(x, _cuda_target(x, target), coef)
+
+
+def tv_forward(x, kind, eps):
+    return _native.tv_forward(x, TV_KINDS[kind], eps)
+
+
+def tv_backward(x, kind, eps, coef):
+    return _native.tv_backward(x, TV_KINDS[kind], eps, coef)
 
 
 def instance_norm_forward(x, gamma, beta, eps, relu, style_index=None):

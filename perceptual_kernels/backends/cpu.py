@@ -1,4 +1,2 @@
 """The ``cpu`` backend: C++ kernels of ``perceptual_kernels._C`` (``csrc/cpu``), float64-capable for gradcheck."""
 from .compiled import *  # noqa: F401,F403  (the kernel interface)
-
-FLOAT64 = True

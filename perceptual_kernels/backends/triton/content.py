@@ -1,8 +1,9 @@
 """Fused feature (content) MSE and gradient (Triton).
 
-``sum_sq = sum (x - target)^2`` (fp32) and ``grad = grad_scale * (x - target)`` in one pass: each
-program reads its block of ``x`` and ``target`` once, writes its block of ``grad`` once and stores one
-fp32 partial sum; ``torch.sum`` of the partials gives the loss deterministically (no float atomics).
+Forward ``sum_sq = sum (x - target)^2`` (fp32), backward ``grad = coef * (x - target)`` (scaled in fp32, cast
+once at the store; ``coef`` is the upstream gradient times the loss's scale, read from device memory), each in
+one pass: a program reads its block of ``x`` and ``target`` once, writes its block of ``grad`` (backward) and
+stores one fp32 partial sum; ``torch.sum`` of the partials gives the loss deterministically (no float atomics).
 
 Two addressings:
 
@@ -22,7 +23,7 @@ from ._common import TRITON_DTYPES, interpreting
 
 
 @triton.jit
-def _content_flat_kernel(x_ptr, t_ptr, grad_ptr, partials_ptr, N, grad_scale,
+def _content_flat_kernel(x_ptr, t_ptr, grad_ptr, partials_ptr, N, coef_ptr,
                          NEED_GRAD: tl.constexpr, BLOCK: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
@@ -32,11 +33,11 @@ def _content_flat_kernel(x_ptr, t_ptr, grad_ptr, partials_ptr, N, grad_scale,
     d = x - t
     tl.store(partials_ptr + pid, tl.sum(tl.where(mask, d * d, 0.0), axis=0))
     if NEED_GRAD:
-        tl.store(grad_ptr + offs, (d * grad_scale).to(grad_ptr.dtype.element_ty), mask=mask)
+        tl.store(grad_ptr + offs, (d * tl.load(coef_ptr)).to(grad_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def _content_strided_kernel(x_ptr, t_ptr, grad_ptr, partials_ptr, N, C, H, W, grad_scale,
+def _content_strided_kernel(x_ptr, t_ptr, grad_ptr, partials_ptr, N, C, H, W, coef_ptr,
                             sxb, sxc, sxh, sxw,
                             stb, stc, sth, stw,
                             sgb, sgc, sgh, sgw,
@@ -56,7 +57,7 @@ def _content_strided_kernel(x_ptr, t_ptr, grad_ptr, partials_ptr, N, C, H, W, gr
     tl.store(partials_ptr + pid, tl.sum(tl.where(mask, d * d, 0.0), axis=0))
     if NEED_GRAD:
         gp = grad_ptr + b * sgb + c * sgc + h * sgh + w * sgw
-        tl.store(gp, (d * grad_scale).to(grad_ptr.dtype.element_ty), mask=mask)
+        tl.store(gp, (d * tl.load(coef_ptr)).to(grad_ptr.dtype.element_ty), mask=mask)
 
 
 def _dense(t: torch.Tensor) -> bool:
@@ -81,40 +82,49 @@ def _launch_config() -> tuple[int, int]:
     return 4096, 8
 
 
-def content_loss_forward(x: torch.Tensor, target: torch.Tensor, grad_scale: float, need_grad: bool
-                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``sum (x - target)^2`` (0-d fp32) and, optionally, ``grad_scale * (x - target)`` in x's dtype.
-
-    ``x`` and ``target`` are 4-D of the same shape with any strides; ``target`` may have another
-    floating dtype than ``x``. The gradient is ``torch.empty_like(x)``, or None when ``need_grad`` is False.
-    """
+def _content_pass(x: torch.Tensor, target: torch.Tensor, coef: torch.Tensor | None
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``sum (x - target)^2`` (0-d fp32) and, when ``coef`` (one fp32 element) is given, ``coef * (x - target)``
+    in x's dtype (``torch.empty_like(x)``). 4-D tensors of one shape, any strides; target may have another
+    floating dtype than x."""
     if x.dim() != 4 or target.shape != x.shape:
-        raise ValueError(f"content_loss_forward: expected two 4-D tensors of the same shape, "
+        raise ValueError(f"content_loss: expected two 4-D tensors of the same shape, "
                          f"got {tuple(x.shape)} and {tuple(target.shape)}")
     if x.dtype not in TRITON_DTYPES or target.dtype not in TRITON_DTYPES:
-        raise TypeError(f"content_loss_forward: unsupported dtypes {x.dtype}, {target.dtype}")
-
+        raise TypeError(f"content_loss: unsupported dtypes {x.dtype}, {target.dtype}")
+    need_grad = coef is not None
+    if need_grad and (coef.numel() != 1 or coef.dtype != torch.float32 or coef.device != x.device):
+        raise ValueError(f"content_loss_backward: coef must be one float32 element on {x.device}, "
+                         f"got {coef.dtype} {tuple(coef.shape)} on {coef.device}")
     grad = torch.empty_like(x) if need_grad else None
     N = x.numel()
-    if N == 0:
-        return torch.zeros((), dtype=torch.float32, device=x.device), grad
-
     BLOCK, num_warps = _launch_config()
     n_programs = triton.cdiv(N, BLOCK)
     partials = torch.empty(n_programs, dtype=torch.float32, device=x.device)
     g = grad if need_grad else x  # dummy pointer / strides when no gradient is written
+    coef_arg = coef.reshape(1) if need_grad else partials
 
     flat = _dense(x) and _same_strides(x, target) and _same_strides(x, g)
     if flat:  # _same_strides + _dense(x) imply target and grad are dense over the same offsets
         _content_flat_kernel[(n_programs,)](
-            x, target, g, partials, N, float(grad_scale),
+            x, target, g, partials, N, coef_arg,
             NEED_GRAD=need_grad, BLOCK=BLOCK, num_warps=num_warps,
         )
     else:
         _, C, H, W = x.shape
         _content_strided_kernel[(n_programs,)](
-            x, target, g, partials, N, C, H, W, float(grad_scale),
+            x, target, g, partials, N, C, H, W, coef_arg,
             *x.stride(), *target.stride(), *g.stride(),
             NEED_GRAD=need_grad, BLOCK=BLOCK, num_warps=num_warps,
         )
     return partials.sum(), grad
+
+
+def content_loss_forward(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``sum (x - target)^2`` as a 0-d fp32 tensor."""
+    return _content_pass(x, target, None)[0]
+
+
+def content_loss_backward(x: torch.Tensor, target: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+    """``coef * (x - target)`` in x's dtype; ``coef``: one fp32 element (upstream gradient times the loss scale)."""
+    return _content_pass(x, target, coef)[1]

@@ -7,7 +7,8 @@ With ``dh = x[..., 1:, :] - x[..., :-1, :]`` and ``dw = x[..., :, 1:] - x[..., :
 * ``isotropic``: ``sum_{i<H-1, j<W-1} sqrt(dh_ij^2 + dw_ij^2 + eps)``
 
 One kernel reads each tile of ``x`` once (the neighbour loads of the halo hit the cache), writes the
-per-program loss partial sum and, in the same pass, the gradient of the tile. The gradient at ``(i, j)``
+per-program loss partial sum (forward) or the gradient of the tile, ``coef_b * dTV/dx`` scaled in fp32 and cast
+once at the store (backward). The gradient at ``(i, j)``
 only needs the 4-neighbourhood (plus, for ``isotropic``, the up-right and down-left pixels that enter
 the normalisers of the terms ``(i-1, j)`` and ``(i, j-1)``).
 
@@ -42,7 +43,7 @@ def _tv_fwd_bwd_kernel(
     C, H, W, n_tiles_w, n_tiles,
     sxb, sxc, sxh, sxw,
     sgb, sgc, sgh, sgw,
-    eps, grad_scale,
+    eps, coef_ptr,
     KIND: tl.constexpr,        # 0 squared, 1 l1, 2 isotropic
     NEED_GRAD: tl.constexpr,
     BLOCK_H: tl.constexpr,
@@ -115,7 +116,7 @@ def _tv_fwd_bwd_kernel(
 
     if NEED_GRAD:
         gp = grad_ptr + (b * sgb + c * sgc) + r * sgh + q * sgw
-        tl.store(gp, (g * grad_scale).to(grad_ptr.dtype.element_ty), mask=inside)
+        tl.store(gp, (g * tl.load(coef_ptr + b)).to(grad_ptr.dtype.element_ty), mask=inside)
 
 
 def _launch_config() -> tuple[int, int, int]:
@@ -125,40 +126,35 @@ def _launch_config() -> tuple[int, int, int]:
     return 32, 64, 4
 
 
-def tv_forward(x: torch.Tensor, kind: str, eps: float, grad_scale: float, need_grad: bool
-               ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Total variation of each sample of ``x`` (B, C, H, W) and, optionally, its scaled gradient.
-
-    Returns ``(per_sample, grad)``: ``per_sample`` (B,) float32, the sum over c, h, w of the TV terms of
-    sample b; ``grad = grad_scale * d(sum of all terms)/dx`` in x's dtype (``torch.empty_like(x)``), or
-    None when ``need_grad`` is False. Math is fp32 for every input dtype.
-    """
+def _tv_pass(x: torch.Tensor, kind: str, eps: float, coef: torch.Tensor | None
+             ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(per_sample, grad)``: the per-sample TV (B,) fp32 and, when ``coef`` (B,) fp32 is given,
+    ``coef_b * dTV_b/dx`` in x's dtype (``torch.empty_like(x)``). Math is fp32 for every input dtype."""
     if x.dim() != 4:
-        raise ValueError(f"tv_forward expects a 4-D (B, C, H, W) tensor, got shape {tuple(x.shape)}")
+        raise ValueError(f"tv: expected a 4-D (B, C, H, W) tensor, got shape {tuple(x.shape)}")
     if x.dtype not in TRITON_DTYPES:
-        raise TypeError(f"tv_forward: unsupported dtype {x.dtype}")
+        raise TypeError(f"tv: unsupported dtype {x.dtype}")
     if kind not in _KINDS:
-        raise ValueError(f"tv_forward: unknown kind {kind!r}, expected one of {sorted(_KINDS)}")
-
+        raise ValueError(f"tv: unknown kind {kind!r}, expected one of {sorted(_KINDS)}")
     B, C, H, W = x.shape
+    need_grad = coef is not None
+    if need_grad and (coef.shape != (B,) or coef.dtype != torch.float32 or coef.device != x.device):
+        raise ValueError(f"tv_backward: coef must be a ({B},) float32 tensor on {x.device}, "
+                         f"got {coef.dtype} {tuple(coef.shape)} on {coef.device}")
     grad = torch.empty_like(x) if need_grad else None
-    if x.numel() == 0:
-        return torch.zeros(B, dtype=torch.float32, device=x.device), grad
 
     BLOCK_H, BLOCK_W, num_warps = _launch_config()
-    n_tiles_h = triton.cdiv(H, BLOCK_H)
     n_tiles_w = triton.cdiv(W, BLOCK_W)
-    n_tiles = n_tiles_h * n_tiles_w
+    n_tiles = triton.cdiv(H, BLOCK_H) * n_tiles_w
     n_programs = B * C * n_tiles
     partials = torch.empty(n_programs, dtype=torch.float32, device=x.device)
-
     g = grad if need_grad else x  # dummy pointer / strides when no gradient is written
     _tv_fwd_bwd_kernel[(n_programs,)](
         x, g, partials,
         C, H, W, n_tiles_w, n_tiles,
         *x.stride(),
         *g.stride(),
-        float(eps), float(grad_scale),
+        float(eps), coef.contiguous() if need_grad else partials,
         KIND=_KINDS[kind],
         NEED_GRAD=need_grad,
         BLOCK_H=BLOCK_H,
@@ -166,5 +162,14 @@ def tv_forward(x: torch.Tensor, kind: str, eps: float, grad_scale: float, need_g
         num_warps=num_warps,
     )
     # Programs are plane-major, planes sample-major: each sample owns C * n_tiles consecutive partials.
-    per_sample = partials.view(B, -1).sum(1)
-    return per_sample, grad
+    return partials.view(B, -1).sum(1), grad
+
+
+def tv_forward(x: torch.Tensor, kind: str, eps: float) -> torch.Tensor:
+    """Total variation of each sample of ``x`` (B, C, H, W) with any strides: (B,) float32."""
+    return _tv_pass(x, kind, eps, None)[0]
+
+
+def tv_backward(x: torch.Tensor, kind: str, eps: float, coef: torch.Tensor) -> torch.Tensor:
+    """``coef_b * dTV_b/dx`` in x's dtype; ``coef`` (B,) float32 (upstream gradient times the loss scale)."""
+    return _tv_pass(x, kind, eps, coef)[1]
