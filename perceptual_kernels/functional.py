@@ -141,19 +141,23 @@ def tv_loss(x: torch.Tensor, *, kind: str = "squared", weight: float = 1.0, redu
     return _reduce(per_sample, reduction, weight, x.numel())
 
 
-def _affine_rows(table: torch.Tensor | None, x: torch.Tensor, mix: torch.Tensor | None,
-                 dtype: torch.dtype) -> torch.Tensor | None:
-    """Per-sample rows (B, C) of a (C,) or (S, C) table: ``rows_b = sum_s mix_bs table_s``.
+def _affine_rows(table: torch.Tensor | None, x: torch.Tensor, index: torch.Tensor | None,
+                 mix: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """Per-sample rows (B, C) of a (C,) or (S, C) table: ``table[index_b]``, or ``sum_s mix_bs table_s``.
 
-    A weighted sum rather than ``index_select``, so the table gradient is a deterministic reduction (no
-    scatter-add atomics) and no matmul precision setting (tf32) touches the parameters.
+    Picked rows are selected (``torch.where`` over the rows), never multiplied by a one-hot, so a NaN or Inf in
+    a row no sample uses stays out of the output; mixing is the weighted sum it is defined as. Both keep the table
+    gradient a deterministic reduction (no scatter-add atomics) untouched by the matmul precision (tf32).
     """
     if table is None:
         return None
     table = table.to(dtype)
-    if mix is None:  # (C,) or a single (1, C) row
-        return table.expand(x.shape[0], x.shape[1])
-    return (mix.to(dtype)[:, :, None] * table[None]).sum(1)
+    if index is not None:
+        picked = index[:, None] == torch.arange(table.shape[0], device=x.device)  # (B, S)
+        return torch.where(picked[:, :, None], table[None], 0).sum(1)
+    if mix is not None:
+        return (mix.to(dtype)[:, :, None] * table[None]).sum(1)
+    return table.expand(x.shape[0], x.shape[1])  # (C,) or a single (1, C) row
 
 
 def _check_table(name: str, table: object, C: int, x: torch.Tensor) -> torch.Tensor:
@@ -176,10 +180,7 @@ def _instance_norm(x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tens
     backend = select(x.device, x.dtype)
     if backend == "reference" or weights is not None:
         dtype = torch.float64 if backend == "reference" and x.dtype == torch.float64 else torch.float32
-        mix = weights
-        if index is not None:
-            mix = index[:, None] == torch.arange(gamma.reshape(-1, x.shape[1]).shape[0], device=x.device)
-        gamma, beta = _affine_rows(gamma, x, mix, dtype), _affine_rows(beta, x, mix, dtype)
+        gamma, beta = _affine_rows(gamma, x, index, weights, dtype), _affine_rows(beta, x, index, weights, dtype)
         index = None
         if backend == "reference":
             return _reference(reference.instance_norm, x, gamma, beta, eps, relu)

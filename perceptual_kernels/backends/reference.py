@@ -47,8 +47,9 @@ def style_loss(x: torch.Tensor, target: torch.Tensor, style_index: torch.Tensor 
 
 
 def content_loss(x: torch.Tensor, target: torch.Tensor, weight: float, reduction: str) -> torch.Tensor:
-    """``w * reduce (x - target)^2`` with ``F.mse_loss`` reduction semantics; fp32 result for fp16/bf16."""
-    acc_dtype = torch.float64 if torch.float64 in (x.dtype, target.dtype) else torch.float32
+    """``w * reduce (x - target)^2`` with ``F.mse_loss`` reduction semantics, computed in x's accumulation dtype
+    like the kernels (fp32 for fp16 / bf16 / fp32 x whatever the target's dtype, float64 for float64 x)."""
+    acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     return weight * F.mse_loss(x.to(acc_dtype), target.to(acc_dtype), reduction=reduction)
 
 
