@@ -7,6 +7,8 @@ import torch
 
 REDUCTIONS = ("mean", "sum", "none")
 NORMALIZATIONS = ("chw", "hw", "none")
+TV_KINDS = ("squared", "l1", "isotropic")
+ACTIVATIONS = (None, "relu")
 
 
 def floating_tensor(name: str, value: object, ndims: tuple[int, ...]) -> torch.Tensor:
@@ -49,6 +51,27 @@ def real_number(name: str, value: object, *, positive: bool = False) -> float:
 def as_4d(x: torch.Tensor) -> torch.Tensor:
     """(B, C, N) feature maps become (B, C, 1, N) views; (B, C, H, W) pass through."""
     return x.unsqueeze(2) if x.dim() == 3 else x
+
+
+def positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def normalization(normalize: object) -> str | float:
+    """``normalize`` must be one of NORMALIZATIONS or a finite positive divisor."""
+    if isinstance(normalize, str):
+        return choice("normalize", normalize, NORMALIZATIONS)
+    return real_number("normalize", normalize, positive=True)
+
+
+def floating_dtype(name: str, dtype: object) -> torch.dtype | None:
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+        raise TypeError(f"{name} must be a floating torch.dtype or None, got {dtype!r}")
+    return dtype
 
 
 def gram_scale(normalize: object, C: int, M: int) -> float:

@@ -15,8 +15,7 @@ from .backends import reference, select
 
 __all__ = ["gram_matrix", "style_loss", "content_loss", "tv_loss", "instance_norm", "conditional_instance_norm"]
 
-TV_KINDS = ("squared", "l1", "isotropic")
-ACTIVATIONS = (None, "relu")
+TV_KINDS, ACTIVATIONS = check.TV_KINDS, check.ACTIVATIONS
 
 
 def _reference(fn, x: torch.Tensor, *args):
@@ -44,10 +43,7 @@ def gram_matrix(x: torch.Tensor, normalize: str | float = "chw",
     x = check.as_4d(check.floating_tensor("x", x, (3, 4)))
     B, C, H, W = x.shape
     scale = check.gram_scale(normalize, C, H * W)
-    if out_dtype is None:
-        out_dtype = x.dtype
-    elif not isinstance(out_dtype, torch.dtype) or not out_dtype.is_floating_point:
-        raise TypeError(f"out_dtype must be a floating torch.dtype or None, got {out_dtype!r}")
+    out_dtype = check.floating_dtype("out_dtype", out_dtype) or x.dtype
     backend = select(x.device, x.dtype)
     if backend == "reference":
         return _reference(reference.gram_matrix, x, scale, out_dtype)

@@ -2,13 +2,15 @@
 
 ``StyleLoss`` and ``ContentLoss`` replace the hand-written ``gram_matrix`` + ``F.mse_loss`` code of the usual
 PyTorch style-transfer examples with identical numbers; ``passthrough=True`` gives the layer form of the
-PyTorch tutorial (``forward`` stores ``self.loss`` and returns its input unchanged).
+PyTorch tutorial (``forward`` stores ``self.loss`` and returns its input unchanged). Every option is checked when
+the module is built, with the message the op would give.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from . import _validation as check
 from . import functional as F
 
 __all__ = ["GramMatrix", "StyleLoss", "ContentLoss", "TotalVariation", "InstanceNorm2d",
@@ -20,7 +22,8 @@ class GramMatrix(nn.Module):
 
     def __init__(self, normalize: str | float = "chw", out_dtype: torch.dtype | None = None) -> None:
         super().__init__()
-        self.normalize, self.out_dtype = normalize, out_dtype
+        self.normalize = check.normalization(normalize)
+        self.out_dtype = check.floating_dtype("out_dtype", out_dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.gram_matrix(x, self.normalize, self.out_dtype)
@@ -40,7 +43,15 @@ class StyleLoss(nn.Module):
         super().__init__()
         if (target_features is None) == (target_gram is None):
             raise ValueError("give exactly one of target_features and target_gram")
-        if target_gram is None:
+        normalize = check.normalization(normalize)
+        weight = check.real_number("weight", weight)
+        reduction = check.choice("reduction", reduction, check.REDUCTIONS)
+        if target_gram is not None:
+            target_gram = check.floating_tensor("target_gram", target_gram, (2, 3))
+            if target_gram.shape[-1] != target_gram.shape[-2]:
+                raise ValueError(f"target_gram must be (C, C) or (N, C, C), got shape {tuple(target_gram.shape)}")
+        else:
+            check.floating_tensor("target_features", target_features, (3, 4))
             with torch.no_grad():
                 target_gram = F.gram_matrix(target_features.detach(), normalize, torch.float32)
             if target_gram.shape[0] == 1:
@@ -64,8 +75,11 @@ class ContentLoss(nn.Module):
     def __init__(self, target: torch.Tensor, *, weight: float = 1.0, reduction: str = "mean",
                  passthrough: bool = False) -> None:
         super().__init__()
+        target = check.floating_tensor("target", target, (1, 2, 3, 4, 5, 6))
         self.register_buffer("target", target.detach().clone())
-        self.weight, self.reduction, self.passthrough = weight, reduction, passthrough
+        self.weight = check.real_number("weight", weight)
+        self.reduction = check.choice("reduction", reduction, check.REDUCTIONS)
+        self.passthrough = passthrough
         self.loss: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -82,7 +96,10 @@ class TotalVariation(nn.Module):
     def __init__(self, kind: str = "squared", weight: float = 1.0, reduction: str = "mean",
                  eps: float = 1e-8) -> None:
         super().__init__()
-        self.kind, self.weight, self.reduction, self.eps = kind, weight, reduction, eps
+        self.kind = check.choice("kind", kind, check.TV_KINDS)
+        self.weight = check.real_number("weight", weight)
+        self.reduction = check.choice("reduction", reduction, check.REDUCTIONS)
+        self.eps = check.real_number("eps", eps, positive=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.tv_loss(x, kind=self.kind, weight=self.weight, reduction=self.reduction, eps=self.eps)
@@ -95,7 +112,9 @@ class InstanceNorm2d(nn.Module):
     def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True,
                  activation: str | None = None) -> None:
         super().__init__()
-        self.eps, self.activation = eps, activation
+        num_features = check.positive_int("num_features", num_features)
+        self.eps = check.real_number("eps", eps, positive=True)
+        self.activation = check.choice("activation", activation, check.ACTIVATIONS)  # type: ignore[arg-type]
         self.weight = nn.Parameter(torch.ones(num_features)) if affine else None
         self.bias = nn.Parameter(torch.zeros(num_features)) if affine else None
 
@@ -113,9 +132,10 @@ class ConditionalInstanceNorm2d(nn.Module):
     def __init__(self, num_styles: int, num_features: int, eps: float = 1e-5,
                  activation: str | None = None) -> None:
         super().__init__()
-        if num_styles < 1 or num_features < 1:
-            raise ValueError(f"num_styles and num_features must be >= 1, got {num_styles}, {num_features}")
-        self.eps, self.activation = eps, activation
+        num_styles = check.positive_int("num_styles", num_styles)
+        num_features = check.positive_int("num_features", num_features)
+        self.eps = check.real_number("eps", eps, positive=True)
+        self.activation = check.choice("activation", activation, check.ACTIVATIONS)  # type: ignore[arg-type]
         self.gamma = nn.Parameter(torch.ones(num_styles, num_features))
         self.beta = nn.Parameter(torch.zeros(num_styles, num_features))
 

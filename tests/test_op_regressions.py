@@ -328,3 +328,27 @@ def test_meta_tensors_propagate_shapes_and_dtypes():
     assert pk.tv_loss(x, reduction="none").shape == (2,)
     y = pk.conditional_instance_norm(x, table, table, style_index=index, activation="relu")
     assert y.shape == x.shape and y.dtype == torch.float16 and y.device.type == "meta"
+
+
+# --- modules check their options when built, not at the first forward --------------------------------------------
+@pytest.mark.parametrize("build,error,message", [
+    (lambda: pk.nn.GramMatrix(normalize="c"), ValueError, "normalize must be one of"),
+    (lambda: pk.nn.GramMatrix(out_dtype=torch.int32), TypeError, "out_dtype must be a floating"),
+    (lambda: pk.nn.StyleLoss("features"), TypeError, "target_features must be a torch.Tensor"),
+    (lambda: pk.nn.StyleLoss(target_gram=torch.rand(3, 4)), ValueError, r"target_gram must be \(C, C\)"),
+    (lambda: pk.nn.StyleLoss(torch.rand(1, 3, 4, 4), weight=float("nan")), ValueError, "weight must be a finite"),
+    (lambda: pk.nn.StyleLoss(torch.rand(1, 3, 4, 4), reduction="avg"), ValueError, "reduction must be one of"),
+    (lambda: pk.nn.ContentLoss(None), TypeError, "target must be a torch.Tensor"),
+    (lambda: pk.nn.ContentLoss(torch.rand(1, 3, 4, 4), weight="1"), TypeError, "weight must be a real number"),
+    (lambda: pk.nn.TotalVariation(kind="tv"), ValueError, "kind must be one of"),
+    (lambda: pk.nn.TotalVariation(eps=0), ValueError, "eps must be a finite positive"),
+    (lambda: pk.nn.InstanceNorm2d(0), ValueError, "num_features must be >= 1"),
+    (lambda: pk.nn.InstanceNorm2d(8, activation="gelu"), ValueError, "activation must be one of"),
+    (lambda: pk.nn.ConditionalInstanceNorm2d(2.5, 8), TypeError, "num_styles must be an int"),
+    (lambda: pk.nn.ConditionalInstanceNorm2d(True, 8), TypeError, "num_styles must be an int"),
+], ids=["gram-normalize", "gram-out_dtype", "style-features", "style-gram-shape", "style-weight", "style-reduction",
+        "content-target", "content-weight", "tv-kind", "tv-eps", "in-features", "in-activation", "cin-float-styles",
+        "cin-bool-styles"])
+def test_modules_refuse_bad_options_when_built(build, error, message):
+    with pytest.raises(error, match=message):
+        build()
