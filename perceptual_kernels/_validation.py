@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import math
+import numbers
 
+import numpy
 import torch
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -39,7 +41,11 @@ def choice(name: str, value: object, allowed: tuple[str, ...]) -> str:
 
 
 def real_number(name: str, value: object, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """A Python or NumPy real scalar (not a bool, not a tensor) that is finite (and > 0 if ``positive``)."""
+    if isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a real number (Python or NumPy scalar), got a Tensor; "
+                        "multiply the result by a tensor to weight it")
+    if isinstance(value, (bool, numpy.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     value = float(value)
     # comparisons rather than math.isfinite: they also work on the symbolic floats of torch.compile(dynamic=True)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 
@@ -352,3 +353,14 @@ def test_meta_tensors_propagate_shapes_and_dtypes():
 def test_modules_refuse_bad_options_when_built(build, error, message):
     with pytest.raises(error, match=message):
         build()
+
+
+def test_numpy_scalars_are_real_numbers_and_tensors_are_refused_clearly():
+    x = torch.randn(2, 3, 4, 4)
+    expected = pk.content_loss(x, x * 0, weight=0.5)
+    assert torch.equal(pk.content_loss(x, x * 0, weight=np.float32(0.5)), expected)
+    assert torch.equal(pk.tv_loss(x, weight=np.int64(2)), pk.tv_loss(x, weight=2))
+    with pytest.raises(TypeError, match="weight must be a real number .* got a Tensor"):
+        pk.content_loss(x, x * 0, weight=torch.tensor(0.5))
+    with pytest.raises(TypeError, match="weight must be a real number, got bool"):
+        pk.style_loss(x, torch.eye(3), weight=np.bool_(True))
