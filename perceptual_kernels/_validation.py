@@ -54,6 +54,17 @@ def real_number(name: str, value: object, *, positive: bool = False) -> float:
     return value
 
 
+def fits_accumulation(name: str, value: float, dtype: torch.dtype) -> float:
+    """``value`` must stay a finite normal number in the kernels' accumulation dtype (float32 unless ``dtype`` is
+    float64): an ``eps`` of 1e-50 would silently become 0 (subnormals too, where the GPU flushes them), a Gram
+    scale of 1e50 inf."""
+    f32 = torch.finfo(torch.float32)
+    if dtype != torch.float64 and not f32.smallest_normal <= abs(value) <= f32.max:
+        raise ValueError(f"{name} = {value:g} is not representable in float32 (the accumulation dtype of {dtype} "
+                         "inputs) as a normal number; use a magnitude in [1.2e-38, 3.4e38] or float64 inputs")
+    return value
+
+
 def as_4d(x: torch.Tensor) -> torch.Tensor:
     """(B, C, N) feature maps become (B, C, 1, N) views; (B, C, H, W) pass through."""
     return x.unsqueeze(2) if x.dim() == 3 else x

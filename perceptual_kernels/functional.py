@@ -42,7 +42,7 @@ def gram_matrix(x: torch.Tensor, normalize: str | float = "chw",
     """
     x = check.as_4d(check.floating_tensor("x", x, (3, 4)))
     B, C, H, W = x.shape
-    scale = check.gram_scale(normalize, C, H * W)
+    scale = check.fits_accumulation("the Gram scale 1 / normalize", check.gram_scale(normalize, C, H * W), x.dtype)
     out_dtype = check.floating_dtype("out_dtype", out_dtype) or x.dtype
     backend = select(x.device, x.dtype)
     if backend == "reference":
@@ -81,7 +81,7 @@ def style_loss(x: torch.Tensor, target: torch.Tensor, *, normalize: str | float 
     """
     x = check.as_4d(check.floating_tensor("x", x, (3, 4)))
     B, C, H, W = x.shape
-    scale = check.gram_scale(normalize, C, H * W)
+    scale = check.fits_accumulation("the Gram scale 1 / normalize", check.gram_scale(normalize, C, H * W), x.dtype)
     weight = check.real_number("weight", weight)
     reduction = check.choice("reduction", reduction, check.REDUCTIONS)
     target, index = _style_target(target, x, style_index)
@@ -129,7 +129,7 @@ def tv_loss(x: torch.Tensor, *, kind: str = "squared", weight: float = 1.0, redu
     kind = check.choice("kind", kind, TV_KINDS)
     weight = check.real_number("weight", weight)
     reduction = check.choice("reduction", reduction, check.REDUCTIONS)
-    eps = check.real_number("eps", eps, positive=True)
+    eps = check.fits_accumulation("eps", check.real_number("eps", eps, positive=True), x.dtype)
     backend = select(x.device, x.dtype)
     if backend == "reference":
         return _reference(reference.tv_loss, x, kind, eps, weight, reduction)
@@ -170,7 +170,7 @@ def _instance_norm(x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tens
                    activation: str | None) -> torch.Tensor:
     """Dispatch instance norm; affine tables are (C,) or (S, C), rows picked by ``index`` or mixed by
     ``weights`` (B, S). Kernels gather picked rows themselves; mixed rows are built here."""
-    eps = check.real_number("eps", eps, positive=True)
+    eps = check.fits_accumulation("eps", check.real_number("eps", eps, positive=True), x.dtype)
     activation = check.choice("activation", activation, ACTIVATIONS)  # type: ignore[arg-type]
     relu = activation == "relu"
     backend = select(x.device, x.dtype)

@@ -364,3 +364,16 @@ def test_numpy_scalars_are_real_numbers_and_tensors_are_refused_clearly():
         pk.content_loss(x, x * 0, weight=torch.tensor(0.5))
     with pytest.raises(TypeError, match="weight must be a real number, got bool"):
         pk.style_loss(x, torch.eye(3), weight=np.bool_(True))
+
+
+@pytest.mark.parametrize("call", [
+    lambda x: pk.instance_norm(x, eps=1e-50),
+    lambda x: pk.tv_loss(x, kind="isotropic", eps=1e-45),
+    lambda x: pk.gram_matrix(x, normalize=1e-50),
+    lambda x: pk.style_loss(x, torch.eye(3), normalize=1e-40),
+], ids=["in-eps", "tv-eps", "gram-normalize", "style-normalize"])
+def test_values_that_float32_would_silently_round_away_are_refused(call):
+    """An explicit eps of 1e-50 would become 0 in the fp32 kernels (inf / NaN on constant planes)."""
+    with pytest.raises(ValueError, match="not representable in float32"):
+        call(torch.zeros(1, 3, 4, 4))
+    call(torch.zeros(1, 3, 4, 4, dtype=torch.float64))  # float64 accumulates in float64: accepted
