@@ -13,6 +13,9 @@ from torch.utils import benchmark as tb
 import perceptual_kernels as pk
 from perceptual_kernels.backends import select
 
+from . import _checks
+from ._device import resolve_device
+
 
 def _gram(x):
     b, c, h, w = x.shape
@@ -65,7 +68,8 @@ def _time(fn, inputs, device: torch.device, min_run_time: float) -> float:
 
 def run(device: str | None = None, quick: bool = True, compile: bool = False, min_run_time: float = 0.5) -> str:
     """Time every op and return the markdown table (also the one printed by the CLI)."""
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device)
+    min_run_time = _checks.number("min_run_time", min_run_time, positive=True)
     backend = select(dev, torch.float32)
     lines = [f"device {torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'}, torch {torch.__version__},"
              f" our backend: {backend}; forward+backward, fp32, median ms", "",

@@ -1,8 +1,11 @@
-"""``perceptual-kernels`` command: stylize, texture, info, demo."""
+"""``perceptual-kernels`` command: stylize, texture, dip, train, transfer, evaluate-sr, info, bench, demo.
+
+Bad input (arguments, paths, files) prints one line ``error: <message>`` to stderr and exits with code 2, before
+any work; Ctrl-C exits with 130.
+"""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,19 +14,62 @@ import torch
 
 import perceptual_kernels as pk
 
-from . import bench, demo, dip, gatys, images, johnson, metrics
+from . import _checks, bench, demo, dip, gatys, images, johnson, metrics
+from .johnson_nets import SR_FACTORS
 
 
-def _floats(text: str) -> list[float]:
-    return [float(v) for v in text.split(",") if v]
+class _UsageError(Exception):
+    pass
 
 
-def _names(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors become the one-line ``error: ...`` of :func:`main` (exit code 2)."""
+
+    def error(self, message: str):
+        raise _UsageError(message)
 
 
-def _ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v]
+def _checked(convert, check, *bounds, **options):
+    """An argparse type: ``convert`` the text, then ``check`` it (a :mod:`_checks` function); the messages say
+    what was expected."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if convert is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        try:
+            return check("", value, *bounds, **options)
+        except (ValueError, TypeError) as exc:
+            raise argparse.ArgumentTypeError(str(exc).strip()) from None
+    return parse
+
+
+def _int(minimum: int | None = None, maximum: int | None = None):
+    return _checked(int, _checks.integer, minimum, maximum)
+
+
+def _float(minimum: float | None = None, positive: bool = False):
+    return _checked(float, _checks.number, minimum, positive=positive)
+
+
+_WEIGHT = _checked(float, _checks.loss_weight)
+_SEED = _int(0, _checks.SEED_MAX)
+
+
+def _list(item):
+    """A comma-separated, non-empty list of ``item`` values."""
+    def parse(text: str) -> list:
+        parts = [v.strip() for v in text.split(",")]
+        if not text.strip() or any(not p for p in parts):
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list without empty entries, got {text!r}")
+        return [item(p) for p in parts]
+    return parse
+
+
+_floats = _list(_float(0.0))
+_names = _list(str)
+_ints = _list(_int(1))
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -33,36 +79,38 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="comma-separated VGG layers for the style loss")
     p.add_argument("--style-layer-weights", type=_floats, default=None, help="one weight per style layer")
     p.add_argument("--style-blend-weights", type=_floats, default=None, help="one weight per style image")
-    p.add_argument("--style-weight", type=float, default=1e6)
-    p.add_argument("--tv-weight", type=float, default=0.0)
+    p.add_argument("--style-weight", type=_WEIGHT, default=1e6)
+    p.add_argument("--tv-weight", type=_WEIGHT, default=0.0)
     p.add_argument("--optimizer", choices=gatys.OPTIMIZERS, default="lbfgs")
-    p.add_argument("--iterations", type=int, default=500)
-    p.add_argument("--lr", type=float, default=None, help="default: 1 for L-BFGS, 0.02 for Adam")
+    p.add_argument("--iterations", type=_int(0), default=500)
+    p.add_argument("--lr", type=_float(positive=True), default=None, help="default: 1 for L-BFGS, 0.02 for Adam")
     p.add_argument("--arch", choices=("vgg16", "vgg19"), default="vgg19")
     p.add_argument("--weights", default="imagenet",
                    help='"imagenet", "caffe", "random" or a path to a VGG state dict')
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_SEED, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--backend", default=None, choices=pk.backends.BACKENDS, help="force a kernel backend")
     p.add_argument("--autocast", action="store_true", help="run the VGG pass in bf16 (losses stay fp32)")
-    p.add_argument("--save-every", type=int, default=0, help="write the image every N iterations")
-    p.add_argument("--save-path", default=None, help="intermediate image path; may contain {iteration}")
+    p.add_argument("--save-every", type=_int(0), default=0, help="write the image every N iterations")
+    p.add_argument("--save-path", default=None,
+                   help="intermediate image path, may contain {iteration} (default: the output path)")
     p.add_argument("--no-progress", action="store_true")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="perceptual-kernels", description=__doc__)
+    parser = _Parser(prog="perceptual-kernels", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("stylize", help="Gatys style transfer of CONTENT in the style of STYLE(s)")
     p.add_argument("content")
     p.add_argument("styles", nargs="+")
     _add_common(p)
-    p.add_argument("--size", type=int, default=512, help="long side of the output")
-    p.add_argument("--style-scale", type=float, default=1.0)
-    p.add_argument("--multiscale", type=_ints, default=None, help="increasing long sides, e.g. 256,512")
+    p.add_argument("--size", type=_int(1), default=512, help="long side of the output")
+    p.add_argument("--style-scale", type=_float(positive=True), default=1.0)
+    p.add_argument("--multiscale", type=_ints, default=None,
+                   help="increasing long sides, e.g. 256,512 (replaces --size)")
     p.add_argument("--content-layers", type=_names, default=list(gatys.DEFAULT_CONTENT_LAYERS))
-    p.add_argument("--content-weight", type=float, default=1.0)
+    p.add_argument("--content-weight", type=_WEIGHT, default=1.0)
     p.add_argument("--init", default="content", help='"content", "noise" or an image path')
     p.add_argument("--preserve-colors", choices=gatys.COLOR_METHODS, default=None)
     p.add_argument("--pooling", choices=("max", "avg"), default="max")
@@ -71,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("styles", nargs="+")
     _add_common(p)
     p.add_argument("--size", type=_ints, default=[256], help="side, or height,width")
-    p.add_argument("--style-size", type=int, default=None, help="long side of the style image")
+    p.add_argument("--style-size", type=_int(1), default=None, help="long side of the style image")
     p.add_argument("--pooling", choices=("max", "avg"), default="avg")
 
     _add_dip(sub)
@@ -84,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="offline demo on generated images: stylize, texture, a table of losses")
     p.add_argument("-o", "--output", default="perceptual-kernels-demo", help="output folder")
-    p.add_argument("--size", type=int, default=128)
-    p.add_argument("--iterations", type=int, default=40)
+    p.add_argument("--size", type=_int(16), default=128)
+    p.add_argument("--iterations", type=_int(0), default=40)
     p.add_argument("--weights", default=None, help='default: "imagenet" when cached, else "random"')
     p.add_argument("--device", default=None)
     return parser
@@ -102,21 +150,21 @@ def _add_dip(sub) -> None:
         if task == "inpaint":
             t.add_argument("mask", help="mask image: white = known pixel")
         if task == "sr":
-            t.add_argument("--factor", type=float, required=True, help="integer scale factor (4, 8)")
+            t.add_argument("--factor", type=_int(1), required=True, help="integer scale factor (4, 8)")
         if task == "denoise":
-            t.add_argument("--add-noise", type=float, default=None, metavar="SIGMA",
+            t.add_argument("--add-noise", type=_float(0.0), default=None, metavar="SIGMA",
                            help="treat IMAGE as clean: add Gaussian noise of SIGMA (0-255 scale), use it as GT")
         t.add_argument("-o", "--output", required=True)
         t.add_argument("--ground-truth", default=None, help="clean image: PSNR per log step, best iterate kept")
-        t.add_argument("--iterations", type=int, default=None, help="default: the paper's for the task")
-        t.add_argument("--lr", type=float, default=0.01)
-        t.add_argument("--reg-noise-std", type=float, default=None)
+        t.add_argument("--iterations", type=_int(1), default=None, help="default: the paper's for the task")
+        t.add_argument("--lr", type=_float(positive=True), default=0.01)
+        t.add_argument("--reg-noise-std", type=_float(0.0), default=None)
         t.add_argument("--net", choices=("skip", "unet", "hourglass"), default="skip")
-        t.add_argument("--tv-weight", type=float, default=0.0)
-        t.add_argument("--log-every", type=int, default=100)
+        t.add_argument("--tv-weight", type=_WEIGHT, default=0.0)
+        t.add_argument("--log-every", type=_int(1), default=100)
         t.add_argument("--output-kind", choices=("average", "last", "best"), default="average",
                        help="which image to write (best needs a ground truth)")
-        t.add_argument("--seed", type=int, default=0)
+        t.add_argument("--seed", type=_SEED, default=0)
         t.add_argument("--device", default=None)
         t.add_argument("--autocast", action="store_true")
         t.add_argument("--compile", action="store_true", help="torch.compile the network")
@@ -132,7 +180,12 @@ def _run_dip(args: argparse.Namespace) -> int:
     if args.reg_noise_std is not None:
         kwargs["reg_noise_std"] = args.reg_noise_std
     inputs = [args.image] + ([args.mask] if args.task == "inpaint" else [])
-    _check_output(args.output, inputs + ([args.ground_truth] if args.ground_truth else []))
+    _checks.output_path("-o", args.output, inputs + [args.ground_truth], images.SAVE_FORMATS)
+    add_noise = getattr(args, "add_noise", None)
+    if add_noise is not None and args.ground_truth:
+        raise ValueError("--add-noise makes IMAGE the ground truth: do not pass --ground-truth as well")
+    if args.output_kind == "best" and not args.ground_truth and add_noise is None:
+        raise ValueError("--output-kind best needs --ground-truth (or --add-noise)")
     if args.task == "denoise":
         noisy = args.image
         if args.add_noise is not None:
@@ -143,8 +196,6 @@ def _run_dip(args: argparse.Namespace) -> int:
         result = dip.inpaint(args.image, args.mask, **kwargs)
     else:
         result = dip.super_resolve(args.image, args.factor, **kwargs)
-    if args.output_kind == "best" and result.best is None:
-        raise ValueError("--output-kind best needs --ground-truth (or --add-noise)")
     image = {"average": result.average, "last": result.output, "best": result.best}[args.output_kind]
     saved = images.save_image(image, args.output, protected=inputs)
     h = result.history
@@ -164,29 +215,31 @@ def _add_johnson(sub) -> None:
     style.add_argument("styles", nargs="+")
     sr = kinds.add_parser("sr", help="DATA folder of HR images")
     sr.add_argument("data")
-    sr.add_argument("--factor", type=int, default=4)
-    sr.add_argument("--pixel-weight", type=float, default=0.0)
+    sr.add_argument("--factor", type=int, choices=SR_FACTORS, default=4)
+    sr.add_argument("--pixel-weight", type=_WEIGHT, default=0.0)
     defaults = johnson.TrainConfig()
     for t in (style, sr):
         t.add_argument("-o", "--output", required=True, help="run folder: checkpoint.pt, losses.csv, model.pth")
-        t.add_argument("--iterations", type=int, default=defaults.iterations)
-        t.add_argument("--batch-size", type=int, default=defaults.batch_size)
-        t.add_argument("--crop", type=int, default=None, help="training crop (default 256 style, 288 sr)")
-        t.add_argument("--lr", type=float, default=defaults.lr)
-        t.add_argument("--content-weight", type=float, default=None)
-        t.add_argument("--tv-weight", type=float, default=0.0)
+        t.add_argument("--iterations", type=_int(1), default=defaults.iterations,
+                       help="target step count (with --resume: at least the checkpoint's step)")
+        t.add_argument("--batch-size", type=_int(1), default=defaults.batch_size)
+        t.add_argument("--crop", type=_int(1), default=None, help="training crop (default 256 style, 288 sr)")
+        t.add_argument("--lr", type=_float(positive=True), default=defaults.lr)
+        t.add_argument("--content-weight", type=_WEIGHT, default=None)
+        t.add_argument("--tv-weight", type=_WEIGHT, default=0.0)
         t.add_argument("--vgg-weights", default="imagenet")
-        t.add_argument("--workers", type=int, default=defaults.workers)
-        t.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
-        t.add_argument("--sample-every", type=int, default=0)
-        t.add_argument("--log-every", type=int, default=defaults.log_every)
-        t.add_argument("--seed", type=int, default=0)
+        t.add_argument("--workers", type=_int(0), default=defaults.workers)
+        t.add_argument("--checkpoint-every", type=_int(0), default=defaults.checkpoint_every,
+                       help="0: only at the end and on Ctrl-C")
+        t.add_argument("--sample-every", type=_int(0), default=0)
+        t.add_argument("--log-every", type=_int(1), default=defaults.log_every)
+        t.add_argument("--seed", type=_SEED, default=0)
         t.add_argument("--resume", action="store_true", help="continue from the folder's checkpoint.pt")
         t.add_argument("--device", default=None)
         t.add_argument("--autocast", action="store_true")
         t.add_argument("--no-progress", action="store_true")
-    style.add_argument("--style-weight", type=float, default=defaults.style_weight)
-    style.add_argument("--style-size", type=int, default=None)
+    style.add_argument("--style-weight", type=_WEIGHT, default=defaults.style_weight)
+    style.add_argument("--style-size", type=_int(1), default=None)
 
     p = sub.add_parser("transfer", help="run a trained MODEL on an IMAGE or a folder of images")
     p.add_argument("model")
@@ -199,14 +252,15 @@ def _add_johnson(sub) -> None:
     p = sub.add_parser("evaluate-sr", help="PSNR / SSIM (Y, shaved) of a SR model or of bicubic on a folder")
     p.add_argument("data", help="folder of HR images (e.g. Set5)")
     p.add_argument("--model", default=None, help="a trained super-resolution model (default: bicubic)")
-    p.add_argument("--factor", type=int, default=4)
+    p.add_argument("--factor", type=_int(1), default=None, help="default: the model's factor, 4 for bicubic")
     p.add_argument("--device", default=None)
 
 
 def _run_train(args: argparse.Namespace) -> int:
     sr = args.kind == "sr"
     config = johnson.TrainConfig(
-        iterations=args.iterations, batch_size=args.batch_size, crop=args.crop or (288 if sr else 256), lr=args.lr,
+        iterations=args.iterations, batch_size=args.batch_size,
+        crop=args.crop if args.crop is not None else (288 if sr else 256), lr=args.lr,
         content_weight=args.content_weight if args.content_weight is not None else (1.0 if sr else 1e5),
         style_weight=0.0 if sr else args.style_weight, tv_weight=args.tv_weight,
         pixel_weight=args.pixel_weight if sr else 0.0, style_size=None if sr else args.style_size,
@@ -218,40 +272,64 @@ def _run_train(args: argparse.Namespace) -> int:
         result = johnson.train_super_resolution(args.data, args.output, config, **common)
     else:
         result = johnson.train_style(args.data, args.styles, args.output, config, **common)
-    last = result.losses[-1] if result.losses else {}
-    print(f"wrote {result.model_path}; last logged loss {last.get('loss', float('nan')):.4g} at step "
-          f"{last.get('step', 0)}")
+    if result.losses:
+        print(f"wrote {result.model_path}; last logged loss {result.losses[-1]['loss']:.4g} at step "
+              f"{result.losses[-1]['step']}")
+    else:
+        print(f"wrote {result.model_path}; no training step was left (the checkpoint is at --iterations)")
     return 0
 
 
 def _run_transfer(args: argparse.Namespace) -> int:
-    model, _ = johnson.load_model(args.model)
     source = Path(args.image)
-    pairs = ([(p, Path(args.output) / (p.stem + ".png")) for p in sorted(source.iterdir())
-              if p.suffix.lower() in johnson.IMAGE_SUFFIXES] if source.is_dir() else [(source, Path(args.output))])
-    if not pairs:
-        raise ValueError(f"no images in {source}")
+    if not source.exists():
+        raise FileNotFoundError(f"IMAGE {source} does not exist")
+    if source.is_dir():
+        _checks.output_path("-o", args.output, folder=True)
+        pairs = [(p, Path(args.output) / (p.stem + ".png")) for p in sorted(source.iterdir())
+                 if p.suffix.lower() in johnson.IMAGE_SUFFIXES and p.is_file()]
+        if not pairs:
+            raise ValueError(f"no images ({', '.join(johnson.IMAGE_SUFFIXES)}) in the folder {source}")
+        names = [out.name for _, out in pairs]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"several images in {source} would be written to one file ({', '.join(twice)}): "
+                             f"rename them")
+    else:
+        pairs = [(source, Path(args.output))]
+    inputs = [args.model, *(image for image, _ in pairs)]
+    for _, out_path in pairs:
+        _checks.output_path("-o", out_path, inputs, images.SAVE_FORMATS)
+    device = johnson.resolve_device(args.device)
+    model, _ = johnson.load_model(args.model)
+    style = johnson.check_style(model, args.style, args.all_styles)
     for image_path, out_path in pairs:
-        _check_output(str(out_path), [str(image_path)])
-        out = johnson.stylize_feedforward(model, image_path, style=args.style, all_styles=args.all_styles,
-                                          device=args.device)
+        out = johnson.stylize_feedforward(model, image_path, style=style, all_styles=args.all_styles, device=device)
         if out.shape[0] > 1:  # all styles: side by side
             out = torch.cat(list(out), dim=-1).unsqueeze(0)
-        print(f"wrote {images.save_image(out, out_path, protected=[image_path])}")
+        print(f"wrote {images.save_image(out, out_path, protected=inputs)}")
     return 0
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    files = sorted(p for p in Path(args.data).iterdir() if p.suffix.lower() in johnson.IMAGE_SUFFIXES)
+    folder = _checks.input_folder("DATA", args.data)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in johnson.IMAGE_SUFFIXES and p.is_file())
     if not files:
-        raise ValueError(f"no images in {args.data}")
-    hr = {p.stem: images.load_image(p) for p in files}
-    upscale = None
+        raise ValueError(f"no images ({', '.join(johnson.IMAGE_SUFFIXES)}) in the folder {folder}")
+    factor, upscale = args.factor if args.factor is not None else 4, None
     if args.model:
+        device = johnson.resolve_device(args.device)
         model, _ = johnson.load_model(args.model)
-        upscale = lambda lr: johnson.stylize_feedforward(model, lr, device=args.device).cpu()  # noqa: E731
-    report = metrics.evaluate_sr(hr, args.factor, upscale)
-    print(f"| image | PSNR-Y (dB) | SSIM-Y |  ({'model ' + args.model if args.model else 'bicubic'}, x{args.factor})")
+        model_factor = getattr(model, "factor", None)
+        if model_factor is None:
+            raise ValueError(f"--model {args.model} is a style transfer model, not a super-resolution model")
+        if args.factor is not None and args.factor != model_factor:
+            raise ValueError(f"--factor {args.factor} does not match the x{model_factor} model {args.model}")
+        factor = model_factor
+        upscale = lambda lr: johnson.stylize_feedforward(model, lr, device=device).cpu()  # noqa: E731
+    hr = {p.stem: images.load_image(p) for p in files}
+    report = metrics.evaluate_sr(hr, factor, upscale)
+    print(f"| image | PSNR-Y (dB) | SSIM-Y |  ({'model ' + args.model if args.model else 'bicubic'}, x{factor})")
     for name, row in report["per_image"].items():
         print(f"| {name} | {row['psnr_y']:.2f} | {row['ssim_y']:.4f} |")
     print(f"| mean | {report['mean']['psnr_y']:.2f} | {report['mean']['ssim_y']:.4f} |")
@@ -267,21 +345,22 @@ def _common_kwargs(args: argparse.Namespace) -> dict:
                 save_path=args.save_path)
 
 
-def _check_output(output: str, inputs: Sequence[str]) -> None:
-    """Fail before any work when the output would overwrite an input."""
-    out = Path(output).resolve()
-    for path in inputs:
-        if os.path.exists(path) and Path(path).resolve() == out:
-            raise ValueError(f"output {output} is the input {path}; choose another path")
+def _message(exc: BaseException) -> str:
+    """One line: an OSError without its errno prefix (naming its file once), anything else as it says."""
+    text = str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+        if exc.filename is not None and str(exc.filename) not in text:
+            text += f": {exc.filename}"
+    return " ".join(text.split())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; bad input prints ``error: ...`` and returns 2, Ctrl-C returns 130."""
-    args = build_parser().parse_args(argv)
+    """Entry point; bad input prints one line ``error: ...`` and returns 2, Ctrl-C returns 130."""
     try:
-        return _run(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        return _run(build_parser().parse_args(argv))
+    except (_UsageError, ValueError, TypeError, OSError, RuntimeError, FloatingPointError) as exc:
+        print(f"error: {_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -303,8 +382,11 @@ def _run(args: argparse.Namespace) -> int:
         return _run_dip(args)
     if args.command in ("train", "transfer", "evaluate-sr"):
         return {"train": _run_train, "transfer": _run_transfer, "evaluate-sr": _run_evaluate}[args.command](args)
-    inputs = [*getattr(args, "styles", []), getattr(args, "content", "")]
-    _check_output(args.output, inputs)
+    inputs = [*args.styles, getattr(args, "content", None), getattr(args, "init", None)]
+    inputs = [p for p in inputs if p is not None and p not in gatys.INITS]
+    _checks.output_path("-o", args.output, inputs, images.SAVE_FORMATS)
+    if args.save_every and args.save_path is None:
+        args.save_path = args.output
     with pk.use_backend(args.backend):
         if args.command == "stylize":
             image, history = gatys.stylize(
@@ -313,10 +395,12 @@ def _run(args: argparse.Namespace) -> int:
                 content_weight=args.content_weight, init=args.init, preserve_colors=args.preserve_colors,
                 **_common_kwargs(args))
         else:
-            size = args.size[0] if len(args.size) == 1 else tuple(args.size[:2])
+            if len(args.size) > 2:
+                raise ValueError(f"--size must be a side or height,width, got {len(args.size)} values")
+            size = args.size[0] if len(args.size) == 1 else tuple(args.size)
             image, history = gatys.synthesize_texture(args.styles, size, style_size=args.style_size,
                                                       **_common_kwargs(args))
-    saved = images.save_image(image, args.output, protected=[p for p in inputs if p])
+    saved = images.save_image(image, args.output, protected=inputs)
     print(f"wrote {saved} ({len(history.loss)} iterations, final loss {history.loss[-1]:.4g}, "
           f"{history.time[-1]:.1f} s)" if history.loss else f"wrote {saved}")
     return 0

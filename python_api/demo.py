@@ -14,7 +14,8 @@ import torch
 
 import perceptual_kernels as pk
 
-from . import gatys, images
+from . import _checks, gatys, images
+from ._device import resolve_device
 from .vgg import VGGFeatures, cached_weights_path
 
 
@@ -55,12 +56,15 @@ def _default_weights() -> str:
     return "imagenet" if os.path.exists(cached_weights_path("vgg19", "imagenet")) else "random"
 
 
-def run(output: Path, *, size: int = 128, iterations: int = 40, weights: str | None = None,
+def run(output: str | os.PathLike, *, size: int = 128, iterations: int = 40, weights: str | None = None,
         device: str | None = None) -> Path:
     """Generate the inputs, stylize and synthesize a texture, write everything and the report; returns the
-    report's path."""
+    report's path. Every argument is checked before any work."""
+    output = _checks.output_path("output", output, folder=True)
+    size, iterations = _checks.integer("size", size, 16), _checks.integer("iterations", iterations, 0)
+    device = resolve_device(device)
+    weights = _default_weights() if weights is None else weights
     output.mkdir(parents=True, exist_ok=True)
-    weights = weights or _default_weights()
     content, style = content_image(size), style_image(size)
     content_path = images.save_image(content, output / "content.png")
     style_path = images.save_image(style, output / "style.png")

@@ -17,7 +17,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 import perceptual_kernels as pk
 
-from . import images, metrics
+from . import _checks, images, metrics
 from ._device import resolve_device
 from .dip_nets import Downsampler, get_net, get_noise, task_defaults
 
@@ -66,13 +66,30 @@ def fit(data_term: Callable[[torch.Tensor], torch.Tensor], out_size: tuple[int, 
         ema_weight: float = 0.99, tv_weight: float = 0.0, ground_truth: torch.Tensor | None = None,
         log_every: int = 100, backtrack: bool = True, seed: int = 0, device: torch.device | None = None,
         autocast: bool = False, compile: bool = False, callback: Callable[[dict], object] | None = None,
-        progress: bool = True, save_path: str | os.PathLike | None = None) -> DIPResult:
+        progress: bool = True, save_path: str | os.PathLike | None = None,
+        protected: Sequence[str | os.PathLike] = ()) -> DIPResult:
     """The DIP optimisation loop shared by the tasks: ``data_term(output)`` gives the loss of an output cropped to
     ``out_size``; the network runs on the size padded up to its downsampling multiple (said in a warning).
     ``net``: "skip" (with the authors' settings for ``task``, overridden by ``net_kwargs``), "unet" or
     "hourglass" (built from ``net_kwargs`` alone). On Ctrl-C the running average is written to ``save_path``
-    (when given) before the interrupt propagates."""
-    device = device or torch.device("cpu")
+    (when given, never over a ``protected`` input) before the interrupt propagates."""
+    iterations = _checks.integer("iterations", iterations, 1)
+    lr = _checks.number("lr", lr, positive=True)
+    reg_noise_std = _checks.number("reg_noise_std", reg_noise_std, 0.0)
+    ema_weight = _checks.number("ema_weight", ema_weight, 0.0)
+    if ema_weight >= 1:
+        raise ValueError(f"ema_weight must be in [0, 1), got {ema_weight:g}")
+    tv_weight = _checks.number("tv_weight", tv_weight, 0.0)
+    log_every = _checks.integer("log_every", log_every, 1)
+    input_depth = _checks.integer("input_depth", input_depth, 1)
+    seed = _checks.seed(seed)
+    if input_kind not in ("noise", "meshgrid"):
+        raise ValueError(f"input_kind must be 'noise' or 'meshgrid', got {input_kind!r}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable or None, got {callback!r}")
+    if save_path is not None:
+        _checks.output_path("save_path", save_path, protected, images.SAVE_FORMATS)
+    device = torch.device("cpu") if device is None else device
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     kwargs = {**(task_defaults(task) if net == "skip" else {}), **(net_kwargs or {})}
@@ -115,6 +132,8 @@ def fit(data_term: Callable[[torch.Tensor], torch.Tensor], out_size: tuple[int, 
             if (it + 1) % log_every and it + 1 != iterations:
                 continue
             value = loss.item()  # the logging sync
+            if not math.isfinite(value):
+                raise FloatingPointError(f"the DIP loss became {value} at iteration {it + 1}; lower lr or tv_weight")
             data_psnr = -10 * math.log10(max(value, 1e-30))
             if backtrack and last_psnr is not None and data_psnr < last_psnr - 5:
                 model.load_state_dict(checkpoint)  # in place: Adam keeps its moments, as in the authors' code
@@ -138,20 +157,21 @@ def fit(data_term: Callable[[torch.Tensor], torch.Tensor], out_size: tuple[int, 
                 callback({"iteration": it + 1, "output": output, "average": average, "loss": value})
     except KeyboardInterrupt:
         if save_path is not None and average is not None:
-            saved = images.save_image(average.clamp(0, 1), save_path)
+            saved = images.save_image(average.clamp(0, 1), save_path, protected=protected)
             bar.write(f"interrupted: kept the running average in {saved}")
         raise
     finally:
         bar.close()
-    if output is None:
-        raise ValueError("iterations must be >= 1")
     return DIPResult(output.clamp(0, 1), average.clamp(0, 1), best, best_psnr, history)
 
 
-def _common(ground_truth: ImageLike | None, device: str | torch.device | None
-            ) -> tuple[torch.device, torch.Tensor | None]:
+def _common(ground_truth: ImageLike | None, device: str | torch.device | None, *inputs: object
+            ) -> tuple[torch.device, torch.Tensor | None, list]:
+    """The device, the ground truth image and the input paths a save_path must not overwrite."""
     device = resolve_device(device)
-    return device, (images.as_image(ground_truth, "ground_truth", device) if ground_truth is not None else None)
+    protected = [p for p in (*inputs, ground_truth) if isinstance(p, (str, os.PathLike))]
+    return device, (images.as_image(ground_truth, "ground_truth", device) if ground_truth is not None else None), \
+        protected
 
 
 def denoise(noisy: ImageLike, *, iterations: int = TASK_ITERATIONS["denoise"], lr: float = 0.01,
@@ -159,12 +179,12 @@ def denoise(noisy: ImageLike, *, iterations: int = TASK_ITERATIONS["denoise"], l
             device: str | torch.device | None = None, **kwargs) -> DIPResult:
     """Denoise ``noisy`` by fitting ``||f(z) - x0||^2`` (authors' defaults: 3000 steps, lr 0.01, reg noise 1/30).
     Other keyword arguments go to :func:`fit` (net, net_kwargs, tv_weight, log_every, seed, callback, ...)."""
-    device, gt = _common(ground_truth, device)
+    device, gt, protected = _common(ground_truth, device, noisy)
     x0 = images.as_image(noisy, "noisy", device)
     if gt is not None and gt.shape != x0.shape:
         raise ValueError(f"ground_truth {tuple(gt.shape)} and noisy {tuple(x0.shape)} must have one size")
     return fit(lambda out: pk.content_loss(out, x0), tuple(x0.shape[-2:]), task="denoise", iterations=iterations,
-               lr=lr, reg_noise_std=reg_noise_std, ground_truth=gt, device=device, **kwargs)
+               lr=lr, reg_noise_std=reg_noise_std, ground_truth=gt, device=device, protected=protected, **kwargs)
 
 
 def load_mask(mask: ImageLike, size: tuple[int, int], device: torch.device) -> torch.Tensor:
@@ -185,12 +205,15 @@ def inpaint(image: ImageLike, mask: ImageLike, *, iterations: int = TASK_ITERATI
     """Fill the unknown pixels (mask 0) by fitting ``||(f(z) - x0) * m||^2`` (authors' defaults: 6000 steps, lr
     0.01, reg noise 0.03, skip net with 128 skip channels and nearest upsampling). The data term is the mean over
     all pixels, like the authors' ``MSELoss`` on masked images."""
-    device, gt = _common(ground_truth, device)
+    device, gt, protected = _common(ground_truth, device, image, mask)
     x0 = images.as_image(image, "image", device)
     m = load_mask(mask, tuple(x0.shape[-2:]), device)
+    if gt is not None and gt.shape != x0.shape:
+        raise ValueError(f"ground_truth {tuple(gt.shape)} and image {tuple(x0.shape)} must have one size")
     known = x0 * m
     return fit(lambda out: pk.content_loss(out * m, known), tuple(x0.shape[-2:]), task="inpaint",
-               iterations=iterations, lr=lr, reg_noise_std=reg_noise_std, ground_truth=gt, device=device, **kwargs)
+               iterations=iterations, lr=lr, reg_noise_std=reg_noise_std, ground_truth=gt, device=device,
+               protected=protected, **kwargs)
 
 
 def super_resolve(low_res: ImageLike, factor: int, *, iterations: int | None = None, lr: float = 0.01,
@@ -198,10 +221,11 @@ def super_resolve(low_res: ImageLike, factor: int, *, iterations: int | None = N
                   device: str | torch.device | None = None, **kwargs) -> DIPResult:
     """Upscale ``low_res`` by the integer ``factor`` by fitting ``||d(f(z)) - x0||^2`` with ``d`` the Lanczos-2
     downsampler (authors' defaults: 2000 steps for x4, 4000 for x8, lr 0.01, reg noise 0.03)."""
-    if isinstance(factor, bool) or not float(factor).is_integer() or int(factor) < 1:
+    if (isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor)
+            or not float(factor).is_integer() or int(factor) < 1):
         raise ValueError(f"factor must be an integer >= 1, got {factor!r}")
     factor = int(factor)
-    device, gt = _common(ground_truth, device)
+    device, gt, protected = _common(ground_truth, device, low_res)
     x0 = images.as_image(low_res, "low_res", device)
     out_size = (x0.shape[-2] * factor, x0.shape[-1] * factor)
     if gt is not None and tuple(gt.shape[-2:]) != out_size:
@@ -210,11 +234,13 @@ def super_resolve(low_res: ImageLike, factor: int, *, iterations: int | None = N
     if iterations is None:
         iterations = TASK_ITERATIONS["sr8"] if factor >= 8 else TASK_ITERATIONS["sr4"]
     return fit(lambda out: pk.content_loss(down(out), x0), out_size, task="sr", iterations=iterations, lr=lr,
-               reg_noise_std=reg_noise_std, ground_truth=gt, device=device, **kwargs)
+               reg_noise_std=reg_noise_std, ground_truth=gt, device=device, protected=protected, **kwargs)
 
 
 def add_noise(image: torch.Tensor, sigma: float, seed: int = 0) -> torch.Tensor:
     """``image + N(0, (sigma/255)^2)`` clipped to [0, 1] (the paper's sigma is on the 0-255 scale)."""
+    images._as_batch("image", image)  # the type / shape check
+    sigma, seed = _checks.number("sigma", sigma, 0.0), _checks.seed(seed)
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn(image.shape, generator=g).to(image.device) * (sigma / 255.0)
     return (image + noise).clamp(0, 1)

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 import perceptual_kernels as pk
 
-from . import images
+from . import _checks, images
 from ._device import resolve_device
 from .vgg import VGGFeatures
 
@@ -80,12 +80,26 @@ class _Objective:
 def _check_weights(name: str, weights: Sequence[float] | None, count: int) -> list[float]:
     if weights is None:
         return [1.0] * count
-    weights = [float(w) for w in weights]
+    if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence):
+        raise TypeError(f"{name} must be a sequence of numbers, got {weights!r}")
     if len(weights) != count:
         raise ValueError(f"{name} needs {count} values (one per entry), got {len(weights)}")
-    if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) == 0:
-        raise ValueError(f"{name} must be non-negative, finite and not all zero, got {weights}")
-    return weights
+    return _checks.weights(name, weights)
+
+
+def _save_path_check(save_every: int, save_path: str | os.PathLike | None, protected: Sequence[Path]) -> None:
+    """``save_every`` > 0 needs ``save_path``; the path (formatted with iteration 0) must be writable."""
+    _checks.integer("save_every", save_every, 0)
+    if save_every and save_path is None:
+        raise ValueError("save_every > 0 needs save_path (where to write the intermediate images)")
+    if save_path is not None:
+        if not isinstance(save_path, (str, os.PathLike)):
+            raise TypeError(f"save_path must be a path, got {save_path!r}")
+        try:
+            first = _format_save_path(save_path, 0)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"save_path {save_path} may only contain the placeholder {{iteration}}: {exc!r}") from None
+        _checks.output_path("save_path", first, protected, images.SAVE_FORMATS)
 
 
 def _grams(extractor: VGGFeatures, styles: list[torch.Tensor], blend: list[float], layers: Sequence[str],
@@ -104,17 +118,26 @@ def _grams(extractor: VGGFeatures, styles: list[torch.Tensor], blend: list[float
 
 
 def _scales(size: int, multiscale: Sequence[int] | None) -> list[int]:
-    sizes = list(multiscale) if multiscale else [size]
-    if any(int(s) < 1 for s in sizes) or sizes != sorted(sizes):
-        raise ValueError(f"multiscale must be increasing positive long sides, got {sizes}")
-    return [int(s) for s in sizes]
+    size = _checks.integer("size", size, 1)
+    if multiscale is None:
+        return [size]
+    if isinstance(multiscale, (str, bytes)) or not isinstance(multiscale, Sequence) or not multiscale:
+        raise ValueError(f"multiscale must be None or a non-empty sequence of long sides, got {multiscale!r}")
+    sizes = [_checks.integer(f"multiscale[{i}]", s, 1) for i, s in enumerate(multiscale)]
+    if any(a >= b for a, b in zip(sizes, sizes[1:])):
+        raise ValueError(f"multiscale must be strictly increasing long sides, got {sizes}")
+    return sizes
+
+
+def _format_save_path(save_path: str | os.PathLike, iteration: int) -> str:
+    path = str(save_path)
+    return path.format(iteration=iteration) if "{iteration" in path else path
 
 
 def _save_intermediate(image: torch.Tensor, save_path: str | os.PathLike, iteration: int,
                        protected: Sequence[Path]) -> Path:
-    path = str(save_path)
-    path = path.format(iteration=iteration) if "{iteration" in path else path
-    return images.save_image(image.detach().clamp(0, 1), path, protected=protected)
+    return images.save_image(image.detach().clamp(0, 1), _format_save_path(save_path, iteration),
+                             protected=protected)
 
 
 def _optimize(image: torch.Tensor, objective: _Objective, *, optimizer: str, iterations: int, lr: float | None,
@@ -124,10 +147,10 @@ def _optimize(image: torch.Tensor, objective: _Objective, *, optimizer: str, ite
     """Optimise ``image`` (a leaf) for ``iterations`` steps; one L-BFGS iteration or one Adam step per loop."""
     image.requires_grad_(True)
     if optimizer == "lbfgs":
-        opt = torch.optim.LBFGS([image], lr=lr or 1.0, max_iter=1, history_size=100,
+        opt = torch.optim.LBFGS([image], lr=1.0 if lr is None else lr, max_iter=1, history_size=100,
                                 tolerance_grad=-1.0, tolerance_change=-1.0)
     else:
-        opt = torch.optim.Adam([image], lr=lr or 0.02)
+        opt = torch.optim.Adam([image], lr=0.02 if lr is None else lr)
     last: dict[str, torch.Tensor] = {}
 
     def closure() -> torch.Tensor:
@@ -147,7 +170,8 @@ def _optimize(image: torch.Tensor, objective: _Objective, *, optimizer: str, ite
             bar.update(1)
             bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()})
             if not math.isfinite(losses["loss"]):
-                raise FloatingPointError(f"the loss became {losses['loss']} at iteration {iteration}; "
+                terms = ", ".join(f"{k} {v:g}" for k, v in losses.items() if k != "loss")
+                raise FloatingPointError(f"the loss became {losses['loss']} at iteration {iteration} ({terms}); "
                                          "lower the learning rate or the loss weights")
             if callback is not None:
                 callback({"iteration": iteration, "scale": scale, "image": image.detach(), "losses": losses})
@@ -209,10 +233,18 @@ def stylize(content: ImageLike, styles: ImageLike | Sequence[ImageLike], *,
         raise ValueError(f"init must be one of {INITS}, an image or an image path, got {init!r}")
     if preserve_colors is not None and preserve_colors not in COLOR_METHODS:
         raise ValueError(f"preserve_colors must be None or one of {COLOR_METHODS}, got {preserve_colors!r}")
-    if style_scale <= 0 or iterations < 0:
-        raise ValueError(f"style_scale must be > 0 and iterations >= 0, got {style_scale}, {iterations}")
+    style_scale = _checks.number("style_scale", style_scale, positive=True)
+    iterations = _checks.integer("iterations", iterations, 0)
+    content_weight, style_weight, tv_weight = (_checks.loss_weight(name, value) for name, value in (
+        ("content_weight", content_weight), ("style_weight", style_weight), ("tv_weight", tv_weight)))
+    lr = None if lr is None else _checks.number("lr", lr, positive=True)
+    seed = _checks.seed(seed)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable or None, got {callback!r}")
     scales = _scales(size, multiscale)
-    protected = [Path(p) for p in [content, *style_list] if not isinstance(p, torch.Tensor)]
+    protected = [Path(p) for p in [content, *style_list, init] if isinstance(p, (str, os.PathLike))
+                 and not (isinstance(p, str) and p in INITS)]
+    _save_path_check(save_every, save_path, protected)
     content_full = images.as_image(content, "content", device)
     styles_full = [images.as_image(s, "style", device) for s in style_list]
     init_image = None if isinstance(init, str) and init in INITS else images.as_image(init, "init", device)
@@ -276,11 +308,18 @@ def synthesize_texture(style: ImageLike | Sequence[ImageLike], size: int | tuple
     """Gatys texture synthesis: an image of ``size`` (square side or (H, W)) whose Gram statistics match the
     style image(s), optimised from seeded uniform noise. ``style_size``: long side the style is resized to
     (default: the output's long side). Average pooling by default (Gatys et al. 2015)."""
-    height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if isinstance(size, (tuple, list)):
+        if len(size) != 2:
+            raise ValueError(f"size must be a side or (height, width), got {size!r}")
+        height, width = (_checks.integer(f"size[{i}]", s, 1) for i, s in enumerate(size))
+    else:
+        height = width = _checks.integer("size", size, 1)
+    long_side = max(height, width)
+    style_size = long_side if style_size is None else _checks.integer("style_size", style_size, 1)
     device = resolve_device(device)
     canvas = torch.zeros(1, 3, height, width, device=device)
-    return stylize(canvas, style, style_blend_weights=style_blend_weights, size=max(height, width),
-                   style_scale=(style_size or max(height, width)) / max(height, width), content_layers=(),
+    return stylize(canvas, style, style_blend_weights=style_blend_weights, size=long_side,
+                   style_scale=style_size / long_side, content_layers=(),
                    style_layers=style_layers, style_layer_weights=style_layer_weights, content_weight=0.0,
                    style_weight=style_weight, tv_weight=tv_weight, init="noise", optimizer=optimizer,
                    iterations=iterations, lr=lr, arch=arch, weights=weights, pooling=pooling, extractor=extractor,

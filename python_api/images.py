@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import _checks
+
 __all__ = [
     "COLOR_METHODS", "MATCH_MODES", "SAVE_FORMATS", "from_pil", "load_image", "luminance_transfer", "match_color",
     "preserve_colors", "resize", "resize_long_side", "save_image", "to_pil",
@@ -129,19 +131,24 @@ def from_pil(pil_image: Image.Image) -> torch.Tensor:
 
 
 def _to_uint8(img: torch.Tensor, name: str = "img") -> np.ndarray:
-    """(3, H, W) or (1, 3, H, W) in [0, 1] -> uint8 (H, W, 3), clamped and rounded (NaN -> 0)."""
+    """(3, H, W) or (1, 3, H, W) in [0, 1] -> uint8 (H, W, 3), clamped and rounded; ValueError for NaN / Inf."""
     batch, _ = _as_batch(name, img)
     if batch.shape[0] != 1:
         raise ValueError(f"{name} must hold a single image, got a batch of {batch.shape[0]} "
                          f"(shape {tuple(img.shape)}); save the images one at a time")
     x = batch[0].detach().to("cpu", torch.float32)
-    x = torch.nan_to_num(x, nan=0.0).clamp(0.0, 1.0)
+    bad = int((~torch.isfinite(x)).sum())
+    if bad:
+        raise ValueError(f"{name} has {bad} non-finite values (NaN or Inf) of {x.numel()}: refusing to write them "
+                         f"as black or white pixels")
+    x = x.clamp(0.0, 1.0)
     q = (x * 255.0).round().to(torch.uint8)
     return np.ascontiguousarray(q.permute(1, 2, 0).numpy())
 
 
 def to_pil(img: torch.Tensor) -> Image.Image:
-    """(3, H, W) or (1, 3, H, W) in [0, 1] -> 8-bit RGB Pillow image (clamped, rounded)."""
+    """(3, H, W) or (1, 3, H, W) in [0, 1] -> 8-bit RGB Pillow image (clamped, rounded); ValueError for NaN / Inf
+    values."""
     return Image.fromarray(_to_uint8(img))
 
 
@@ -331,13 +338,6 @@ def _umask() -> int:
     return mask
 
 
-def _same_file(a: pathlib.Path, b: pathlib.Path) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist (yet): compare the resolved paths
-        return os.path.normcase(str(a)) == os.path.normcase(str(b))
-
-
 def save_image(img: torch.Tensor, path: str | os.PathLike, *,
                protected: Iterable[str | os.PathLike] | str | os.PathLike = ()) -> pathlib.Path:
     """Write a (3, H, W) or (1, 3, H, W) image in [0, 1] (clamped, rounded to 8 bit) to ``path`` and return the
@@ -345,25 +345,14 @@ def save_image(img: torch.Tensor, path: str | os.PathLike, *,
 
     The format follows the suffix: .png, .jpg / .jpeg (quality 95), .webp (quality 95), .bmp, .tif / .tiff. The
     file is written atomically (a temporary file in the same directory, then ``os.replace``); parent directories
-    are created. Raises ``ValueError`` if ``path`` is (resolves to) the same file as any path in ``protected``
-    (the inputs), so an input is never overwritten.
+    are created. Raises ``ValueError`` if ``path`` is (resolves to, or is a hard link of) the same file as any path
+    in ``protected`` (the inputs), so an input is never overwritten; if the suffix is unknown or the folder cannot
+    be written; and if the image holds NaN or Inf values (they are never written silently as black pixels).
     """
-    pixels = _to_uint8(img)
-    target = pathlib.Path(os.fspath(path)).expanduser().resolve()
-    fmt = SAVE_FORMATS.get(target.suffix.lower())
-    if fmt is None:
-        raise ValueError(f"cannot save {path}: unsupported suffix {target.suffix!r}; "
-                         f"use one of {', '.join(sorted(SAVE_FORMATS))}")
-    if isinstance(protected, (str, os.PathLike)):
-        protected = (protected,)
-    for q in protected:
-        if q is None:
-            continue
-        q_path = pathlib.Path(os.fspath(q)).expanduser().resolve()
-        if _same_file(target, q_path):
-            raise ValueError(f"refusing to save to {path}: it is the same file as the input {q} ({q_path})")
-    if target.is_dir():
-        raise ValueError(f"cannot save {path}: it is a directory")
+    target = _checks.output_path("path", path, (protected,) if isinstance(protected, (str, os.PathLike))
+                                 else protected, SAVE_FORMATS)
+    pixels = _to_uint8(img, f"the image for {path}")
+    fmt = SAVE_FORMATS[target.suffix.lower()]
     target.parent.mkdir(parents=True, exist_ok=True)
     pil = Image.fromarray(pixels)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)

@@ -45,6 +45,8 @@ from torch import nn
 
 from perceptual_kernels.nn import ConditionalInstanceNorm2d, InstanceNorm2d
 
+from . import _checks
+
 __all__ = [
     "OUTPUTS", "SR_FACTORS", "SR_NORMS", "SuperResolutionNet", "TransformNet", "build_model", "load_model",
     "model_config", "save_model",
@@ -397,14 +399,21 @@ def _missing(what: str, path: pathlib.Path) -> FileNotFoundError:
     return FileNotFoundError(errno.ENOENT, f"{what} not found: {path}", str(path))
 
 
-def _read_weights(path: pathlib.Path, map_location: Any) -> dict[str, torch.Tensor]:
+def _read_weights(path: pathlib.Path) -> dict[str, torch.Tensor]:
+    """The state dict in ``path`` on the CPU (never running code: safetensors or ``weights_only=True``)."""
     if path.suffix == ".safetensors":
-        state = _safetensors_torch().load_file(str(path), device="cpu")
+        st = _safetensors_torch()
+        try:
+            state = st.load_file(str(path), device="cpu")
+        except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, ...: not a valid file
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"{path} is not a valid model weights file: {reason}") from exc
     else:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = _checks.load_torch_file(path, "model weights file")
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
-        raise ValueError(f"{path}: expected a state dict (str -> Tensor), got {type(state).__name__}")
+        raise ValueError(f"{path} is not a valid model weights file: expected a state dict (str -> Tensor), "
+                         f"got {type(state).__name__}")
     return state
 
 
@@ -452,9 +461,17 @@ def load_model(path: str | os.PathLike[str], map_location: Any = "cpu") -> tuple
     if not isinstance(metadata, dict):
         raise ValueError(f"{config_path}: 'metadata' must be a JSON object, got {type(metadata).__name__}")
 
+    state = _read_weights(path)
+    blocks = document["config"].get("residual_blocks")
+    if isinstance(blocks, int) and blocks > len(state):  # each block holds several tensors
+        raise ValueError(f"{config_path}: residual_blocks={blocks} does not fit the {len(state)} tensors in {path}")
+    try:
+        with torch.device("meta"):  # the config's shapes, checked against the weights before any allocation
+            skeleton = build_model(document["config"])
+    except RuntimeError as exc:  # e.g. sizes that overflow
+        raise ValueError(f"{config_path}: the config does not describe a network that fits {path}: {exc}") from None
+    _check_state(skeleton, state, path)
     model = build_model(document["config"])
-    state = _read_weights(path, map_location)
-    _check_state(model, state, path)
     model.load_state_dict(state)
     if isinstance(map_location, (str, torch.device)):
         model.to(map_location)

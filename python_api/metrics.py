@@ -48,13 +48,20 @@ __all__ = ["bicubic_baseline", "evaluate_sr", "imresize", "modcrop", "psnr", "ps
 
 
 def _check_pair(a: torch.Tensor, b: torch.Tensor) -> None:
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
+        raise TypeError(f"images must be tensors, got {type(a).__name__} and {type(b).__name__}")
     if a.shape != b.shape:
         raise ValueError(f"images must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    for name, x in (("first", a), ("second", b)):
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"the {name} image holds NaN or Inf values: no meaningful quality metric")
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor, peak: float = 1.0) -> float:
     """Peak signal-to-noise ratio in dB over all elements (``inf`` for identical images)."""
     _check_pair(a, b)
+    if isinstance(peak, bool) or not isinstance(peak, (int, float)) or not math.isfinite(peak) or peak <= 0:
+        raise ValueError(f"peak must be a finite number > 0, got {peak!r}")
     mse = torch.mean((a.double() - b.double()) ** 2).item()
     return math.inf if mse == 0 else 10.0 * math.log10(peak ** 2 / mse)
 

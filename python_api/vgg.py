@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import _checks
+
 __all__ = ["CAFFE_FILES", "CAFFE_MAGNITUDE_THRESHOLD", "CAFFE_MEAN_BGR", "IMAGENET_MEAN", "IMAGENET_STD",
            "TORCHVISION_FILES", "TORCHVISION_URL_ROOT", "VGG_CONFIGS", "VGGFeatures", "layer_names"]
 
@@ -113,10 +115,9 @@ def _download(url: str, progress: bool = True) -> dict[str, torch.Tensor]:
 
 
 def _load_file(path: str) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt / non-weights_only pickle / not a torch file: say which file
-        raise RuntimeError(f"could not load the VGG weights file {path}: {type(e).__name__}: {e}") from e
+    """A VGG state-dict file, loaded with ``weights_only=True``; ValueError saying it is not a valid one (never
+    advising to load it with ``weights_only=False``)."""
+    return _checks.load_torch_file(path, "VGG weights file")
 
 
 def _as_state_dict(obj: Any, source: str) -> dict[str, Any]:

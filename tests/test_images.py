@@ -374,10 +374,21 @@ def test_jpeg_quality_95(tmp_path, monkeypatch):
     assert seen["format"] == "JPEG" and seen["quality"] == 95
 
 
-def test_save_clamps_and_handles_nan(tmp_path):
-    img = torch.tensor([[-1.0, 0.5, 2.0, float("nan")]]).expand(3, 1, 4).clone()
+def test_save_clamps(tmp_path):
+    img = torch.tensor([[-1.0, 0.5, 2.0, 0.0]]).expand(3, 1, 4).clone()
     saved = images.save_image(img, tmp_path / "c.png")
     np.testing.assert_array_equal(np.asarray(Image.open(saved))[0, :, 0], (0, 128, 255, 0))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_save_refuses_non_finite_pixels(tmp_path, bad):
+    img = torch.rand(3, 4, 4)
+    img[1, 2, 3] = bad
+    with pytest.raises(ValueError, match="1 non-finite values"):
+        images.save_image(img, tmp_path / "n.png")
+    with pytest.raises(ValueError, match="non-finite"):
+        images.to_pil(img)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_save_rejects_bad_shapes_and_suffix(tmp_path):

@@ -43,6 +43,11 @@ def train(data_dir, styles, out, **kwargs):
                                    progress=False)
 
 
+def optimizer_steps(state: dict) -> int:
+    """The number of Adam steps a checkpoint's optimizer state has taken."""
+    return int(state["optimizer"]["state"][0]["step"])
+
+
 def test_style_training_loss_falls_and_outputs(data_dir, style_paths, tmp_path):
     result = train(data_dir, style_paths[:1], tmp_path / "run", iterations=30, batch_size=4)
     losses = [row["loss"] for row in result.losses]
@@ -58,6 +63,7 @@ def test_unreadable_files_are_skipped_with_a_warning(data_dir):
     with pytest.warns(UserWarning, match="skipping unreadable"):
         assert data[broken] is None
     assert len(data) == 6 and data[(broken + 1) % 6].shape == (3, CROP, CROP)
+    assert torch.equal(data[(broken + 1) % 6], data[0, (broken + 1) % 6])  # an int key is epoch 0
 
 
 def test_resume_gives_the_same_next_steps(data_dir, style_paths, tmp_path):
@@ -115,7 +121,7 @@ def test_ctrl_c_saves_a_checkpoint(data_dir, style_paths, tmp_path, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train(data_dir, style_paths[:1], tmp_path / "stop", sample_every=2, checkpoint_every=0)
     state = torch.load(tmp_path / "stop" / "checkpoint.pt", weights_only=True)
-    assert state["step"] == 1 and calls == [1]
+    assert state["step"] == 2 == optimizer_steps(state) and calls == [1]
     monkeypatch.setattr(johnson, "_save_sample", original)
 
 
