@@ -182,9 +182,9 @@ def _run_dip(args: argparse.Namespace) -> int:
     inputs = [args.image] + ([args.mask] if args.task == "inpaint" else [])
     _checks.output_path("-o", args.output, inputs + [args.ground_truth], images.SAVE_FORMATS)
     add_noise = getattr(args, "add_noise", None)
-    if add_noise is not None and args.ground_truth:
+    if add_noise is not None and args.ground_truth is not None:
         raise ValueError("--add-noise makes IMAGE the ground truth: do not pass --ground-truth as well")
-    if args.output_kind == "best" and not args.ground_truth and add_noise is None:
+    if args.output_kind == "best" and args.ground_truth is None and add_noise is None:
         raise ValueError("--output-kind best needs --ground-truth (or --add-noise)")
     if args.task == "denoise":
         noisy = args.image
@@ -317,7 +317,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if not files:
         raise ValueError(f"no images ({', '.join(johnson.IMAGE_SUFFIXES)}) in the folder {folder}")
     factor, upscale = args.factor if args.factor is not None else 4, None
-    if args.model:
+    if args.model is not None:
         device = johnson.resolve_device(args.device)
         model, _ = johnson.load_model(args.model)
         model_factor = getattr(model, "factor", None)
@@ -329,7 +329,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         upscale = lambda lr: johnson.stylize_feedforward(model, lr, device=device).cpu()  # noqa: E731
     hr = {p.stem: images.load_image(p) for p in files}
     report = metrics.evaluate_sr(hr, factor, upscale)
-    print(f"| image | PSNR-Y (dB) | SSIM-Y |  ({'model ' + args.model if args.model else 'bicubic'}, x{factor})")
+    source = "bicubic" if args.model is None else f"model {args.model}"
+    print(f"| image | PSNR-Y (dB) | SSIM-Y |  ({source}, x{factor})")
     for name, row in report["per_image"].items():
         print(f"| {name} | {row['psnr_y']:.2f} | {row['ssim_y']:.4f} |")
     print(f"| mean | {report['mean']['psnr_y']:.2f} | {report['mean']['ssim_y']:.4f} |")

@@ -64,12 +64,12 @@ def run(output: str | os.PathLike, *, size: int = 128, iterations: int = 40, wei
     size, iterations = _checks.integer("size", size, 16), _checks.integer("iterations", iterations, 0)
     device = resolve_device(device)
     weights = _default_weights() if weights is None else weights
+    layers = list(dict.fromkeys([*gatys.DEFAULT_CONTENT_LAYERS, *gatys.DEFAULT_STYLE_LAYERS]))
+    extractor = VGGFeatures(layers, arch="vgg19", weights=weights, seed=0)
     output.mkdir(parents=True, exist_ok=True)
     content, style = content_image(size), style_image(size)
     content_path = images.save_image(content, output / "content.png")
     style_path = images.save_image(style, output / "style.png")
-    layers = list(dict.fromkeys([*gatys.DEFAULT_CONTENT_LAYERS, *gatys.DEFAULT_STYLE_LAYERS]))
-    extractor = VGGFeatures(layers, arch="vgg19", weights=weights, seed=0)
     rows = []
     start = time.perf_counter()
     stylized, history = gatys.stylize(content, style, size=size, iterations=iterations, extractor=extractor,

@@ -445,6 +445,8 @@ def _vgg(layers: list[str], config: TrainConfig, device: torch.device) -> VGGFea
 
 def gaussian_blur(img: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
     """Separable Gaussian blur (radius 3 sigma), reflection padding."""
+    img = images._as_batch("img", img, channels=None)[0]
+    sigma = _checks.number("sigma", sigma, positive=True)
     radius = max(1, math.ceil(3 * sigma))
     x = torch.arange(-radius, radius + 1, dtype=img.dtype, device=img.device)
     k = torch.exp(-x ** 2 / (2 * sigma ** 2))
@@ -455,7 +457,10 @@ def gaussian_blur(img: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
 
 def degrade(hr: torch.Tensor, factor: int) -> torch.Tensor:
     """Johnson et al.'s LR images: Gaussian blur (sigma 1) then bicubic downsampling by ``factor``."""
-    H, W = hr.shape[-2:]
+    factor = _checks.integer("factor", factor, 1)
+    H, W = images._as_batch("hr", hr, channels=None)[0].shape[-2:]
+    if min(H, W) < 4 or min(H, W) < factor:  # reflection padding of the blur needs 4 pixels
+        raise ValueError(f"hr of size {H}x{W} is too small to blur and downsample by {factor}")
     lr = F.interpolate(gaussian_blur(hr), size=(H // factor, W // factor), mode="bicubic", antialias=True,
                        align_corners=False)
     return lr.clamp(0, 1)

@@ -457,7 +457,7 @@ def load_model(path: str | os.PathLike[str], map_location: Any = "cpu") -> tuple
         path = config_path.parent / document["weights"]
     if not path.is_file():
         raise _missing("model weights", path)
-    metadata = document.get("metadata") or {}
+    metadata = document.get("metadata", {})
     if not isinstance(metadata, dict):
         raise ValueError(f"{config_path}: 'metadata' must be a JSON object, got {type(metadata).__name__}")
 

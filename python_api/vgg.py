@@ -233,6 +233,7 @@ class VGGFeatures(nn.Module):
                  progress: bool = True) -> None:
         super().__init__()
         all_names = layer_names(arch)  # ValueError for an unknown arch
+        seed = _checks.seed(seed)
         if pooling not in _POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; expected one of {list(_POOLINGS)}")
         if weights_format is not None and weights_format not in _WEIGHTS_FORMATS + ("random",):

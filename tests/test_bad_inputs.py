@@ -15,7 +15,7 @@ import warnings
 import pytest
 import torch
 
-from perceptual_kernels.api import _checks, cli, dip, gatys, images, johnson, metrics, vgg
+from perceptual_kernels.api import _checks, cli, demo, dip, gatys, images, johnson, metrics, vgg
 from perceptual_kernels.api._device import resolve_device
 from perceptual_kernels.api.johnson_nets import SuperResolutionNet, TransformNet, load_model, save_model
 
@@ -140,6 +140,7 @@ NUMBER_CASES = [
     ("transfer {multi} {content} -o {out}", ["2 styles"]),
     ("transfer {multi} {content} -o {out} --style 0 --all-styles", ["not both"]),
     ("transfer {sr} {content} -o {out} --style 0", ["single style"]),
+    ("transfer {sr} {content} -o {out} --all-styles", ["single style"]),
     ("evaluate-sr {data} --factor 0", ["--factor", ">= 1"]),
     ("evaluate-sr {data} --model {sr} --factor 4", ["--factor 4", "x2 model"]),
     ("evaluate-sr {data} --model {multi}", ["style transfer model"]),
@@ -436,6 +437,19 @@ API_CASES = [
 def test_api_bad_arguments_fail_before_work(call, error, text, picture, no_work):
     with pytest.raises(error, match=text):
         call(picture)
+
+
+def test_api_explicit_empty_values_are_not_replaced_by_defaults(files, tmp_path, no_work):
+    with pytest.raises(FileNotFoundError, match="weights=''"):
+        demo.run(tmp_path / "demo", size=16, iterations=1, weights="")
+    assert not (tmp_path / "demo").exists()
+
+
+def test_api_dip_save_path_never_an_input(files, no_work):
+    with pytest.raises(ValueError, match="save_path .* is the same file as the input"):
+        dip.denoise(files["content"], save_path=files["hardlink"])
+    with pytest.raises(ValueError, match="save_path .* is the same file as the input"):
+        dip.inpaint(files["content"], files["style"], save_path=files["style"])
 
 
 @pytest.mark.parametrize("field, value, text", [
