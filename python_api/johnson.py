@@ -178,6 +178,7 @@ def _checked_config(config: TrainConfig | None, task: str, **defaults: object) -
     c.style_layers = tuple(c.style_layers)
     if not isinstance(c.vgg_weights, (str, os.PathLike)):
         raise TypeError(f"config.vgg_weights must be 'imagenet', 'caffe', 'random' or a path, got {c.vgg_weights!r}")
+    c.vgg_weights = os.fspath(c.vgg_weights)  # a str in the checkpoint (weights_only loads no Path objects)
     _checks.seed(c.seed, "config.seed")
     if task == "super_resolution":
         if c.factor not in SR_FACTORS or isinstance(c.factor, bool):

@@ -46,6 +46,7 @@ from torch import nn
 from perceptual_kernels.nn import ConditionalInstanceNorm2d, InstanceNorm2d
 
 from . import _checks
+from ._device import resolve_device
 
 __all__ = [
     "OUTPUTS", "SR_FACTORS", "SR_NORMS", "SuperResolutionNet", "TransformNet", "build_model", "load_model",
@@ -474,5 +475,5 @@ def load_model(path: str | os.PathLike[str], map_location: Any = "cpu") -> tuple
     model = build_model(document["config"])
     model.load_state_dict(state)
     if isinstance(map_location, (str, torch.device)):
-        model.to(map_location)
+        model.to(resolve_device(map_location))
     return model.eval(), metadata

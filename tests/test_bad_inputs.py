@@ -625,3 +625,19 @@ def test_cli_huge_loss_is_an_error(files, tmp_path, capsys, monkeypatch):
     expect_error(["stylize", files["content"], files["style"], "-o", str(tmp_path / "o.png"), "--size", "16",
                   *GATYS], capsys, "the loss became", "iteration 0")
     assert not (tmp_path / "o.png").exists()
+
+
+def test_cli_training_loss_overflow_is_an_error(files, tmp_path, capsys, monkeypatch):
+    real = johnson.pk.content_loss
+    monkeypatch.setattr(johnson.pk, "content_loss", lambda *args, **kwargs: real(*args, **kwargs) * float("inf"))
+    out = tmp_path / "run"
+    expect_error(["train", "style", files["data"], files["style"], "-o", str(out), *TRAIN], capsys,
+                 "the loss became inf at step 1")
+    assert not (out / "model.pth").exists() and not (out / "checkpoint.pt").exists()
+
+
+def test_load_model_on_a_missing_device(files):
+    if torch.cuda.is_available():
+        pytest.skip("checks the message of a machine without CUDA")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        load_model(files["multi"], map_location="cuda")
