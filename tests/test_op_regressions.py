@@ -58,6 +58,18 @@ def _custom_op_calls(x: torch.Tensor, backend: str) -> dict[str, tuple]:
 
 
 # --- 1. fake kernels agree with the real ones (shape, dtype, strides) ------------------------------------------
+@pytest.mark.triton
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_fake_kernels_match_the_triton_kernels(dtype, layout):
+    if reason := unavailable_reason("triton", torch.device("cpu"), dtype):
+        pytest.skip(reason)
+    x = make_input((3, 3, 5, 7), layout, dtype)
+    for name, (op, args) in _custom_op_calls(x, "triton").items():
+        result = torch.library.opcheck(op, args, test_utils=("test_schema", "test_faketensor"))
+        assert set(result.values()) == {"SUCCESS"}, f"{name}: {result}"
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)
 def test_fake_kernels_match_the_real_kernels(cpu_backend, dtype, layout):

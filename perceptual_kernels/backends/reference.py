@@ -12,8 +12,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-REDUCTIONS = ("mean", "sum", "none")
-
 
 def gram_matrix(x: torch.Tensor, scale: float, out_dtype: torch.dtype) -> torch.Tensor:
     """``G_b = F_b F_b^T * scale`` -> (B, C, C), accumulated in fp32 (or fp64) and scaled before the cast."""
