@@ -437,9 +437,9 @@ ItemsFn pick_items_for_cpu(int64_t kind, bool need_grad) {
 
 namespace {
 
-// One pass over x: (per-sample TV (B,) acc, coef_b * dTV_b/dx if coef is given).
+// One pass over x: (per-sample TV (B,) acc, coef_b * dTV_b/dx if coef, a (B,) double array, is given).
 std::tuple<Tensor, Tensor> tv_pass(const char* op, const Tensor& x, int64_t kind, double eps,
-                                   const std::vector<double>* coef) {
+                                   const double* coef) {
   const bool need_grad = coef != nullptr;
   TORCH_CHECK(x.dim() == 4, op, ": x must be 4-D (B, C, H, W), got ", x.dim(), " dims");
   TORCH_CHECK(x.device().is_cpu(), op, ": x must be a CPU tensor, got ", x.device());
@@ -477,7 +477,7 @@ std::tuple<Tensor, Tensor> tv_pass(const char* op, const Tensor& x, int64_t kind
   }
   job.flags = flags.data();
   job.eps = eps;
-  job.coef = need_grad ? coef->data() : nullptr;
+  job.coef = coef;
   const int64_t items_per_sample = (nhwc ? 1 : C) * job.items_per_plane;
   job.items_per_sample = items_per_sample;
   const int64_t n_items = B * items_per_sample;
@@ -511,8 +511,7 @@ Tensor tv_backward(const Tensor& x, int64_t kind, double eps, const Tensor& coef
               "tv_backward: coef must be a (B,) CPU tensor for x of shape ", x.sizes(), ", got shape ", coef.sizes(),
               " on ", coef.device());
   const Tensor c = coef.to(at::kDouble).contiguous();
-  const std::vector<double> values(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
-  return std::get<1>(tv_pass("tv_backward", x, kind, eps, &values));
+  return std::get<1>(tv_pass("tv_backward", x, kind, eps, c.const_data_ptr<double>()));
 }
 
 }  // namespace perceptual_kernels::cpu

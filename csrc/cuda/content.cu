@@ -31,7 +31,7 @@ content_kernels::Strides4 strides4(const Tensor& t) {
   return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
 }
 
-// (sum (x - t)^2 as a 0-d fp32 tensor, coef * (x - t) when coef is given (else an undefined tensor)).
+// Forward (no coef): (sum (x - t)^2 as a 0-d fp32 tensor, undefined); backward: (undefined, coef * (x - t)).
 std::tuple<Tensor, Tensor> content_pass(const char* op, const Tensor& x, const Tensor& target, const Tensor* coef) {
   const bool need_grad = coef != nullptr;
   TORCH_CHECK(x.is_cuda(), op, ": x must be a CUDA tensor, got ", x.device());
@@ -69,7 +69,6 @@ std::tuple<Tensor, Tensor> content_pass(const char* op, const Tensor& x, const T
 
   auto stream = c10::cuda::getCurrentCUDAStream();
   Tensor partials = at::empty({n_blocks}, x.options().dtype(at::kFloat));
-  Tensor loss = at::empty({}, x.options().dtype(at::kFloat));
   with_dtype(x.scalar_type(), [&](auto* tx) {
     with_dtype(target.scalar_type(), [&](auto* tt) {
       using TX = std::remove_pointer_t<decltype(tx)>;
@@ -82,6 +81,8 @@ std::tuple<Tensor, Tensor> content_pass(const char* op, const Tensor& x, const T
     });
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (need_grad) return {Tensor(), grad};  // the backward does not use the loss: no final sum
+  Tensor loss = at::empty({}, x.options().dtype(at::kFloat));
   content_kernels::launch_content_sum(partials.const_data_ptr<float>(), n_blocks, loss.data_ptr<float>(), stream);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return {loss, grad};

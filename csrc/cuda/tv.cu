@@ -15,7 +15,7 @@
 namespace perceptual_kernels::cuda {
 namespace {
 
-// (per-sample TV (B,) fp32, coef_b * dTV_b/dx when coef is given (else an undefined tensor)).
+// Forward (no coef): (per-sample TV (B,) fp32, undefined); backward: (undefined, coef_b * dTV_b/dx).
 std::tuple<Tensor, Tensor> tv_pass(const char* op, const Tensor& x, int64_t kind, double eps, const Tensor* coef) {
   const bool need_grad = coef != nullptr;
   TORCH_CHECK(x.is_cuda(), op, ": x must be a CUDA tensor, got ", x.device());
@@ -42,7 +42,6 @@ std::tuple<Tensor, Tensor> tv_pass(const char* op, const Tensor& x, int64_t kind
 
   auto stream = c10::cuda::getCurrentCUDAStream();
   Tensor partials = at::empty({B, n_per_sample}, x.options().dtype(at::kFloat));
-  Tensor per_sample = at::empty({B}, x.options().dtype(at::kFloat));
   const Tensor& g = need_grad ? grad : x;  // strides only; no gradient is written without need_grad
   auto launch = [&](auto* x_ptr) {
     using T = std::remove_const_t<std::remove_pointer_t<decltype(x_ptr)>>;
@@ -59,6 +58,8 @@ std::tuple<Tensor, Tensor> tv_pass(const char* op, const Tensor& x, int64_t kind
     launch(reinterpret_cast<const __nv_bfloat16*>(x.const_data_ptr()));
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (need_grad) return {Tensor(), grad};  // the backward does not use the loss: no row sums
+  Tensor per_sample = at::empty({B}, x.options().dtype(at::kFloat));
   tv_kernels::launch_tv_row_sum(partials.const_data_ptr<float>(), n_per_sample, B, per_sample.data_ptr<float>(),
                                 stream);
   C10_CUDA_KERNEL_LAUNCH_CHECK();

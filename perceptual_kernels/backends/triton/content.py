@@ -83,9 +83,9 @@ def _launch_config() -> tuple[int, int]:
 
 
 def _content_pass(x: torch.Tensor, target: torch.Tensor, coef: torch.Tensor | None
-                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``sum (x - target)^2`` (0-d fp32) and, when ``coef`` (one fp32 element) is given, ``coef * (x - target)``
-    in x's dtype (``torch.empty_like(x)``). 4-D tensors of one shape, any strides; target may have another
+                  ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Forward (no ``coef``): ``(sum (x - target)^2`` 0-d fp32, None); backward (``coef`` one fp32 element):
+    ``(None, coef * (x - target))`` in x's dtype (``torch.empty_like(x)``). 4-D tensors of one shape, any strides; target may have another
     floating dtype than x."""
     if x.dim() != 4 or target.shape != x.shape:
         raise ValueError(f"content_loss: expected two 4-D tensors of the same shape, "
@@ -117,7 +117,7 @@ def _content_pass(x: torch.Tensor, target: torch.Tensor, coef: torch.Tensor | No
             *x.stride(), *target.stride(), *g.stride(),
             NEED_GRAD=need_grad, BLOCK=BLOCK, num_warps=num_warps,
         )
-    return partials.sum(), grad
+    return (None if need_grad else partials.sum()), grad  # the backward does not use the loss
 
 
 def content_loss_forward(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -127,9 +127,9 @@ def _launch_config() -> tuple[int, int, int]:
 
 
 def _tv_pass(x: torch.Tensor, kind: str, eps: float, coef: torch.Tensor | None
-             ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(per_sample, grad)``: the per-sample TV (B,) fp32 and, when ``coef`` (B,) fp32 is given,
-    ``coef_b * dTV_b/dx`` in x's dtype (``torch.empty_like(x)``). Math is fp32 for every input dtype."""
+             ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Forward (no ``coef``): ``(per_sample, None)``, the per-sample TV (B,) fp32; backward (``coef`` (B,) fp32):
+    ``(None, coef_b * dTV_b/dx)`` in x's dtype (``torch.empty_like(x)``). Math is fp32 for every input dtype."""
     if x.dim() != 4:
         raise ValueError(f"tv: expected a 4-D (B, C, H, W) tensor, got shape {tuple(x.shape)}")
     if x.dtype not in TRITON_DTYPES:
@@ -162,7 +162,7 @@ def _tv_pass(x: torch.Tensor, kind: str, eps: float, coef: torch.Tensor | None
         num_warps=num_warps,
     )
     # Programs are plane-major, planes sample-major: each sample owns C * n_tiles consecutive partials.
-    return partials.view(B, -1).sum(1), grad
+    return (None if need_grad else partials.view(B, -1).sum(1)), grad  # the backward does not use the loss
 
 
 def tv_forward(x: torch.Tensor, kind: str, eps: float) -> torch.Tensor:
