@@ -1,6 +1,7 @@
 """Registers, spills and shared memory of every CUDA kernel in ``csrc/cuda/*.cuh``, compiled standalone with
 ``nvcc -Xptxas -v`` for sm_80 and sm_90 (no GPU and no torch headers needed: the .cuh files include none).
 Writes ``benchmarks/results/cuda_ptxas.md``. Run: ``python benchmarks/cuda_resources.py``."""
+
 from __future__ import annotations
 
 import pathlib
@@ -21,6 +22,7 @@ _STACK = re.compile(r"(\d+) bytes stack frame")
 def nvcc() -> str | None:
     """Path of nvcc (PATH, then CUDA_HOME / CUDA_PATH), or None."""
     import os
+
     found = shutil.which("nvcc")
     for home in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
         if not found and home and (pathlib.Path(home) / "bin" / "nvcc").exists():
@@ -52,8 +54,21 @@ def compile_report(source: pathlib.Path, archs: tuple[int, ...] = ARCHS) -> list
     (kernel, arch): registers, spill store / load bytes, stack frame and static shared memory bytes."""
     gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [nvcc(), "-std=c++17", "-O3", "-x", "cu", "-DPK_STANDALONE_INSTANTIATE", "-Xptxas", "-v", *gencode,
-               "-c", str(source), "-o", str(pathlib.Path(tmp) / "kernels.o")]
+        cmd = [
+            nvcc(),
+            "-std=c++17",
+            "-O3",
+            "-x",
+            "cu",
+            "-DPK_STANDALONE_INSTANTIATE",
+            "-Xptxas",
+            "-v",
+            *gencode,
+            "-c",
+            str(source),
+            "-o",
+            str(pathlib.Path(tmp) / "kernels.o"),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"nvcc failed on {source.name}:\n{proc.stderr[-4000:]}")
@@ -83,17 +98,23 @@ def sources() -> list[pathlib.Path]:
 
 def main() -> None:
     version = subprocess.run([nvcc(), "--version"], capture_output=True, text=True).stdout.strip().splitlines()[-1]
-    lines = ["# CUDA kernels: ptxas resource usage (sm_80, sm_90)", "",
-             f"Compiled standalone on a CPU-only machine with `python benchmarks/cuda_resources.py` ({version}). "
-             "Registers per thread; spills and stack in bytes per thread; static shared memory per block.", "",
-             "| file | kernel | arch | registers | spill stores | spill loads | stack | smem |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# CUDA kernels: ptxas resource usage (sm_80, sm_90)",
+        "",
+        f"Compiled standalone on a CPU-only machine with `python benchmarks/cuda_resources.py` ({version}). "
+        "Registers per thread; spills and stack in bytes per thread; static shared memory per block.",
+        "",
+        "| file | kernel | arch | registers | spill stores | spill loads | stack | smem |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for source in sources():
         for r in compile_report(source):
             kernel = r["kernel"].replace("|", "\\|")
-            lines.append(f"| {r['file']} | `{kernel}` | {r['arch']} | {r.get('registers', '')} | "
-                         f"{r.get('spill_stores', 0)} | {r.get('spill_loads', 0)} | {r.get('stack', 0)} | "
-                         f"{r.get('smem', 0)} |")
+            lines.append(
+                f"| {r['file']} | `{kernel}` | {r['arch']} | {r.get('registers', '')} | "
+                f"{r.get('spill_stores', 0)} | {r.get('spill_loads', 0)} | {r.get('stack', 0)} | "
+                f"{r.get('smem', 0)} |"
+            )
     out = ROOT / "benchmarks" / "results" / "cuda_ptxas.md"
     out.write_text("\n".join(lines) + "\n")
     print(out.read_text())

@@ -13,6 +13,7 @@ floor time and the fraction of it each backend reaches), a table for the whole-l
 For programmatic use: :func:`load` (read + validate), :func:`render` (markdown text), :func:`table_rows` (the op
 table rows as dicts), :func:`loop_rows`, :func:`machine_slug`, :func:`write_report` and :func:`plot`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,8 @@ import pathlib
 import re
 import sys
 import tempfile
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
 
@@ -61,8 +63,9 @@ def load(path: str | os.PathLike) -> dict:
     try:
         results = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ReportError(f"{path} is not JSON ({exc}); expected the file written by "
-                          f"`pytest --benchmark-json=...`") from exc
+        raise ReportError(
+            f"{path} is not JSON ({exc}); expected the file written by `pytest --benchmark-json=...`"
+        ) from exc
     _check(results, str(path))
     return results
 
@@ -72,8 +75,10 @@ def _check(results: Any, where: str = "the results") -> None:
         raise ReportError(f"{where}: expected a pytest-benchmark JSON object, got {type(results).__name__}")
     benches = results.get("benchmarks")
     if not isinstance(benches, list) or not benches:
-        raise ReportError(f"{where} has no benchmarks (empty or missing 'benchmarks' list): was pytest run with "
-                          f"--benchmark-only on a machine where the benchmarks ran (none skipped or deselected)?")
+        raise ReportError(
+            f"{where} has no benchmarks (empty or missing 'benchmarks' list): was pytest run with "
+            f"--benchmark-only on a machine where the benchmarks ran (none skipped or deselected)?"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -144,8 +149,9 @@ def floor_ms(extra: dict) -> float | None:
     if flops <= 0 and nbytes <= 0:
         return None
     dtype = str(extra.get("dtype") or "fp32")
-    if dtype == "fp32" and (extra.get("tf32") is True
-                            or str(extra.get("matmul_precision", "")).lower() in ("high", "medium")):
+    if dtype == "fp32" and (
+        extra.get("tf32") is True or str(extra.get("matmul_precision", "")).lower() in ("high", "medium")
+    ):
         dtype = "tf32"
     peak_flops = peaks["flops"].get(dtype, peaks["flops"]["fp32"])
     return max(flops / peak_flops, nbytes / peaks["bandwidth"]) * 1e3
@@ -174,6 +180,7 @@ def _fmt_fraction(value: float | None) -> str:
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     def cell(s: str) -> str:
         return str(s).replace("|", "\\|").replace("\n", " ")
+
     lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
     return lines
@@ -201,12 +208,30 @@ def table_rows(results: dict) -> list[dict]:
         extra = bench["extra_info"]
         case = str(extra.get("case", ""))
         case_seen.setdefault(case, len(case_seen))
-        key = (str(extra["op"]), str(extra.get("pass", "")), case, extra.get("size", ""),
-               str(extra.get("dtype", "")), str(extra.get("device", "")))
-        row = grouped.setdefault(key, {
-            "op": key[0], "pass": key[1], "case": key[2], "size": key[3], "dtype": key[4], "device": key[5],
-            "device_name": str(extra.get("device_name", "")), "times_ms": {}, "mem_bytes": {},
-            "floor_ms": None, "_extra": extra})
+        key = (
+            str(extra["op"]),
+            str(extra.get("pass", "")),
+            case,
+            extra.get("size", ""),
+            str(extra.get("dtype", "")),
+            str(extra.get("device", "")),
+        )
+        row = grouped.setdefault(
+            key,
+            {
+                "op": key[0],
+                "pass": key[1],
+                "case": key[2],
+                "size": key[3],
+                "dtype": key[4],
+                "device": key[5],
+                "device_name": str(extra.get("device_name", "")),
+                "times_ms": {},
+                "mem_bytes": {},
+                "floor_ms": None,
+                "_extra": extra,
+            },
+        )
         backend = _backend(bench)
         # the same configuration measured twice (merged runs): keep the faster one
         if backend not in row["times_ms"] or ms < row["times_ms"][backend]:
@@ -224,17 +249,25 @@ def table_rows(results: dict) -> list[dict]:
         row["times_ms"] = {b: times[b] for b in sorted(times, key=_backend_key)}
         for base in BASELINES:
             row[f"speedup_vs_{base}"] = {
-                b: (times[base] / times[b] if base in times and times[b] > 0 else None) for b in ours}
+                b: (times[base] / times[b] if base in times and times[b] > 0 else None) for b in ours
+            }
         floor = row["floor_ms"]
-        row["floor_fraction"] = {b: (floor / t if floor is not None and t > 0 else None)
-                                 for b, t in row["times_ms"].items()}
+        row["floor_fraction"] = {
+            b: (floor / t if floor is not None and t > 0 else None) for b, t in row["times_ms"].items()
+        }
         rows.append(row)
 
     def sort_key(r):
         size = r["size"]
-        return (r["op"], _order(r["pass"], PASS_ORDER), case_seen.get(r["case"], 0),
-                (0, size, "") if isinstance(size, (int, float)) else (1, 0, str(size)),
-                _order(r["dtype"], DTYPE_ORDER), r["device"])
+        return (
+            r["op"],
+            _order(r["pass"], PASS_ORDER),
+            case_seen.get(r["case"], 0),
+            (0, size, "") if isinstance(size, (int, float)) else (1, 0, str(size)),
+            _order(r["dtype"], DTYPE_ORDER),
+            r["device"],
+        )
+
     return sorted(rows, key=sort_key)
 
 
@@ -262,15 +295,15 @@ def loop_rows(results: dict) -> list[dict]:
         if variant is None or ms is None:
             continue
         group = str(bench["group"])
-        row = grouped.setdefault(group, {"loop": next(p for p in LOOP_PREFIXES if group.startswith(p)),
-                                         "group": group, "times_ms": {}})
+        row = grouped.setdefault(
+            group, {"loop": next(p for p in LOOP_PREFIXES if group.startswith(p)), "group": group, "times_ms": {}}
+        )
         if variant not in row["times_ms"] or ms < row["times_ms"][variant]:
             row["times_ms"][variant] = ms
     for row in grouped.values():
         t = row["times_ms"]
         row["ratio"] = t["plain"] / t["fused"] if "plain" in t and t.get("fused") else None
-    return [grouped[g] for g in sorted(grouped, key=lambda g: (_order(grouped[g]["loop"], LOOP_PREFIXES),
-                                                                _natural(g)))]
+    return [grouped[g] for g in sorted(grouped, key=lambda g: (_order(grouped[g]["loop"], LOOP_PREFIXES), _natural(g)))]
 
 
 def _natural(text: str) -> list:
@@ -302,8 +335,12 @@ def _gpu_names(results: dict) -> list[str]:
 
 def _cpu_name(results: dict) -> str:
     cpu = (results.get("machine_info") or {}).get("cpu") or {}
-    return str(cpu.get("brand_raw") or cpu.get("brand") or (results.get("machine_info") or {}).get("processor")
-               or "unknown CPU")
+    return str(
+        cpu.get("brand_raw")
+        or cpu.get("brand")
+        or (results.get("machine_info") or {}).get("processor")
+        or "unknown CPU"
+    )
 
 
 def _slug(text: str) -> str:
@@ -345,13 +382,15 @@ def render(results: dict, *, source: str | None = None) -> str:
     """The markdown report for a loaded pytest-benchmark JSON (see the module docstring)."""
     _check(results)
     gpus = _gpu_names(results)
-    machine = (results.get("machine_info") or {})
+    machine = results.get("machine_info") or {}
     title = gpus[0] if gpus else _cpu_name(results)
     lines = [f"# Benchmarks on {title}", ""]
     lines.append(f"- CPU: {_cpu_name(results)}")
     lines.append(f"- GPU: {', '.join(gpus) if gpus else 'none (CPU run)'}")
-    lines.append(f"- torch {_versions(results, 'torch')}; triton {_versions(results, 'triton')}; "
-                 f"CUDA {_versions(results, 'cuda')}; Python {machine.get('python_version', 'unknown')}")
+    lines.append(
+        f"- torch {_versions(results, 'torch')}; triton {_versions(results, 'triton')}; "
+        f"CUDA {_versions(results, 'cuda')}; Python {machine.get('python_version', 'unknown')}"
+    )
     lines.append(f"- date: {results.get('datetime', 'unknown')}")
     if source:
         lines.append(f"- from: `{source}`")
@@ -385,42 +424,62 @@ def render(results: dict, *, source: str | None = None) -> str:
                 cells += ["" if r["floor_ms"] is None else _fmt_ms(r["floor_ms"])]
                 cells += [_fmt_fraction(r["floor_fraction"].get(b)) for b in backends]
             if with_mem:
-                cells += ["-" if r["mem_bytes"].get(b) is None else f"{r['mem_bytes'][b] / 2**20:.1f}"
-                          for b in backends]
+                cells += [
+                    "-" if r["mem_bytes"].get(b) is None else f"{r['mem_bytes'][b] / 2**20:.1f}" for b in backends
+                ]
             table.append(cells)
         lines += [f"## {op}", ""] + _md_table(header, table) + [""]
 
     loops = loop_rows(results)
     if loops:
-        lines += ["## Loops", "",
-                  "Whole iterations / training steps: our fused ops (`fused`) vs the same loss written with "
-                  "plain PyTorch (`plain`); ratio = plain / fused (> 1: fused is faster).", ""]
-        lines += _md_table(["loop", "group", "fused (ms)", "plain (ms)", "plain / fused"],
-                           [[r["loop"], r["group"], _fmt_ms(r["times_ms"].get("fused")),
-                             _fmt_ms(r["times_ms"].get("plain")), _fmt_ratio(r["ratio"])] for r in loops])
+        lines += [
+            "## Loops",
+            "",
+            "Whole iterations / training steps: our fused ops (`fused`) vs the same loss written with "
+            "plain PyTorch (`plain`); ratio = plain / fused (> 1: fused is faster).",
+            "",
+        ]
+        lines += _md_table(
+            ["loop", "group", "fused (ms)", "plain (ms)", "plain / fused"],
+            [
+                [
+                    r["loop"],
+                    r["group"],
+                    _fmt_ms(r["times_ms"].get("fused")),
+                    _fmt_ms(r["times_ms"].get("plain")),
+                    _fmt_ratio(r["ratio"]),
+                ]
+                for r in loops
+            ],
+        )
         lines.append("")
 
     others = _other_rows(results)
     if others:
         lines += ["## Other benchmarks", ""]
-        lines += _md_table(["group", "test", "median (ms)"], [[r["group"], r["name"], _fmt_ms(r["ms"])]
-                                                             for r in others])
+        lines += _md_table(
+            ["group", "test", "median (ms)"], [[r["group"], r["name"], _fmt_ms(r["ms"])] for r in others]
+        )
         lines.append("")
 
     if not rows and not loops and not others:
         lines += ["No benchmark recorded a usable median.", ""]
 
-    lines += ["## How measured", "",
-              "Times are medians in milliseconds. On the CPU they are pytest-benchmark's wall-clock medians over "
-              "its rounds; on the GPU they are medians of CUDA-event timings (`gpu_ms`, recorded by the "
-              "benchmark itself; wall-clock time would add the host's launch and synchronisation overhead), "
-              "falling back to the wall-clock median where a benchmark recorded none. "
-              "`X vs eager` / `X vs compile` = that baseline's time / X's time (> 1: X is faster); `eager` is the "
-              "plain PyTorch code, `compile` its `torch.compile`; `-` = not measured. "
-              "The floor is max(FLOPs / peak FLOP/s for the dtype, bytes / copy bandwidth) with the op's useful "
-              "FLOPs and the fewest bytes it must move (H100: 3.0 TB/s, H200: 4.3 TB/s; fp32 67, tf32 495, "
-              "bf16/fp16 790 TFLOP/s dense); `% floor` = floor / measured time, left empty off the GPU or on a GPU "
-              "without known peak rates.", ""]
+    lines += [
+        "## How measured",
+        "",
+        "Times are medians in milliseconds. On the CPU they are pytest-benchmark's wall-clock medians over "
+        "its rounds; on the GPU they are medians of CUDA-event timings (`gpu_ms`, recorded by the "
+        "benchmark itself; wall-clock time would add the host's launch and synchronisation overhead), "
+        "falling back to the wall-clock median where a benchmark recorded none. "
+        "`X vs eager` / `X vs compile` = that baseline's time / X's time (> 1: X is faster); `eager` is the "
+        "plain PyTorch code, `compile` its `torch.compile`; `-` = not measured. "
+        "The floor is max(FLOPs / peak FLOP/s for the dtype, bytes / copy bandwidth) with the op's useful "
+        "FLOPs and the fewest bytes it must move (H100: 3.0 TB/s, H200: 4.3 TB/s; fp32 67, tf32 495, "
+        "bf16/fp16 790 TFLOP/s dense); `% floor` = floor / measured time, left empty off the GPU or on a GPU "
+        "without known peak rates.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -456,8 +515,10 @@ def plot(results: dict, path: str | os.PathLike) -> pathlib.Path:
         ops.setdefault(row["op"], []).append(row)
     loops = [r for r in loop_rows(results) if r["ratio"] is not None]
     panels = len(ops) + (1 if loops else 0)
-    fig = Figure(figsize=(max(6.0, 0.9 * max([len(v) for v in ops.values()] + [len(loops), 4])), 3.2 * max(1, panels)),
-                 layout="constrained")
+    fig = Figure(
+        figsize=(max(6.0, 0.9 * max([len(v) for v in ops.values()] + [len(loops), 4])), 3.2 * max(1, panels)),
+        layout="constrained",
+    )
     FigureCanvasAgg(fig)
     axes = fig.subplots(max(1, panels), 1, squeeze=False)[:, 0]
     for ax, (op, op_rows) in zip(axes, ops.items()):
@@ -469,8 +530,9 @@ def plot(results: dict, path: str | os.PathLike) -> pathlib.Path:
             for r in op_rows:
                 t, base = r["times_ms"].get(backend), r["times_ms"].get("eager")
                 values.append(base / t if t and base else math.nan)
-            ax.bar([x + (i - (len(backends) - 1) / 2) * width for x in range(len(op_rows))], values, width,
-                   label=backend)
+            ax.bar(
+                [x + (i - (len(backends) - 1) / 2) * width for x in range(len(op_rows))], values, width, label=backend
+            )
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_xticks(range(len(op_rows)))
         ax.set_xticklabels([_row_label(r, many_devices) for r in op_rows], rotation=30, ha="right", fontsize=8)
@@ -498,8 +560,14 @@ def plot(results: dict, path: str | os.PathLike) -> pathlib.Path:
     return path
 
 
-def write_report(results: dict, out: str | os.PathLike | None = None, plot_path: str | os.PathLike | None = None,
-                 *, make_plot: bool = True, source: str | None = None) -> tuple[pathlib.Path, pathlib.Path | None]:
+def write_report(
+    results: dict,
+    out: str | os.PathLike | None = None,
+    plot_path: str | os.PathLike | None = None,
+    *,
+    make_plot: bool = True,
+    source: str | None = None,
+) -> tuple[pathlib.Path, pathlib.Path | None]:
     """Write the markdown (default ``benchmarks/results/<machine>.md``) and, when ``make_plot``, the PNG (default:
     same stem, ``.png``). Returns (markdown path, PNG path or None). The PNG is skipped with a warning on stderr
     when matplotlib is missing and no ``plot_path`` was asked for; asked for, the ImportError propagates."""
@@ -528,8 +596,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         results = load(args.results)
-        md_path, png_path = write_report(results, args.out, args.plot, make_plot=not args.no_plot,
-                                         source=pathlib.Path(args.results).name)
+        md_path, png_path = write_report(
+            results, args.out, args.plot, make_plot=not args.no_plot, source=pathlib.Path(args.results).name
+        )
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

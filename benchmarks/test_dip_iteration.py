@@ -2,6 +2,7 @@
 ``content_loss`` vs ``F.mse_loss``. CPU: 128 px with the 5x128 net; GPU: 512 px.
 Run: ``python -m pytest benchmarks/test_dip_iteration.py --benchmark-only``.
 """
+
 from __future__ import annotations
 
 import pytest

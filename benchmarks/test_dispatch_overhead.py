@@ -6,6 +6,7 @@ calls; the kernels are the plain-torch ones from ``tests/torch_kernels.py``), an
 kernel path minus the kernel function. Run:
 ``python -m pytest benchmarks/test_dispatch_overhead.py --benchmark-only``.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -19,7 +20,7 @@ from perceptual_kernels import _ops
 from perceptual_kernels.backends import _kernel_modules, reference
 
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "tests"))
-import torch_kernels  # noqa: E402
+import torch_kernels
 
 _kernel_modules["torch-test"] = torch_kernels
 x = torch.randn(2, 4, 4, 4, requires_grad=True)
@@ -30,25 +31,36 @@ rows = gamma[index].detach().contiguous()
 CASES = {
     # op: (public call on the reference backend, the reference math alone,
     #      the custom op, the kernel-interface function alone)
-    "gram_matrix": (lambda: pk.gram_matrix(x), lambda: reference.gram_matrix(x, 1 / 64, x.dtype),
-                    lambda: _ops.gram(x, 1 / 64, x.dtype, "torch-test"),
-                    lambda: torch_kernels.gram_forward(x, 1 / 64, x.dtype)),
-    "style_loss": (lambda: pk.style_loss(x, target, style_index=index),
-                   lambda: reference.style_loss(x, target, index, 1 / 64, 1.0, "mean"),
-                   lambda: _ops.style_loss(x, target, index, 1 / 64, "torch-test"),
-                   lambda: torch_kernels.style_loss_forward(x, target, index, 1 / 64)),
-    "content_loss": (lambda: pk.content_loss(x, x.detach()),
-                     lambda: reference.content_loss(x, x.detach(), 1.0, "mean"),
-                     lambda: _ops.content_loss(x, x.detach(), True, "torch-test"),
-                     lambda: torch_kernels.content_loss_forward(x, x.detach(), 2.0, True)),
-    "tv_loss": (lambda: pk.tv_loss(x), lambda: reference.tv_loss(x, "squared", 1e-8, 1.0, "mean"),
-                lambda: _ops.tv_loss(x, "squared", 1e-8, True, "torch-test"),
-                lambda: torch_kernels.tv_forward(x, "squared", 1e-8, 1.0, True)),
+    "gram_matrix": (
+        lambda: pk.gram_matrix(x),
+        lambda: reference.gram_matrix(x, 1 / 64, x.dtype),
+        lambda: _ops.gram(x, 1 / 64, x.dtype, "torch-test"),
+        lambda: torch_kernels.gram_forward(x, 1 / 64, x.dtype),
+    ),
+    "style_loss": (
+        lambda: pk.style_loss(x, target, style_index=index),
+        lambda: reference.style_loss(x, target, index, 1 / 64, 1.0, "mean"),
+        lambda: _ops.style_loss(x, target, index, 1 / 64, "torch-test"),
+        lambda: torch_kernels.style_loss_forward(x, target, index, 1 / 64),
+    ),
+    "content_loss": (
+        lambda: pk.content_loss(x, x.detach()),
+        lambda: reference.content_loss(x, x.detach(), 1.0, "mean"),
+        lambda: _ops.content_loss(x, x.detach(), True, "torch-test"),
+        lambda: torch_kernels.content_loss_forward(x, x.detach(), 2.0, True),
+    ),
+    "tv_loss": (
+        lambda: pk.tv_loss(x),
+        lambda: reference.tv_loss(x, "squared", 1e-8, 1.0, "mean"),
+        lambda: _ops.tv_loss(x, "squared", 1e-8, True, "torch-test"),
+        lambda: torch_kernels.tv_forward(x, "squared", 1e-8, 1.0, True),
+    ),
     "conditional_instance_norm": (
         lambda: pk.conditional_instance_norm(x, gamma, beta, style_index=index),
         lambda: reference.instance_norm(x, rows, rows, 1e-5, False),
         lambda: _ops.instance_norm(x, gamma, beta, index, 1e-5, False, "torch-test"),
-        lambda: torch_kernels.instance_norm_forward(x, gamma, beta, 1e-5, False, index)),
+        lambda: torch_kernels.instance_norm_forward(x, gamma, beta, 1e-5, False, index),
+    ),
 }
 PARTS = ("public_reference", "reference_math", "custom_op", "kernel_function", "public_kernel_path")
 

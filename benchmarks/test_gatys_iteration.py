@@ -3,6 +3,7 @@ of ``perceptual_kernels.api.gatys`` vs the same loss written with ``bmm`` Grams 
 PyTorch examples). Same random weights and inputs. CPU: 256 (512 skipped: too slow for a CPU run); GPU: 256, 512.
 Run: ``python -m pytest benchmarks/test_gatys_iteration.py --benchmark-only``.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -13,10 +14,10 @@ import pytest
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "tests"))
-from plain_gatys import gram, plain_loss  # noqa: E402
+from plain_gatys import gram, plain_loss
 
-from perceptual_kernels.api import gatys  # noqa: E402
-from perceptual_kernels.api.vgg import VGGFeatures  # noqa: E402
+from perceptual_kernels.api import gatys
+from perceptual_kernels.api.vgg import VGGFeatures
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -49,8 +50,16 @@ def test_gatys_iteration(benchmark, extractor, loop, size):
         style_targets = {n: gram(style_feats[n])[0] for n in gatys.DEFAULT_STYLE_LAYERS}
     image = content.clone().requires_grad_(True)
     if loop == "fused":
-        objective = gatys._Objective(extractor, content_targets, style_targets,
-                                     dict.fromkeys(gatys.DEFAULT_STYLE_LAYERS, 1.0), 1.0, 1e6, 0.0, False)
+        objective = gatys._Objective(
+            extractor,
+            content_targets,
+            style_targets,
+            dict.fromkeys(gatys.DEFAULT_STYLE_LAYERS, 1.0),
+            1.0,
+            1e6,
+            0.0,
+            False,
+        )
         loss_fn = lambda: objective(image)["loss"]  # noqa: E731
     else:
         loss_fn = lambda: plain_loss(extractor, image, content_targets, style_targets, 1.0, 1e6)  # noqa: E731

@@ -4,6 +4,7 @@ backward, Adam): the fused ops vs the same step written with plain PyTorch ops (
 CPU: batch 2 at 128 with 4 styles; GPU: batch 4 and 16 at 256 with 32 styles.
 Run: ``python -m pytest benchmarks/test_johnson_step.py --benchmark-only``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -20,7 +21,7 @@ from perceptual_kernels.api.johnson_nets import TransformNet
 from perceptual_kernels.api.vgg import VGGFeatures
 
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "tests"))
-from plain_gatys import gram  # noqa: E402
+from plain_gatys import gram
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 STYLE_LAYERS, CONTENT = ("relu1_2", "relu2_2", "relu3_3", "relu4_3"), "relu2_2"
@@ -67,10 +68,12 @@ def test_johnson_training_step(benchmark, variant, batch, size, styles):
         feats = vgg(y)
         if variant == "fused":
             loss = pk.content_loss(feats[CONTENT], content_target, weight=1e5) + sum(
-                pk.style_loss(feats[n], grams[n], style_index=index, weight=1e10) for n in STYLE_LAYERS)
+                pk.style_loss(feats[n], grams[n], style_index=index, weight=1e10) for n in STYLE_LAYERS
+            )
         else:
             loss = 1e5 * F.mse_loss(feats[CONTENT], content_target) + sum(
-                1e10 * F.mse_loss(gram(feats[n]), grams[n][index]) for n in STYLE_LAYERS)
+                1e10 * F.mse_loss(gram(feats[n]), grams[n][index]) for n in STYLE_LAYERS
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -8,6 +8,7 @@ fp32 at 256 only; the rest is skipped with a reason. GPU times come from CUDA ev
 Run: ``python -m pytest benchmarks/test_ops_bench.py --benchmark-only --benchmark-json=out.json`` then
 ``python -m benchmarks.report out.json``.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -19,6 +20,7 @@ from perceptual_kernels.backends import unavailable_reason
 
 try:
     import triton
+
     TRITON_VERSION = triton.__version__
 except ImportError:
     TRITON_VERSION = None
@@ -28,12 +30,16 @@ ON_GPU = DEVICE.type == "cuda"
 SIZES = (256, 512, 1024) if ON_GPU else (256,)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16} if ON_GPU else {"fp32": torch.float32}
 BACKENDS = ("eager", "compile", "reference", "triton", "cpu", "cuda")
-VGG19_STYLE = {"relu1_1": (64, 1), "relu2_1": (128, 2), "relu3_1": (256, 4), "relu4_1": (512, 8),
-               "relu5_1": (512, 16)}
+VGG19_STYLE = {"relu1_1": (64, 1), "relu2_1": (128, 2), "relu3_1": (256, 4), "relu4_1": (512, 8), "relu5_1": (512, 16)}
 # (case, B, C, H): Johnson training at 256 (VGG16 relu2_2 features; transform-net norm layers)
 JOHNSON = [("relu2_2-b4", 4, 128, 128), ("relu2_2-b16", 16, 128, 128)]
-TRANSFORM = [("cin32-b4", 4, 32, 256), ("cin64-b4", 4, 64, 128), ("cin128-b4", 4, 128, 64),
-             ("cin32-b16", 16, 32, 256), ("cin128-b16", 16, 128, 64)]
+TRANSFORM = [
+    ("cin32-b4", 4, 32, 256),
+    ("cin64-b4", 4, 64, 128),
+    ("cin128-b4", 4, 128, 64),
+    ("cin32-b16", 16, 32, 256),
+    ("cin128-b16", 16, 128, 64),
+]
 
 
 # --- the plain PyTorch code (eager / compile baselines) ------------------------------------------------------
@@ -65,11 +71,17 @@ OURS = {
     "style_loss": lambda x, t: pk.style_loss(x, t),
     "content_loss": lambda x, t: pk.content_loss(x, t),
     "tv_loss": lambda x: pk.tv_loss(x),
-    "conditional_instance_norm": lambda x, g, b, i: pk.conditional_instance_norm(x, g, b, style_index=i,
-                                                                                 activation="relu"),
+    "conditional_instance_norm": lambda x, g, b, i: pk.conditional_instance_norm(
+        x, g, b, style_index=i, activation="relu"
+    ),
 }
-EAGER = {"gram": eager_gram, "style_loss": eager_style, "content_loss": eager_content, "tv_loss": eager_tv,
-         "conditional_instance_norm": eager_cin}
+EAGER = {
+    "gram": eager_gram,
+    "style_loss": eager_style,
+    "content_loss": eager_content,
+    "tv_loss": eager_tv,
+    "conditional_instance_norm": eager_cin,
+}
 _compiled: dict[str, object] = {}
 torch._dynamo.config.cache_size_limit = 64  # one compiled graph per shape and pass: never fall back to eager
 
@@ -99,9 +111,14 @@ def _floor(op: str, passes: str, B: int, C: int, M: int, elem: int) -> tuple[flo
         reads = n * elem * (1 if passes == "fwd" else 2)
         writes = B * C * C * 4 if passes == "fwd" else n * elem
         return flops, reads + writes
-    per_element = {("content_loss", "fwd"): 2, ("content_loss", "fwdbwd"): 3, ("tv_loss", "fwd"): 1,
-                   ("tv_loss", "fwdbwd"): 2, ("conditional_instance_norm", "fwd"): 2,
-                   ("conditional_instance_norm", "fwdbwd"): 5}[(op, passes)]
+    per_element = {
+        ("content_loss", "fwd"): 2,
+        ("content_loss", "fwdbwd"): 3,
+        ("tv_loss", "fwd"): 1,
+        ("tv_loss", "fwdbwd"): 2,
+        ("conditional_instance_norm", "fwd"): 2,
+        ("conditional_instance_norm", "fwdbwd"): 5,
+    }[(op, passes)]
     return 0.0, per_element * n * elem
 
 
@@ -144,13 +161,20 @@ def _memory(fn) -> int:
     return int(sum(max(0, e.self_cpu_memory_usage) for e in prof.events()))
 
 
-CASES = [(op, case, size, B, C, H, W, dname, passes, backend)
-         for op, case, size, B, C, H, W in _cases() for dname in DTYPES for passes in ("fwd", "fwdbwd")
-         for backend in BACKENDS]
+CASES = [
+    (op, case, size, B, C, H, W, dname, passes, backend)
+    for op, case, size, B, C, H, W in _cases()
+    for dname in DTYPES
+    for passes in ("fwd", "fwdbwd")
+    for backend in BACKENDS
+]
 
 
-@pytest.mark.parametrize("op,case,size,B,C,H,W,dname,passes,backend", CASES,
-                         ids=[f"{c[0]}-{c[8]}-{c[1]}-{c[2]}-{c[7]}-{c[9]}" for c in CASES])
+@pytest.mark.parametrize(
+    "op,case,size,B,C,H,W,dname,passes,backend",
+    CASES,
+    ids=[f"{c[0]}-{c[8]}-{c[1]}-{c[2]}-{c[7]}-{c[9]}" for c in CASES],
+)
 def test_op(benchmark, op, case, size, B, C, H, W, dname, passes, backend):
     dtype = DTYPES[dname]
     if backend not in ("eager", "compile"):
@@ -167,9 +191,11 @@ def test_op(benchmark, op, case, size, B, C, H, W, dname, passes, backend):
             _compiled[op] = torch.compile(EAGER[op], dynamic=False)
         fn = _compiled[op]
     else:
+
         def fn(*args, _op=op, _backend=backend):
             with pk.use_backend(_backend):
                 return OURS[_op](*args)
+
     grad_out = None
 
     def run():
@@ -189,10 +215,22 @@ def test_op(benchmark, op, case, size, B, C, H, W, dname, passes, backend):
     flops, nbytes = _floor(op, passes, B, C, H * W, torch.finfo(dtype).bits // 8)
     benchmark.group = f"{op}-{passes}-{case}-{size}-{dname}"
     benchmark.extra_info.update(
-        op=op, **{"pass": passes}, case=case, size=size, dtype=dname, backend=backend, device=DEVICE.type,
-        device_name=torch.cuda.get_device_name() if ON_GPU else "cpu", shape=f"{B}x{C}x{H}x{W}", flops=flops,
-        bytes=nbytes, mem_bytes=_memory(run), torch=torch.__version__, cuda=torch.version.cuda,
-        triton=TRITON_VERSION)
+        op=op,
+        **{"pass": passes},
+        case=case,
+        size=size,
+        dtype=dname,
+        backend=backend,
+        device=DEVICE.type,
+        device_name=torch.cuda.get_device_name() if ON_GPU else "cpu",
+        shape=f"{B}x{C}x{H}x{W}",
+        flops=flops,
+        bytes=nbytes,
+        mem_bytes=_memory(run),
+        torch=torch.__version__,
+        cuda=torch.version.cuda,
+        triton=TRITON_VERSION,
+    )
     if ON_GPU:
         benchmark.extra_info["gpu_ms"] = _gpu_ms(run)
     benchmark.pedantic(run, rounds=5 if ON_GPU else 3, warmup_rounds=1)

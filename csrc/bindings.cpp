@@ -13,6 +13,7 @@
 #define PK_TORCH_VERSION ""
 #endif
 
+// clang-format off: one schema per line reads best
 TORCH_LIBRARY(pk_native, m) {
   m.def("gram_forward(Tensor x, float scale, ScalarType out_dtype) -> Tensor");
   m.def("gram_backward(Tensor grad, Tensor x, float scale) -> Tensor");
@@ -27,6 +28,7 @@ TORCH_LIBRARY(pk_native, m) {
   m.def("instance_norm_backward(Tensor grad_y, Tensor x, Tensor mean, Tensor rstd, Tensor? gamma, Tensor? beta, "
         "Tensor? style_index, bool relu, bool need_affine_grad) -> (Tensor, Tensor, Tensor)");
 }
+// clang-format on
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "perceptual-kernels compiled kernels; the ops are torch.ops.pk_native.*";

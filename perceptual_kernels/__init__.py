@@ -4,15 +4,24 @@ norm and conditional instance norm) with Triton and compiled kernels behind torc
 >>> import perceptual_kernels as pk
 >>> loss = pk.style_loss(features, target_gram) + pk.tv_loss(image, weight=1e-6)
 """
+
 __version__ = "0.1.0"
 
-from . import functional, nn  # noqa: E402
-from ._info import info  # noqa: E402
-from .backends import BackendUnavailableError, use_backend  # noqa: E402
-from .functional import (  # noqa: E402
-    conditional_instance_norm, content_loss, gram_matrix, instance_norm, style_loss, tv_loss)
+from . import functional, nn
+from ._info import info
+from .backends import BackendUnavailableError, use_backend
+from .functional import conditional_instance_norm, content_loss, gram_matrix, instance_norm, style_loss, tv_loss
 
 __all__ = [
-    "BackendUnavailableError", "conditional_instance_norm", "content_loss", "functional", "gram_matrix", "info",
-    "instance_norm", "nn", "style_loss", "tv_loss", "use_backend",
+    "BackendUnavailableError",
+    "conditional_instance_norm",
+    "content_loss",
+    "functional",
+    "gram_matrix",
+    "info",
+    "instance_norm",
+    "nn",
+    "style_loss",
+    "tv_loss",
+    "use_backend",
 ]

@@ -1,4 +1,5 @@
 """``python -m perceptual_kernels``: print what this installation can run."""
+
 from . import info
 
 info()

@@ -1,4 +1,5 @@
 """``perceptual_kernels.info()``: versions, devices, backends and the backend each op runs on."""
+
 from __future__ import annotations
 
 import platform
@@ -14,26 +15,34 @@ def info(print_report: bool = True) -> dict:
     """Collect (and print) what this installation can run. Returns the report as a dict."""
     try:
         import triton
+
         triton_version = triton.__version__
     except ImportError:
         triton_version = None
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     report: dict = {
-        "perceptual_kernels": __version__, "python": platform.python_version(), "torch": torch.__version__,
-        "triton": triton_version, "cuda": torch.version.cuda,
+        "perceptual_kernels": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "triton": triton_version,
+        "cuda": torch.version.cuda,
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "float32_matmul_precision": torch.get_float32_matmul_precision(), "backends": {}, "ops": {},
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "backends": {},
+        "ops": {},
     }
     module = native.load()
     report["extension"] = {
-        "built": module is not None, "error": native.LOAD_ERROR,
+        "built": module is not None,
+        "error": native.LOAD_ERROR,
         "built_against_torch": getattr(module, "TORCH_VERSION", None),
         "cuda_arch_list": getattr(module, "CUDA_ARCH_LIST", None) or None,
         "ops": {device: native.provided_ops(device) for device in getattr(module, "DEVICES", ())},
     }
     for device in devices:
         report["backends"][device.type] = {
-            name: unavailable_reason(name, device, torch.float32) or "available" for name in BACKENDS}
+            name: unavailable_reason(name, device, torch.float32) or "available" for name in BACKENDS
+        }
         try:
             chosen = select(device, torch.float32)
         except BackendUnavailableError as exc:
@@ -44,8 +53,10 @@ def info(print_report: bool = True) -> dict:
             print(f"{key:>26}: {report[key]}")
         ext = report["extension"]
         if ext["built"]:
-            print(f"{'extension _C':>26}: built against torch {ext['built_against_torch']}, "
-                  f"CUDA architectures: {ext['cuda_arch_list'] or 'none (CPU only)'}")
+            print(
+                f"{'extension _C':>26}: built against torch {ext['built_against_torch']}, "
+                f"CUDA architectures: {ext['cuda_arch_list'] or 'none (CPU only)'}"
+            )
             for device, ops in ext["ops"].items():
                 print(f"{'_C ' + device + ' kernels':>26}: {', '.join(ops) or 'none'}")
         else:

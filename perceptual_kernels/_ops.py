@@ -5,6 +5,7 @@ is made once in Python (and is a constant under ``torch.compile``). Every backwa
 ``torch.compile(fullgraph=True)`` traces losses built from these ops without graph breaks. Arguments arrive
 validated; the ops expect 4-D ``x`` (B, C, H, W).
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,10 +24,12 @@ def _acc(dtype: torch.dtype) -> torch.dtype:
 def _first_order_only(backward_op, name: str) -> None:
     """Give a backward op an autograd formula that refuses clearly: the kernels have no second derivatives, and
     without this a double backward (``create_graph=True``) would silently drop the op's second-order term."""
+
     def refuse(ctx, *grads):
         raise RuntimeError(
             f"perceptual_kernels.{name}: higher-order gradients (double backward through create_graph=True) are "
-            "not supported by the kernel backends; compute them under perceptual_kernels.use_backend('reference')")
+            "not supported by the kernel backends; compute them under perceptual_kernels.use_backend('reference')"
+        )
 
     backward_op.register_autograd(refuse, setup_context=lambda ctx, inputs, output: None)
 
@@ -40,7 +43,7 @@ def _sum_rows_by_index(per_sample: torch.Tensor, index: torch.Tensor, rows: int)
     row_ids = torch.arange(rows, device=index.device)
     chunks = []
     for s0 in range(0, rows, step):
-        picked = (index[None, :] == row_ids[s0:s0 + step, None]).view(-1, B, *extra)
+        picked = (index[None, :] == row_ids[s0 : s0 + step, None]).view(-1, B, *extra)
         chunks.append(torch.where(picked, per_sample[None], 0).sum(1))
     return torch.cat(chunks)
 
@@ -88,8 +91,9 @@ gram.register_autograd(_gram_bwd, setup_context=_gram_setup)
 
 # --- Style loss -----------------------------------------------------------------------------------------------
 @custom_op(f"{_NS}::style_loss", mutates_args=())
-def style_loss(x: torch.Tensor, target: torch.Tensor, style_index: torch.Tensor | None, scale: float,
-               backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+def style_loss(
+    x: torch.Tensor, target: torch.Tensor, style_index: torch.Tensor | None, scale: float, backend: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample ``sum_ij (G_b - A_b)^2`` (B,) and ``D = G - A`` (B, C, C), kept for the backward (fp32; float64
     for float64 x)."""
     return kernels(backend).style_loss_forward(x, target, style_index, scale)
@@ -243,9 +247,15 @@ tv_loss.register_autograd(_tv_bwd, setup_context=_tv_setup)
 
 # --- Instance norm (affine rows gathered per sample; conditional instance norm picks them by style) ----------
 @custom_op(f"{_NS}::instance_norm", mutates_args=())
-def instance_norm(x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tensor | None,
-                  style_index: torch.Tensor | None, eps: float, relu: bool,
-                  backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def instance_norm(
+    x: torch.Tensor,
+    gamma: torch.Tensor | None,
+    beta: torch.Tensor | None,
+    style_index: torch.Tensor | None,
+    eps: float,
+    relu: bool,
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``y = gamma_b * (x - mu_bc) * rstd_bc + beta_b`` (then ReLU), with ``mean`` and ``rstd`` (B, C) (fp32;
     float64 for float64 x).
 
@@ -261,13 +271,22 @@ def _(x, gamma, beta, style_index, eps, relu, backend):
 
 
 @custom_op(f"{_NS}::instance_norm_backward", mutates_args=())
-def instance_norm_backward(grad_y: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor,
-                           gamma: torch.Tensor | None, beta: torch.Tensor | None,
-                           style_index: torch.Tensor | None, relu: bool, need_affine_grad: bool, backend: str
-                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def instance_norm_backward(
+    grad_y: torch.Tensor,
+    x: torch.Tensor,
+    mean: torch.Tensor,
+    rstd: torch.Tensor,
+    gamma: torch.Tensor | None,
+    beta: torch.Tensor | None,
+    style_index: torch.Tensor | None,
+    relu: bool,
+    need_affine_grad: bool,
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``dx`` and the per-sample ``dgamma``, ``dbeta`` (B, C) in mean's dtype (empty unless ``need_affine_grad``)."""
     dx, dgamma, dbeta = kernels(backend).instance_norm_backward(
-        grad_y, x, mean, rstd, gamma, beta, relu, need_affine_grad, style_index)
+        grad_y, x, mean, rstd, gamma, beta, relu, need_affine_grad, style_index
+    )
     if dgamma is None:
         dgamma, dbeta = mean.new_empty(0), mean.new_empty(0)
     return dx, dgamma, dbeta
@@ -309,10 +328,17 @@ def _in_bwd(ctx, grad_y, _grad_mean, _grad_rstd):
     x, mean, rstd, gamma, beta, style_index = ctx.saved_tensors
     need_affine = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
     dx, dgamma, dbeta = instance_norm_backward(
-        grad_y, x, mean, rstd, gamma, beta, style_index, ctx.relu, need_affine, ctx.backend)
-    return (dx if ctx.needs_input_grad[0] else None,
-            _onto_table(dgamma, gamma, style_index) if ctx.needs_input_grad[1] else None,
-            _onto_table(dbeta, beta, style_index) if ctx.needs_input_grad[2] else None, None, None, None, None)
+        grad_y, x, mean, rstd, gamma, beta, style_index, ctx.relu, need_affine, ctx.backend
+    )
+    return (
+        dx if ctx.needs_input_grad[0] else None,
+        _onto_table(dgamma, gamma, style_index) if ctx.needs_input_grad[1] else None,
+        _onto_table(dbeta, beta, style_index) if ctx.needs_input_grad[2] else None,
+        None,
+        None,
+        None,
+        None,
+    )
 
 
 instance_norm.register_autograd(_in_bwd, setup_context=_in_setup)

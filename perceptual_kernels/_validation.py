@@ -1,4 +1,5 @@
 """Argument checks shared by the public ops. Every error names the argument and what was expected."""
+
 from __future__ import annotations
 
 import math
@@ -23,8 +24,9 @@ def floating_tensor(name: str, value: object, ndims: tuple[int, ...]) -> torch.T
         expected = " or ".join(f"{n}-D" for n in ndims)
         raise ValueError(f"{name} must be {expected}, got shape {tuple(value.shape)}")
     if value.numel() == 0:
-        raise ValueError(f"{name} must not be empty (zero batch, channels or spatial size), "
-                         f"got shape {tuple(value.shape)}")
+        raise ValueError(
+            f"{name} must not be empty (zero batch, channels or spatial size), got shape {tuple(value.shape)}"
+        )
     return value
 
 
@@ -43,8 +45,10 @@ def choice(name: str, value: object, allowed: tuple[str, ...]) -> str:
 def real_number(name: str, value: object, *, positive: bool = False) -> float:
     """A Python or NumPy real scalar (not a bool, not a tensor) that is finite (and > 0 if ``positive``)."""
     if isinstance(value, torch.Tensor):
-        raise TypeError(f"{name} must be a real number (Python or NumPy scalar), got a Tensor; "
-                        "multiply the result by a tensor to weight it")
+        raise TypeError(
+            f"{name} must be a real number (Python or NumPy scalar), got a Tensor; "
+            "multiply the result by a tensor to weight it"
+        )
     if isinstance(value, (bool, numpy.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     value = float(value)
@@ -60,8 +64,10 @@ def fits_accumulation(name: str, value: float, dtype: torch.dtype) -> float:
     scale of 1e50 inf."""
     f32 = torch.finfo(torch.float32)
     if dtype != torch.float64 and not f32.smallest_normal <= abs(value) <= f32.max:
-        raise ValueError(f"{name} = {value:g} is not representable in float32 (the accumulation dtype of {dtype} "
-                         "inputs) as a normal number; use a magnitude in [1.2e-38, 3.4e38] or float64 inputs")
+        raise ValueError(
+            f"{name} = {value:g} is not representable in float32 (the accumulation dtype of {dtype} "
+            "inputs) as a normal number; use a magnitude in [1.2e-38, 3.4e38] or float64 inputs"
+        )
     return value
 
 

@@ -5,6 +5,7 @@ matrix, M = H*W. Losses follow ``F.mse_loss`` reduction semantics and return flo
 The ``reference`` backend is plain torch (autograd, float64); the others go through the custom ops of
 :mod:`perceptual_kernels._ops` with hand-written backward kernels.
 """
+
 from __future__ import annotations
 
 import torch
@@ -33,8 +34,7 @@ def _reduce(per_sample: torch.Tensor, reduction: str, weight: float, count: int)
     return per_sample.sum() * (weight / count if reduction == "mean" else weight)
 
 
-def gram_matrix(x: torch.Tensor, normalize: str | float = "chw",
-                out_dtype: torch.dtype | None = None) -> torch.Tensor:
+def gram_matrix(x: torch.Tensor, normalize: str | float = "chw", out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Gram matrices ``G_b = F_b F_b^T / s`` -> (B, C, C).
 
     ``normalize``: "chw" (s = C*H*W, Johnson et al.), "hw" (s = H*W), "none" (s = 1, Gatys' raw Gram) or a
@@ -56,8 +56,9 @@ def _style_target(target: object, x: torch.Tensor, style_index: object) -> tuple
     target = check.floating_tensor("target", target, (2, 3))
     check.same_device(x, target=target)
     if target.shape[-2:] != (C, C):
-        raise ValueError(f"target must end in ({C}, {C}) to match the {C} channels of x, "
-                         f"got shape {tuple(target.shape)}")
+        raise ValueError(
+            f"target must end in ({C}, {C}) to match the {C} channels of x, got shape {tuple(target.shape)}"
+        )
     if target.dim() == 2:
         if style_index is not None:
             raise ValueError("style_index needs a stack of targets (S, C, C), got a single (C, C) target")
@@ -65,13 +66,22 @@ def _style_target(target: object, x: torch.Tensor, style_index: object) -> tuple
     if style_index is not None:
         return target, check.index_tensor("style_index", style_index, B, target.shape[0], x.device)
     if target.shape[0] not in (1, B):
-        raise ValueError(f"target of shape {tuple(target.shape)} needs style_index (B,) to pick one of its "
-                         f"{target.shape[0]} rows per sample, or a first dimension of 1 or B = {B}")
+        raise ValueError(
+            f"target of shape {tuple(target.shape)} needs style_index (B,) to pick one of its "
+            f"{target.shape[0]} rows per sample, or a first dimension of 1 or B = {B}"
+        )
     return target, None
 
 
-def style_loss(x: torch.Tensor, target: torch.Tensor, *, normalize: str | float = "chw", weight: float = 1.0,
-               reduction: str = "mean", style_index: torch.Tensor | None = None) -> torch.Tensor:
+def style_loss(
+    x: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    normalize: str | float = "chw",
+    weight: float = 1.0,
+    reduction: str = "mean",
+    style_index: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Style loss ``w * reduce_b sum_ij (G_b - A_b)_ij^2`` with ``G = gram_matrix(x, normalize)``.
 
     ``target`` A: (C, C) for every sample, (B, C, C) per sample, or (S, C, C) with ``style_index`` (B,) int64
@@ -92,13 +102,14 @@ def style_loss(x: torch.Tensor, target: torch.Tensor, *, normalize: str | float 
     return _reduce(per_sample, reduction, weight, B * C * C)
 
 
-def content_loss(x: torch.Tensor, target: torch.Tensor, *, weight: float = 1.0,
-                 reduction: str = "mean") -> torch.Tensor:
+def content_loss(
+    x: torch.Tensor, target: torch.Tensor, *, weight: float = 1.0, reduction: str = "mean"
+) -> torch.Tensor:
     """Feature reconstruction loss ``w * reduce (x - target)^2`` (``F.mse_loss`` semantics, same shapes).
 
     The backward kernel writes ``c (x - target)`` in one pass, with ``c`` (the upstream gradient times ``2 w`` or
-    ``2 w / N``) applied in fp32 before the one cast to x's dtype. ``reduction="none"`` is elementwise and runs as plain torch ops on every backend. Ranks other than 4
-    are viewed as 4-D (ranks above 4 are reshaped, which copies a non-contiguous input).
+    ``2 w / N``) applied in fp32 before the one cast to x's dtype. ``reduction="none"`` is elementwise and runs as plain torch ops on every
+    backend. Ranks other than 4 are viewed as 4-D (ranks above 4 are reshaped, which copies a non-contiguous input).
     """
     x = check.floating_tensor("x", x, (1, 2, 3, 4, 5, 6))
     target = check.floating_tensor("target", target, (x.dim(),))
@@ -117,8 +128,9 @@ def content_loss(x: torch.Tensor, target: torch.Tensor, *, weight: float = 1.0,
     return _reduce(total, reduction, weight, x.numel())
 
 
-def tv_loss(x: torch.Tensor, *, kind: str = "squared", weight: float = 1.0, reduction: str = "mean",
-            eps: float = 1e-8) -> torch.Tensor:
+def tv_loss(
+    x: torch.Tensor, *, kind: str = "squared", weight: float = 1.0, reduction: str = "mean", eps: float = 1e-8
+) -> torch.Tensor:
     """Total variation of x (B, C, H, W) with ``dh``, ``dw`` the vertical and horizontal differences.
 
     "squared": ``sum dh^2 + sum dw^2``; "l1": ``sum |dh| + sum |dw|``; "isotropic":
@@ -137,8 +149,13 @@ def tv_loss(x: torch.Tensor, *, kind: str = "squared", weight: float = 1.0, redu
     return _reduce(per_sample, reduction, weight, x.numel())
 
 
-def _affine_rows(table: torch.Tensor | None, x: torch.Tensor, index: torch.Tensor | None,
-                 mix: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+def _affine_rows(
+    table: torch.Tensor | None,
+    x: torch.Tensor,
+    index: torch.Tensor | None,
+    mix: torch.Tensor | None,
+    dtype: torch.dtype,
+) -> torch.Tensor | None:
     """Per-sample rows (B, C) of a (C,) or (S, C) table: ``table[index_b]``, or ``sum_s mix_bs table_s``.
 
     Picked rows are selected (``torch.where`` over the rows), never multiplied by a one-hot, so a NaN or Inf in
@@ -160,14 +177,21 @@ def _check_table(name: str, table: object, C: int, x: torch.Tensor) -> torch.Ten
     table = check.floating_tensor(name, table, (1, 2))
     check.same_device(x, **{name: table})
     if table.shape[-1] != C:
-        raise ValueError(f"{name} must be (S, {C}) or ({C},) to match the {C} channels of x, "
-                         f"got shape {tuple(table.shape)}")
+        raise ValueError(
+            f"{name} must be (S, {C}) or ({C},) to match the {C} channels of x, got shape {tuple(table.shape)}"
+        )
     return table
 
 
-def _instance_norm(x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tensor | None,
-                   index: torch.Tensor | None, weights: torch.Tensor | None, eps: float,
-                   activation: str | None) -> torch.Tensor:
+def _instance_norm(
+    x: torch.Tensor,
+    gamma: torch.Tensor | None,
+    beta: torch.Tensor | None,
+    index: torch.Tensor | None,
+    weights: torch.Tensor | None,
+    eps: float,
+    activation: str | None,
+) -> torch.Tensor:
     """Dispatch instance norm; affine tables are (C,) or (S, C), rows picked by ``index`` or mixed by
     ``weights`` (B, S). Kernels gather picked rows themselves; mixed rows are built here."""
     eps = check.fits_accumulation("eps", check.real_number("eps", eps, positive=True), x.dtype)
@@ -184,8 +208,13 @@ def _instance_norm(x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tens
     return y
 
 
-def instance_norm(x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
-                  eps: float = 1e-5, activation: str | None = None) -> torch.Tensor:
+def instance_norm(
+    x: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    eps: float = 1e-5,
+    activation: str | None = None,
+) -> torch.Tensor:
     """Instance norm ``y = weight_c * (x - mu_bc) / sqrt(var_bc + eps) + bias_c``, optionally ReLU'd.
 
     Statistics per (sample, channel) over H*W (biased variance), always, in training and eval; computed in fp32.
@@ -202,10 +231,16 @@ def instance_norm(x: torch.Tensor, weight: torch.Tensor | None = None, bias: tor
     return _instance_norm(x, weight, bias, None, None, eps, activation)
 
 
-def conditional_instance_norm(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, *,
-                              style_index: torch.Tensor | None = None,
-                              style_weights: torch.Tensor | None = None, eps: float = 1e-5,
-                              activation: str | None = None) -> torch.Tensor:
+def conditional_instance_norm(
+    x: torch.Tensor,
+    gamma: torch.Tensor,
+    beta: torch.Tensor,
+    *,
+    style_index: torch.Tensor | None = None,
+    style_weights: torch.Tensor | None = None,
+    eps: float = 1e-5,
+    activation: str | None = None,
+) -> torch.Tensor:
     """Conditional instance norm (Dumoulin et al.): instance norm with per-sample affine rows of (S, C) tables.
 
     ``style_index`` (B,) int picks ``gamma[s_b]``; ``style_weights`` (B, S) mixes ``sum_s w_bs gamma[s]``

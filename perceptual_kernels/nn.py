@@ -5,6 +5,7 @@ PyTorch style-transfer examples with identical numbers; ``passthrough=True`` giv
 PyTorch tutorial (``forward`` stores ``self.loss`` and returns its input unchanged). Every option is checked when
 the module is built, with the message the op would give.
 """
+
 from __future__ import annotations
 
 import torch
@@ -13,8 +14,7 @@ from torch import nn
 from . import _validation as check
 from . import functional as F
 
-__all__ = ["GramMatrix", "StyleLoss", "ContentLoss", "TotalVariation", "InstanceNorm2d",
-           "ConditionalInstanceNorm2d"]
+__all__ = ["GramMatrix", "StyleLoss", "ContentLoss", "TotalVariation", "InstanceNorm2d", "ConditionalInstanceNorm2d"]
 
 
 class GramMatrix(nn.Module):
@@ -37,9 +37,16 @@ class StyleLoss(nn.Module):
     ``target_gram`` gives precomputed Grams instead.
     """
 
-    def __init__(self, target_features: torch.Tensor | None = None, *, target_gram: torch.Tensor | None = None,
-                 normalize: str | float = "chw", weight: float = 1.0, reduction: str = "mean",
-                 passthrough: bool = False) -> None:
+    def __init__(
+        self,
+        target_features: torch.Tensor | None = None,
+        *,
+        target_gram: torch.Tensor | None = None,
+        normalize: str | float = "chw",
+        weight: float = 1.0,
+        reduction: str = "mean",
+        passthrough: bool = False,
+    ) -> None:
         super().__init__()
         if (target_features is None) == (target_gram is None):
             raise ValueError("give exactly one of target_features and target_gram")
@@ -61,8 +68,14 @@ class StyleLoss(nn.Module):
         self.loss: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor, style_index: torch.Tensor | None = None) -> torch.Tensor:
-        loss = F.style_loss(x, self.target, normalize=self.normalize, weight=self.weight,
-                            reduction=self.reduction, style_index=style_index)
+        loss = F.style_loss(
+            x,
+            self.target,
+            normalize=self.normalize,
+            weight=self.weight,
+            reduction=self.reduction,
+            style_index=style_index,
+        )
         if self.passthrough:
             self.loss = loss
             return x
@@ -72,8 +85,9 @@ class StyleLoss(nn.Module):
 class ContentLoss(nn.Module):
     """Feature reconstruction loss ``w * mean((x - target)^2)`` against a fixed ``target`` (kept detached)."""
 
-    def __init__(self, target: torch.Tensor, *, weight: float = 1.0, reduction: str = "mean",
-                 passthrough: bool = False) -> None:
+    def __init__(
+        self, target: torch.Tensor, *, weight: float = 1.0, reduction: str = "mean", passthrough: bool = False
+    ) -> None:
         super().__init__()
         target = check.floating_tensor("target", target, (1, 2, 3, 4, 5, 6))
         self.register_buffer("target", target.detach().clone())
@@ -93,8 +107,7 @@ class ContentLoss(nn.Module):
 class TotalVariation(nn.Module):
     """Total variation loss (see :func:`perceptual_kernels.tv_loss`)."""
 
-    def __init__(self, kind: str = "squared", weight: float = 1.0, reduction: str = "mean",
-                 eps: float = 1e-8) -> None:
+    def __init__(self, kind: str = "squared", weight: float = 1.0, reduction: str = "mean", eps: float = 1e-8) -> None:
         super().__init__()
         self.kind = check.choice("kind", kind, check.TV_KINDS)
         self.weight = check.real_number("weight", weight)
@@ -109,8 +122,9 @@ class InstanceNorm2d(nn.Module):
     """Instance norm with optional affine (C,) parameters and a fused ReLU; statistics always per instance
     (like ``nn.InstanceNorm2d(C, affine=...)`` without running stats)."""
 
-    def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True,
-                 activation: str | None = None) -> None:
+    def __init__(
+        self, num_features: int, eps: float = 1e-5, affine: bool = True, activation: str | None = None
+    ) -> None:
         super().__init__()
         num_features = check.positive_int("num_features", num_features)
         self.eps = check.real_number("eps", eps, positive=True)
@@ -129,8 +143,7 @@ class ConditionalInstanceNorm2d(nn.Module):
     ``style_weights`` (B, num_styles) mixes rows; with one style neither is needed.
     """
 
-    def __init__(self, num_styles: int, num_features: int, eps: float = 1e-5,
-                 activation: str | None = None) -> None:
+    def __init__(self, num_styles: int, num_features: int, eps: float = 1e-5, activation: str | None = None) -> None:
         super().__init__()
         num_styles = check.positive_int("num_styles", num_styles)
         num_features = check.positive_int("num_features", num_features)
@@ -139,11 +152,18 @@ class ConditionalInstanceNorm2d(nn.Module):
         self.gamma = nn.Parameter(torch.ones(num_styles, num_features))
         self.beta = nn.Parameter(torch.zeros(num_styles, num_features))
 
-    def forward(self, x: torch.Tensor, style_index: torch.Tensor | None = None,
-                style_weights: torch.Tensor | None = None) -> torch.Tensor:
-        return F.conditional_instance_norm(x, self.gamma, self.beta, style_index=style_index,
-                                           style_weights=style_weights, eps=self.eps,
-                                           activation=self.activation)
+    def forward(
+        self, x: torch.Tensor, style_index: torch.Tensor | None = None, style_weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return F.conditional_instance_norm(
+            x,
+            self.gamma,
+            self.beta,
+            style_index=style_index,
+            style_weights=style_weights,
+            eps=self.eps,
+            activation=self.activation,
+        )
 
     def extra_repr(self) -> str:
         S, C = self.gamma.shape

@@ -3,6 +3,7 @@
 Each check returns the value in its canonical type or raises ``ValueError`` / ``TypeError`` naming the argument,
 so the functions can run all of them before any work starts.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,8 +27,9 @@ def integer(name: str, value: object, minimum: int | None = None, maximum: int |
         raise TypeError(f"{name} must be an integer, got {value!r}")
     value = int(value)
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        bounds = (f">= {minimum}" if maximum is None else f"<= {maximum}" if minimum is None
-                  else f"in [{minimum}, {maximum}]")
+        bounds = (
+            f">= {minimum}" if maximum is None else f"<= {maximum}" if minimum is None else f"in [{minimum}, {maximum}]"
+        )
         raise ValueError(f"{name} must be an integer {bounds}, got {value}")
     return value
 
@@ -54,8 +56,9 @@ def loss_weight(name: str, value: object) -> float:
     """A loss weight: finite, >= 0 and inside the float32 range of the losses."""
     weight = number(name, value, 0.0)
     if weight > MAX_LOSS_WEIGHT:
-        raise ValueError(f"{name} must be at most {MAX_LOSS_WEIGHT:.3g} (the float32 range of the losses), "
-                         f"got {weight:g}")
+        raise ValueError(
+            f"{name} must be at most {MAX_LOSS_WEIGHT:.3g} (the float32 range of the losses), got {weight:g}"
+        )
     return weight
 
 
@@ -79,8 +82,14 @@ def _same_file(a: pathlib.Path, b: pathlib.Path) -> bool:
         return os.path.normcase(str(a.resolve())) == os.path.normcase(str(b.resolve()))
 
 
-def output_path(name: str, path: object, protected: Iterable[PathLike | None] = (),
-                suffixes: Iterable[str] | None = None, *, folder: bool = False) -> pathlib.Path:
+def output_path(
+    name: str,
+    path: object,
+    protected: Iterable[PathLike | None] = (),
+    suffixes: Iterable[str] | None = None,
+    *,
+    folder: bool = False,
+) -> pathlib.Path:
     """Check that ``path`` can be written before any work: a known suffix (files), not a folder (files) or not a
     file (``folder=True``), not the same file as any ``protected`` input (hard links included), and its nearest
     existing ancestor a writable folder (missing folders are created when writing). Returns the resolved path."""
@@ -94,8 +103,10 @@ def output_path(name: str, path: object, protected: Iterable[PathLike | None] = 
         if target.is_dir():
             raise ValueError(f"{name} {path} is a folder, expected a file path")
         if suffixes is not None and target.suffix.lower() not in set(suffixes):
-            raise ValueError(f"{name} {path} has an unsupported suffix {target.suffix!r}; use one of "
-                             f"{', '.join(sorted(set(suffixes)))}")
+            raise ValueError(
+                f"{name} {path} has an unsupported suffix {target.suffix!r}; use one of "
+                f"{', '.join(sorted(set(suffixes)))}"
+            )
     for q in protected:
         if q is not None and _same_file(target, pathlib.Path(os.fspath(q)).expanduser()):
             raise ValueError(f"{name} {path} is the same file as the input {q}; choose another path")
@@ -125,8 +136,10 @@ def _load_failure(exc: BaseException) -> str:
     text = str(exc)
     for line in text.splitlines():
         if "unsupported GLOBAL" in line or "Unsupported global" in line:
-            return (f"it holds Python objects other than tensors ({line.strip()}); it was not loaded, since "
-                    f"loading it could run code")
+            return (
+                f"it holds Python objects other than tensors ({line.strip()}); it was not loaded, since "
+                f"loading it could run code"
+            )
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     if "weights_only" in first or "Weights only" in first:
         return "it holds Python objects other than tensors; it was not loaded, since loading it could run code"
@@ -137,5 +150,5 @@ def load_torch_file(path: PathLike, what: str) -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU; ValueError saying ``path`` is not a valid ``what``."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure means "not a valid file", said with the reason
+    except Exception as exc:
         raise ValueError(f"{path} is not a valid {what}: {_load_failure(exc)}") from exc

@@ -1,4 +1,5 @@
 """Device choice shared by the loops."""
+
 from __future__ import annotations
 
 import torch

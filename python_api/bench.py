@@ -4,6 +4,7 @@ Times forward+backward of every op at one realistic shape per op, the plain PyTo
 against our ops on the backend this machine picks (and, with ``--compile``, against ``torch.compile`` of the plain
 code), with ``torch.utils.benchmark`` (medians of adaptive repetitions). The full suites live in ``benchmarks/``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -39,20 +40,37 @@ def _cases(device: torch.device, quick: bool) -> list[tuple[str, str, tuple, obj
     target1, target2 = rand(1, 64, 64) * 1e-3, rand(4, 128, side // 2, side // 2)
     return [
         ("gram_matrix", f"1x64x{side}x{side}", (x1,), _gram, pk.gram_matrix),
-        ("style_loss", f"1x64x{side}x{side}", (x1, target1), lambda x, t: F.mse_loss(_gram(x), t),
-         lambda x, t: pk.style_loss(x, t)),
+        (
+            "style_loss",
+            f"1x64x{side}x{side}",
+            (x1, target1),
+            lambda x, t: F.mse_loss(_gram(x), t),
+            lambda x, t: pk.style_loss(x, t),
+        ),
         ("content_loss", "4x128x{0}x{0}".format(side // 2), (x2, target2), F.mse_loss, pk.content_loss),
-        ("tv_loss", f"4x3x{side}x{side}", (img,),
-         lambda x: ((x[:, :, 1:] - x[:, :, :-1]) ** 2).sum() / x.numel()
-         + ((x[:, :, :, 1:] - x[:, :, :, :-1]) ** 2).sum() / x.numel(), pk.tv_loss),
-        ("conditional_instance_norm", "4x64x{0}x{0}, 32 styles".format(side // 2), (cin, gamma, beta, index),
-         lambda x, g_, b_, i: F.relu(F.instance_norm(x) * g_[i][:, :, None, None] + b_[i][:, :, None, None]),
-         lambda x, g_, b_, i: pk.conditional_instance_norm(x, g_, b_, style_index=i, activation="relu")),
+        (
+            "tv_loss",
+            f"4x3x{side}x{side}",
+            (img,),
+            lambda x: (
+                ((x[:, :, 1:] - x[:, :, :-1]) ** 2).sum() / x.numel()
+                + ((x[:, :, :, 1:] - x[:, :, :, :-1]) ** 2).sum() / x.numel()
+            ),
+            pk.tv_loss,
+        ),
+        (
+            "conditional_instance_norm",
+            "4x64x{0}x{0}, 32 styles".format(side // 2),
+            (cin, gamma, beta, index),
+            lambda x, g_, b_, i: F.relu(F.instance_norm(x) * g_[i][:, :, None, None] + b_[i][:, :, None, None]),
+            lambda x, g_, b_, i: pk.conditional_instance_norm(x, g_, b_, style_index=i, activation="relu"),
+        ),
     ]
 
 
 def _time(fn, inputs, device: torch.device, min_run_time: float) -> float:
     """Median seconds of forward + backward."""
+
     def step():
         out = fn(*inputs)
         out.backward(torch.ones_like(out))
@@ -71,10 +89,13 @@ def run(device: str | None = None, quick: bool = True, compile: bool = False, mi
     dev = resolve_device(device)
     min_run_time = _checks.number("min_run_time", min_run_time, positive=True)
     backend = select(dev, torch.float32)
-    lines = [f"device {torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'}, torch {torch.__version__},"
-             f" our backend: {backend}; forward+backward, fp32, median ms", "",
-             "| op | shape | eager | ours | speed-up" + (" | compile | vs compile |" if compile else " |"),
-             "|---|---|---|---|---|" + ("---|---|" if compile else "")]
+    lines = [
+        f"device {torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'}, torch {torch.__version__},"
+        f" our backend: {backend}; forward+backward, fp32, median ms",
+        "",
+        "| op | shape | eager | ours | speed-up" + (" | compile | vs compile |" if compile else " |"),
+        "|---|---|---|---|---|" + ("---|---|" if compile else ""),
+    ]
     for op, shape, inputs, eager, ours in _cases(dev, quick):
         t_eager, t_ours = _time(eager, inputs, dev, min_run_time), _time(ours, inputs, dev, min_run_time)
         row = f"| {op} | {shape} | {t_eager * 1e3:.2f} | {t_ours * 1e3:.2f} | {t_eager / t_ours:.2f}x |"

@@ -3,6 +3,7 @@
 Bad input (arguments, paths, files) prints one line ``error: <message>`` to stderr and exits with code 2, before
 any work; Ctrl-C exits with 130.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,16 +33,19 @@ class _Parser(argparse.ArgumentParser):
 def _checked(convert, check, *bounds, **options):
     """An argparse type: ``convert`` the text, then ``check`` it (a :mod:`_checks` function); the messages say
     what was expected."""
+
     def parse(text: str):
         try:
             value = convert(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if convert is int else 'a number'}, "
-                                             f"got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if convert is int else 'a number'}, got {text!r}"
+            ) from None
         try:
             return check("", value, *bounds, **options)
         except (ValueError, TypeError) as exc:
             raise argparse.ArgumentTypeError(str(exc).strip()) from None
+
     return parse
 
 
@@ -59,11 +63,13 @@ _SEED = _int(0, _checks.SEED_MAX)
 
 def _list(item):
     """A comma-separated, non-empty list of ``item`` values."""
+
     def parse(text: str) -> list:
         parts = [v.strip() for v in text.split(",")]
         if not text.strip() or any(not p for p in parts):
             raise argparse.ArgumentTypeError(f"expected a comma-separated list without empty entries, got {text!r}")
         return [item(p) for p in parts]
+
     return parse
 
 
@@ -75,8 +81,12 @@ _ints = _list(_int(1))
 def _add_common(p: argparse.ArgumentParser) -> None:
     """Options shared by ``stylize`` and ``texture``."""
     p.add_argument("-o", "--output", required=True, help="output image path (png, jpg, ...)")
-    p.add_argument("--style-layers", type=_names, default=list(gatys.DEFAULT_STYLE_LAYERS),
-                   help="comma-separated VGG layers for the style loss")
+    p.add_argument(
+        "--style-layers",
+        type=_names,
+        default=list(gatys.DEFAULT_STYLE_LAYERS),
+        help="comma-separated VGG layers for the style loss",
+    )
     p.add_argument("--style-layer-weights", type=_floats, default=None, help="one weight per style layer")
     p.add_argument("--style-blend-weights", type=_floats, default=None, help="one weight per style image")
     p.add_argument("--style-weight", type=_WEIGHT, default=1e6)
@@ -85,15 +95,15 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iterations", type=_int(0), default=500)
     p.add_argument("--lr", type=_float(positive=True), default=None, help="default: 1 for L-BFGS, 0.02 for Adam")
     p.add_argument("--arch", choices=("vgg16", "vgg19"), default="vgg19")
-    p.add_argument("--weights", default="imagenet",
-                   help='"imagenet", "caffe", "random" or a path to a VGG state dict')
+    p.add_argument("--weights", default="imagenet", help='"imagenet", "caffe", "random" or a path to a VGG state dict')
     p.add_argument("--seed", type=_SEED, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--backend", default=None, choices=pk.backends.BACKENDS, help="force a kernel backend")
     p.add_argument("--autocast", action="store_true", help="run the VGG pass in bf16 (losses stay fp32)")
     p.add_argument("--save-every", type=_int(0), default=0, help="write the image every N iterations")
-    p.add_argument("--save-path", default=None,
-                   help="intermediate image path, may contain {iteration} (default: the output path)")
+    p.add_argument(
+        "--save-path", default=None, help="intermediate image path, may contain {iteration} (default: the output path)"
+    )
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -107,8 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("--size", type=_int(1), default=512, help="long side of the output")
     p.add_argument("--style-scale", type=_float(positive=True), default=1.0)
-    p.add_argument("--multiscale", type=_ints, default=None,
-                   help="increasing long sides, e.g. 256,512 (replaces --size)")
+    p.add_argument(
+        "--multiscale", type=_ints, default=None, help="increasing long sides, e.g. 256,512 (replaces --size)"
+    )
     p.add_argument("--content-layers", type=_names, default=list(gatys.DEFAULT_CONTENT_LAYERS))
     p.add_argument("--content-weight", type=_WEIGHT, default=1.0)
     p.add_argument("--init", default="content", help='"content", "noise" or an image path')
@@ -143,8 +154,11 @@ def _add_dip(sub) -> None:
     """``dip {denoise,inpaint,sr}``: Deep Image Prior restoration."""
     p = sub.add_parser("dip", help="Deep Image Prior: denoise, inpaint, super-resolve (sr)")
     tasks = p.add_subparsers(dest="task", required=True)
-    for task, help_text in (("denoise", "denoise IMAGE"), ("inpaint", "fill the black pixels of MASK in IMAGE"),
-                            ("sr", "upscale IMAGE by --factor")):
+    for task, help_text in (
+        ("denoise", "denoise IMAGE"),
+        ("inpaint", "fill the black pixels of MASK in IMAGE"),
+        ("sr", "upscale IMAGE by --factor"),
+    ):
         t = tasks.add_parser(task, help=help_text)
         t.add_argument("image")
         if task == "inpaint":
@@ -152,8 +166,13 @@ def _add_dip(sub) -> None:
         if task == "sr":
             t.add_argument("--factor", type=_int(1), required=True, help="integer scale factor (4, 8)")
         if task == "denoise":
-            t.add_argument("--add-noise", type=_float(0.0), default=None, metavar="SIGMA",
-                           help="treat IMAGE as clean: add Gaussian noise of SIGMA (0-255 scale), use it as GT")
+            t.add_argument(
+                "--add-noise",
+                type=_float(0.0),
+                default=None,
+                metavar="SIGMA",
+                help="treat IMAGE as clean: add Gaussian noise of SIGMA (0-255 scale), use it as GT",
+            )
         t.add_argument("-o", "--output", required=True)
         t.add_argument("--ground-truth", default=None, help="clean image: PSNR per log step, best iterate kept")
         t.add_argument("--iterations", type=_int(1), default=None, help="default: the paper's for the task")
@@ -162,8 +181,12 @@ def _add_dip(sub) -> None:
         t.add_argument("--net", choices=("skip", "unet", "hourglass"), default="skip")
         t.add_argument("--tv-weight", type=_WEIGHT, default=0.0)
         t.add_argument("--log-every", type=_int(1), default=100)
-        t.add_argument("--output-kind", choices=("average", "last", "best"), default="average",
-                       help="which image to write (best needs a ground truth)")
+        t.add_argument(
+            "--output-kind",
+            choices=("average", "last", "best"),
+            default="average",
+            help="which image to write (best needs a ground truth)",
+        )
         t.add_argument("--seed", type=_SEED, default=0)
         t.add_argument("--device", default=None)
         t.add_argument("--autocast", action="store_true")
@@ -172,9 +195,19 @@ def _add_dip(sub) -> None:
 
 
 def _run_dip(args: argparse.Namespace) -> int:
-    kwargs = dict(lr=args.lr, net=args.net, tv_weight=args.tv_weight, log_every=args.log_every, seed=args.seed,
-                  device=args.device, autocast=args.autocast, compile=args.compile, progress=not args.no_progress,
-                  ground_truth=args.ground_truth, save_path=args.output)  # Ctrl-C keeps the running average
+    kwargs = dict(
+        lr=args.lr,
+        net=args.net,
+        tv_weight=args.tv_weight,
+        log_every=args.log_every,
+        seed=args.seed,
+        device=args.device,
+        autocast=args.autocast,
+        compile=args.compile,
+        progress=not args.no_progress,
+        ground_truth=args.ground_truth,
+        save_path=args.output,
+    )  # Ctrl-C keeps the running average
     if args.iterations is not None:
         kwargs["iterations"] = args.iterations
     if args.reg_noise_std is not None:
@@ -220,8 +253,12 @@ def _add_johnson(sub) -> None:
     defaults = johnson.TrainConfig()
     for t in (style, sr):
         t.add_argument("-o", "--output", required=True, help="run folder: checkpoint.pt, losses.csv, model.pth")
-        t.add_argument("--iterations", type=_int(1), default=defaults.iterations,
-                       help="target step count (with --resume: at least the checkpoint's step)")
+        t.add_argument(
+            "--iterations",
+            type=_int(1),
+            default=defaults.iterations,
+            help="target step count (with --resume: at least the checkpoint's step)",
+        )
         t.add_argument("--batch-size", type=_int(1), default=defaults.batch_size)
         t.add_argument("--crop", type=_int(1), default=None, help="training crop (default 256 style, 288 sr)")
         t.add_argument("--lr", type=_float(positive=True), default=defaults.lr)
@@ -229,8 +266,12 @@ def _add_johnson(sub) -> None:
         t.add_argument("--tv-weight", type=_WEIGHT, default=0.0)
         t.add_argument("--vgg-weights", default="imagenet")
         t.add_argument("--workers", type=_int(0), default=defaults.workers)
-        t.add_argument("--checkpoint-every", type=_int(0), default=defaults.checkpoint_every,
-                       help="0: only at the end and on Ctrl-C")
+        t.add_argument(
+            "--checkpoint-every",
+            type=_int(0),
+            default=defaults.checkpoint_every,
+            help="0: only at the end and on Ctrl-C",
+        )
         t.add_argument("--sample-every", type=_int(0), default=0)
         t.add_argument("--log-every", type=_int(1), default=defaults.log_every)
         t.add_argument("--seed", type=_SEED, default=0)
@@ -259,22 +300,34 @@ def _add_johnson(sub) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     sr = args.kind == "sr"
     config = johnson.TrainConfig(
-        iterations=args.iterations, batch_size=args.batch_size,
-        crop=args.crop if args.crop is not None else (288 if sr else 256), lr=args.lr,
+        iterations=args.iterations,
+        batch_size=args.batch_size,
+        crop=args.crop if args.crop is not None else (288 if sr else 256),
+        lr=args.lr,
         content_weight=args.content_weight if args.content_weight is not None else (1.0 if sr else 1e5),
-        style_weight=0.0 if sr else args.style_weight, tv_weight=args.tv_weight,
-        pixel_weight=args.pixel_weight if sr else 0.0, style_size=None if sr else args.style_size,
-        factor=args.factor if sr else 4, vgg_weights=args.vgg_weights, seed=args.seed, workers=args.workers,
-        checkpoint_every=args.checkpoint_every, sample_every=args.sample_every, log_every=args.log_every,
-        autocast=args.autocast)
+        style_weight=0.0 if sr else args.style_weight,
+        tv_weight=args.tv_weight,
+        pixel_weight=args.pixel_weight if sr else 0.0,
+        style_size=None if sr else args.style_size,
+        factor=args.factor if sr else 4,
+        vgg_weights=args.vgg_weights,
+        seed=args.seed,
+        workers=args.workers,
+        checkpoint_every=args.checkpoint_every,
+        sample_every=args.sample_every,
+        log_every=args.log_every,
+        autocast=args.autocast,
+    )
     common = dict(resume=args.resume, device=args.device, progress=not args.no_progress)
     if sr:
         result = johnson.train_super_resolution(args.data, args.output, config, **common)
     else:
         result = johnson.train_style(args.data, args.styles, args.output, config, **common)
     if result.losses:
-        print(f"wrote {result.model_path}; last logged loss {result.losses[-1]['loss']:.4g} at step "
-              f"{result.losses[-1]['step']}")
+        print(
+            f"wrote {result.model_path}; last logged loss {result.losses[-1]['loss']:.4g} at step "
+            f"{result.losses[-1]['step']}"
+        )
     else:
         print(f"wrote {result.model_path}; no training step was left (the checkpoint is at --iterations)")
     return 0
@@ -286,15 +339,19 @@ def _run_transfer(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"IMAGE {source} does not exist")
     if source.is_dir():
         _checks.output_path("-o", args.output, folder=True)
-        pairs = [(p, Path(args.output) / (p.stem + ".png")) for p in sorted(source.iterdir())
-                 if p.suffix.lower() in johnson.IMAGE_SUFFIXES and p.is_file()]
+        pairs = [
+            (p, Path(args.output) / (p.stem + ".png"))
+            for p in sorted(source.iterdir())
+            if p.suffix.lower() in johnson.IMAGE_SUFFIXES and p.is_file()
+        ]
         if not pairs:
             raise ValueError(f"no images ({', '.join(johnson.IMAGE_SUFFIXES)}) in the folder {source}")
         names = [out.name for _, out in pairs]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
-            raise ValueError(f"several images in {source} would be written to one file ({', '.join(twice)}): "
-                             f"rename them")
+            raise ValueError(
+                f"several images in {source} would be written to one file ({', '.join(twice)}): rename them"
+            )
     else:
         pairs = [(source, Path(args.output))]
     inputs = [args.model, *(image for image, _ in pairs)]
@@ -338,12 +395,25 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _common_kwargs(args: argparse.Namespace) -> dict:
-    return dict(style_blend_weights=args.style_blend_weights, style_layers=args.style_layers,
-                style_layer_weights=args.style_layer_weights, style_weight=args.style_weight,
-                tv_weight=args.tv_weight, optimizer=args.optimizer, iterations=args.iterations, lr=args.lr,
-                arch=args.arch, weights=args.weights, pooling=args.pooling, seed=args.seed, device=args.device,
-                autocast=args.autocast, progress=not args.no_progress, save_every=args.save_every,
-                save_path=args.save_path)
+    return dict(
+        style_blend_weights=args.style_blend_weights,
+        style_layers=args.style_layers,
+        style_layer_weights=args.style_layer_weights,
+        style_weight=args.style_weight,
+        tv_weight=args.tv_weight,
+        optimizer=args.optimizer,
+        iterations=args.iterations,
+        lr=args.lr,
+        arch=args.arch,
+        weights=args.weights,
+        pooling=args.pooling,
+        seed=args.seed,
+        device=args.device,
+        autocast=args.autocast,
+        progress=not args.no_progress,
+        save_every=args.save_every,
+        save_path=args.save_path,
+    )
 
 
 def _message(exc: BaseException) -> str:
@@ -376,8 +446,9 @@ def _run(args: argparse.Namespace) -> int:
         print(bench.run(args.device, quick=args.quick, compile=args.compile))
         return 0
     if args.command == "demo":
-        demo.run(Path(args.output), size=args.size, iterations=args.iterations, weights=args.weights,
-                 device=args.device)
+        demo.run(
+            Path(args.output), size=args.size, iterations=args.iterations, weights=args.weights, device=args.device
+        )
         return 0
     if args.command == "dip":
         return _run_dip(args)
@@ -391,19 +462,30 @@ def _run(args: argparse.Namespace) -> int:
     with pk.use_backend(args.backend):
         if args.command == "stylize":
             image, history = gatys.stylize(
-                args.content, args.styles, size=args.size, style_scale=args.style_scale,
-                multiscale=args.multiscale, content_layers=args.content_layers,
-                content_weight=args.content_weight, init=args.init, preserve_colors=args.preserve_colors,
-                **_common_kwargs(args))
+                args.content,
+                args.styles,
+                size=args.size,
+                style_scale=args.style_scale,
+                multiscale=args.multiscale,
+                content_layers=args.content_layers,
+                content_weight=args.content_weight,
+                init=args.init,
+                preserve_colors=args.preserve_colors,
+                **_common_kwargs(args),
+            )
         else:
             if len(args.size) > 2:
                 raise ValueError(f"--size must be a side or height,width, got {len(args.size)} values")
             size = args.size[0] if len(args.size) == 1 else tuple(args.size)
-            image, history = gatys.synthesize_texture(args.styles, size, style_size=args.style_size,
-                                                      **_common_kwargs(args))
+            image, history = gatys.synthesize_texture(
+                args.styles, size, style_size=args.style_size, **_common_kwargs(args)
+            )
     saved = images.save_image(image, args.output, protected=inputs)
-    print(f"wrote {saved} ({len(history.loss)} iterations, final loss {history.loss[-1]:.4g}, "
-          f"{history.time[-1]:.1f} s)" if history.loss else f"wrote {saved}")
+    print(
+        f"wrote {saved} ({len(history.loss)} iterations, final loss {history.loss[-1]:.4g}, {history.time[-1]:.1f} s)"
+        if history.loss
+        else f"wrote {saved}"
+    )
     return 0
 
 

@@ -3,6 +3,7 @@
 Writes to the output folder: the generated ``content.png`` and ``style.png``, ``stylized.png`` (Gatys style
 transfer), ``texture.png`` (texture synthesis) and ``report.md`` (weights used, backends, loss values, timings).
 """
+
 from __future__ import annotations
 
 import math
@@ -56,8 +57,14 @@ def _default_weights() -> str:
     return "imagenet" if os.path.exists(cached_weights_path("vgg19", "imagenet")) else "random"
 
 
-def run(output: str | os.PathLike, *, size: int = 128, iterations: int = 40, weights: str | None = None,
-        device: str | None = None) -> Path:
+def run(
+    output: str | os.PathLike,
+    *,
+    size: int = 128,
+    iterations: int = 40,
+    weights: str | None = None,
+    device: str | None = None,
+) -> Path:
     """Generate the inputs, stylize and synthesize a texture, write everything and the report; returns the
     report's path. Every argument is checked before any work."""
     output = _checks.output_path("output", output, folder=True)
@@ -72,34 +79,44 @@ def run(output: str | os.PathLike, *, size: int = 128, iterations: int = 40, wei
     style_path = images.save_image(style, output / "style.png")
     rows = []
     start = time.perf_counter()
-    stylized, history = gatys.stylize(content, style, size=size, iterations=iterations, extractor=extractor,
-                                      device=device)
+    stylized, history = gatys.stylize(
+        content, style, size=size, iterations=iterations, extractor=extractor, device=device
+    )
     rows.append(("stylize", size, history))
     stylized_path = images.save_image(stylized, output / "stylized.png", protected=[content_path, style_path])
-    texture, texture_history = gatys.synthesize_texture(style, size, iterations=iterations, extractor=extractor,
-                                                        device=device)
+    texture, texture_history = gatys.synthesize_texture(
+        style, size, iterations=iterations, extractor=extractor, device=device
+    )
     rows.append(("texture", size, texture_history))
     texture_path = images.save_image(texture, output / "texture.png", protected=[content_path, style_path])
     total = time.perf_counter() - start
 
     report = [
-        "# perceptual-kernels demo", "",
+        "# perceptual-kernels demo",
+        "",
         f"- weights: {extractor.weights_description}",
         f"- backend of the losses on {stylized.device.type}: "
         f"{pk.backends.select(stylized.device, stylized.dtype)}; torch {torch.__version__}",
         f"- inputs (generated): {content_path.name}, {style_path.name}; outputs: {stylized_path.name}, "
-        f"{texture_path.name}", f"- total time {total:.1f} s", "",
+        f"{texture_path.name}",
+        f"- total time {total:.1f} s",
+        "",
         "| run | size | iterations | first loss | final loss | style | content | seconds | s / iteration |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, px, h in rows:
         n = len(h.loss)
-        report.append(f"| {name} | {px} | {n} | {h.loss[0]:.4g} | {h.loss[-1]:.4g} | {h.style[-1]:.4g} | "
-                      f"{h.content[-1]:.4g} | {h.time[-1]:.2f} | {h.time[-1] / max(n, 1):.3f} |")
+        report.append(
+            f"| {name} | {px} | {n} | {h.loss[0]:.4g} | {h.loss[-1]:.4g} | {h.style[-1]:.4g} | "
+            f"{h.content[-1]:.4g} | {h.time[-1]:.2f} | {h.time[-1] / max(n, 1):.3f} |"
+        )
     if extractor.weights_format == "random":
-        report += ["", "The VGG weights are random (no ImageNet file was cached and the demo downloads nothing): "
-                   "the images show what random features capture, not a trained network's style. Put "
-                   f"{cached_weights_path('vgg19', 'imagenet')} in place (or pass --weights) for the real thing."]
+        report += [
+            "",
+            "The VGG weights are random (no ImageNet file was cached and the demo downloads nothing): "
+            "the images show what random features capture, not a trained network's style. Put "
+            f"{cached_weights_path('vgg19', 'imagenet')} in place (or pass --weights) for the real thing.",
+        ]
     text = "\n".join(report) + "\n"
     report_path = output / "report.md"
     tmp = report_path.with_suffix(".md.tmp")

@@ -10,6 +10,7 @@ host syncs) the loss is read: if it jumped (the data PSNR fell by more than 5 dB
 parameters of that check are restored, as in the authors' code; with a ground truth the PSNR of the output and of
 the average are recorded and the best iterate is kept. Defaults are the authors' per-task settings.
 """
+
 from __future__ import annotations
 
 import copy
@@ -37,6 +38,7 @@ TASK_ITERATIONS = {"denoise": 3000, "inpaint": 6000, "sr4": 2000, "sr8": 4000}
 class DIPHistory:
     """Values at the logged iterations: data loss, PSNR of the output and of the running average (with a ground
     truth), seconds since the start, and the iterations where a backtrack restored earlier parameters."""
+
     iteration: list[int] = field(default_factory=list)
     loss: list[float] = field(default_factory=list)
     psnr: list[float] = field(default_factory=list)
@@ -49,6 +51,7 @@ class DIPHistory:
 class DIPResult:
     """``output``: the last output; ``average``: the exponential moving average of outputs; ``best``: the logged
     iterate with the highest PSNR against the ground truth (None without one). Images (1, 3, H, W) in [0, 1]."""
+
     output: torch.Tensor
     average: torch.Tensor
     best: torch.Tensor | None
@@ -60,14 +63,32 @@ def _padded(size: int, multiple: int) -> int:
     return -(-size // multiple) * multiple
 
 
-def fit(data_term: Callable[[torch.Tensor], torch.Tensor], out_size: tuple[int, int], *, task: str,
-        iterations: int, lr: float = 0.01, reg_noise_std: float = 1.0 / 30, net: str = "skip",
-        net_kwargs: dict | None = None, input_depth: int = 32, input_kind: str = "noise",
-        ema_weight: float = 0.99, tv_weight: float = 0.0, ground_truth: torch.Tensor | None = None,
-        log_every: int = 100, backtrack: bool = True, seed: int = 0, device: torch.device | None = None,
-        autocast: bool = False, compile: bool = False, callback: Callable[[dict], object] | None = None,
-        progress: bool = True, save_path: str | os.PathLike | None = None,
-        protected: Sequence[str | os.PathLike] = ()) -> DIPResult:
+def fit(
+    data_term: Callable[[torch.Tensor], torch.Tensor],
+    out_size: tuple[int, int],
+    *,
+    task: str,
+    iterations: int,
+    lr: float = 0.01,
+    reg_noise_std: float = 1.0 / 30,
+    net: str = "skip",
+    net_kwargs: dict | None = None,
+    input_depth: int = 32,
+    input_kind: str = "noise",
+    ema_weight: float = 0.99,
+    tv_weight: float = 0.0,
+    ground_truth: torch.Tensor | None = None,
+    log_every: int = 100,
+    backtrack: bool = True,
+    seed: int = 0,
+    device: torch.device | None = None,
+    autocast: bool = False,
+    compile: bool = False,
+    callback: Callable[[dict], object] | None = None,
+    progress: bool = True,
+    save_path: str | os.PathLike | None = None,
+    protected: Sequence[str | os.PathLike] = (),
+) -> DIPResult:
     """The DIP optimisation loop shared by the tasks: ``data_term(output)`` gives the loss of an output cropped to
     ``out_size``; the network runs on the size padded up to its downsampling multiple (said in a warning).
     ``net``: "skip" (with the authors' settings for ``task``, overridden by ``net_kwargs``), "unet" or
@@ -101,8 +122,11 @@ def fit(data_term: Callable[[torch.Tensor], torch.Tensor], out_size: tuple[int, 
     smallest = _padded(getattr(model, "min_size", 1), multiple)
     size = (max(_padded(H, multiple), smallest), max(_padded(W, multiple), smallest))
     if size != (H, W):
-        warnings.warn(f"DIP: the {net} network needs sides divisible by {multiple} and at least {smallest}: "
-                      f"running at {size[0]}x{size[1]} and cropping the output back to {H}x{W}", stacklevel=3)
+        warnings.warn(
+            f"DIP: the {net} network needs sides divisible by {multiple} and at least {smallest}: "
+            f"running at {size[0]}x{size[1]} and cropping the output back to {H}x{W}",
+            stacklevel=3,
+        )
     z = get_noise(depth, size, input_kind, generator=g).to(device)
     if device.type == "cuda":
         model, z = model.to(memory_format=torch.channels_last), z.contiguous(memory_format=torch.channels_last)
@@ -165,26 +189,47 @@ def fit(data_term: Callable[[torch.Tensor], torch.Tensor], out_size: tuple[int, 
     return DIPResult(output.clamp(0, 1), average.clamp(0, 1), best, best_psnr, history)
 
 
-def _common(ground_truth: ImageLike | None, device: str | torch.device | None, *inputs: object
-            ) -> tuple[torch.device, torch.Tensor | None, list]:
+def _common(
+    ground_truth: ImageLike | None, device: str | torch.device | None, *inputs: object
+) -> tuple[torch.device, torch.Tensor | None, list]:
     """The device, the ground truth image and the input paths a save_path must not overwrite."""
     device = resolve_device(device)
     protected = [p for p in (*inputs, ground_truth) if isinstance(p, (str, os.PathLike))]
-    return device, (images.as_image(ground_truth, "ground_truth", device) if ground_truth is not None else None), \
-        protected
+    return (
+        device,
+        (images.as_image(ground_truth, "ground_truth", device) if ground_truth is not None else None),
+        protected,
+    )
 
 
-def denoise(noisy: ImageLike, *, iterations: int = TASK_ITERATIONS["denoise"], lr: float = 0.01,
-            reg_noise_std: float = 1.0 / 30, ground_truth: ImageLike | None = None,
-            device: str | torch.device | None = None, **kwargs) -> DIPResult:
+def denoise(
+    noisy: ImageLike,
+    *,
+    iterations: int = TASK_ITERATIONS["denoise"],
+    lr: float = 0.01,
+    reg_noise_std: float = 1.0 / 30,
+    ground_truth: ImageLike | None = None,
+    device: str | torch.device | None = None,
+    **kwargs,
+) -> DIPResult:
     """Denoise ``noisy`` by fitting ``||f(z) - x0||^2`` (authors' defaults: 3000 steps, lr 0.01, reg noise 1/30).
     Other keyword arguments go to :func:`fit` (net, net_kwargs, tv_weight, log_every, seed, callback, ...)."""
     device, gt, protected = _common(ground_truth, device, noisy)
     x0 = images.as_image(noisy, "noisy", device)
     if gt is not None and gt.shape != x0.shape:
         raise ValueError(f"ground_truth {tuple(gt.shape)} and noisy {tuple(x0.shape)} must have one size")
-    return fit(lambda out: pk.content_loss(out, x0), tuple(x0.shape[-2:]), task="denoise", iterations=iterations,
-               lr=lr, reg_noise_std=reg_noise_std, ground_truth=gt, device=device, protected=protected, **kwargs)
+    return fit(
+        lambda out: pk.content_loss(out, x0),
+        tuple(x0.shape[-2:]),
+        task="denoise",
+        iterations=iterations,
+        lr=lr,
+        reg_noise_std=reg_noise_std,
+        ground_truth=gt,
+        device=device,
+        protected=protected,
+        **kwargs,
+    )
 
 
 def load_mask(mask: ImageLike, size: tuple[int, int], device: torch.device) -> torch.Tensor:
@@ -199,9 +244,17 @@ def load_mask(mask: ImageLike, size: tuple[int, int], device: torch.device) -> t
     return binary
 
 
-def inpaint(image: ImageLike, mask: ImageLike, *, iterations: int = TASK_ITERATIONS["inpaint"], lr: float = 0.01,
-            reg_noise_std: float = 0.03, ground_truth: ImageLike | None = None,
-            device: str | torch.device | None = None, **kwargs) -> DIPResult:
+def inpaint(
+    image: ImageLike,
+    mask: ImageLike,
+    *,
+    iterations: int = TASK_ITERATIONS["inpaint"],
+    lr: float = 0.01,
+    reg_noise_std: float = 0.03,
+    ground_truth: ImageLike | None = None,
+    device: str | torch.device | None = None,
+    **kwargs,
+) -> DIPResult:
     """Fill the unknown pixels (mask 0) by fitting ``||(f(z) - x0) * m||^2`` (authors' defaults: 6000 steps, lr
     0.01, reg noise 0.03, skip net with 128 skip channels and nearest upsampling). The data term is the mean over
     all pixels, like the authors' ``MSELoss`` on masked images."""
@@ -211,18 +264,40 @@ def inpaint(image: ImageLike, mask: ImageLike, *, iterations: int = TASK_ITERATI
     if gt is not None and gt.shape != x0.shape:
         raise ValueError(f"ground_truth {tuple(gt.shape)} and image {tuple(x0.shape)} must have one size")
     known = x0 * m
-    return fit(lambda out: pk.content_loss(out * m, known), tuple(x0.shape[-2:]), task="inpaint",
-               iterations=iterations, lr=lr, reg_noise_std=reg_noise_std, ground_truth=gt, device=device,
-               protected=protected, **kwargs)
+    return fit(
+        lambda out: pk.content_loss(out * m, known),
+        tuple(x0.shape[-2:]),
+        task="inpaint",
+        iterations=iterations,
+        lr=lr,
+        reg_noise_std=reg_noise_std,
+        ground_truth=gt,
+        device=device,
+        protected=protected,
+        **kwargs,
+    )
 
 
-def super_resolve(low_res: ImageLike, factor: int, *, iterations: int | None = None, lr: float = 0.01,
-                  reg_noise_std: float = 0.03, ground_truth: ImageLike | None = None,
-                  device: str | torch.device | None = None, **kwargs) -> DIPResult:
+def super_resolve(
+    low_res: ImageLike,
+    factor: int,
+    *,
+    iterations: int | None = None,
+    lr: float = 0.01,
+    reg_noise_std: float = 0.03,
+    ground_truth: ImageLike | None = None,
+    device: str | torch.device | None = None,
+    **kwargs,
+) -> DIPResult:
     """Upscale ``low_res`` by the integer ``factor`` by fitting ``||d(f(z)) - x0||^2`` with ``d`` the Lanczos-2
     downsampler (authors' defaults: 2000 steps for x4, 4000 for x8, lr 0.01, reg noise 0.03)."""
-    if (isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor)
-            or not float(factor).is_integer() or int(factor) < 1):
+    if (
+        isinstance(factor, bool)
+        or not isinstance(factor, (int, float))
+        or not math.isfinite(factor)
+        or not float(factor).is_integer()
+        or int(factor) < 1
+    ):
         raise ValueError(f"factor must be an integer >= 1, got {factor!r}")
     factor = int(factor)
     device, gt, protected = _common(ground_truth, device, low_res)
@@ -233,8 +308,18 @@ def super_resolve(low_res: ImageLike, factor: int, *, iterations: int | None = N
     down = Downsampler(factor).to(device)
     if iterations is None:
         iterations = TASK_ITERATIONS["sr8"] if factor >= 8 else TASK_ITERATIONS["sr4"]
-    return fit(lambda out: pk.content_loss(down(out), x0), out_size, task="sr", iterations=iterations, lr=lr,
-               reg_noise_std=reg_noise_std, ground_truth=gt, device=device, protected=protected, **kwargs)
+    return fit(
+        lambda out: pk.content_loss(down(out), x0),
+        out_size,
+        task="sr",
+        iterations=iterations,
+        lr=lr,
+        reg_noise_std=reg_noise_std,
+        ground_truth=gt,
+        device=device,
+        protected=protected,
+        **kwargs,
+    )
 
 
 def add_noise(image: torch.Tensor, sigma: float, seed: int = 0) -> torch.Tensor:

@@ -25,6 +25,7 @@ Input sizes: a net with ``S`` scales halves the resolution ``S`` times, so H and
 see a map larger than its padding, so H, W must be at least ``net.min_size`` (``2 * 2**S`` for 3x3 kernels:
 64 for the 5-scale nets). Both are checked in ``forward`` with a ValueError.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,8 +37,23 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
-    "ACTIVATIONS", "DOWNSAMPLE_MODES", "KERNELS", "NETS", "PADS", "TASKS", "UPSAMPLE_MODES", "Downsampler",
-    "SkipNet", "UNet", "get_net", "get_noise", "hourglass", "required_multiple", "skip", "task_defaults", "unet",
+    "ACTIVATIONS",
+    "DOWNSAMPLE_MODES",
+    "KERNELS",
+    "NETS",
+    "PADS",
+    "TASKS",
+    "UPSAMPLE_MODES",
+    "Downsampler",
+    "SkipNet",
+    "UNet",
+    "get_net",
+    "get_noise",
+    "hourglass",
+    "required_multiple",
+    "skip",
+    "task_defaults",
+    "unet",
 ]
 
 #: Padding modes of every conv.
@@ -62,6 +78,7 @@ Activation = str | Callable[[], nn.Module]
 # --------------------------------------------------------------------------------------------------------------
 # building blocks
 # --------------------------------------------------------------------------------------------------------------
+
 
 def _choice(name: str, value: str, allowed: Sequence[str]) -> str:
     if not isinstance(value, str) or value.lower() not in allowed:
@@ -110,8 +127,16 @@ def _norm(channels: int, bn: bool) -> nn.Module:
     return nn.BatchNorm2d(channels) if bn else nn.Identity()
 
 
-def _conv(in_ch: int, out_ch: int, kernel: int, *, stride: int = 1, bias: bool = True, pad: str = "reflection",
-          downsample: str = "stride") -> nn.Sequential:
+def _conv(
+    in_ch: int,
+    out_ch: int,
+    kernel: int,
+    *,
+    stride: int = 1,
+    bias: bool = True,
+    pad: str = "reflection",
+    downsample: str = "stride",
+) -> nn.Sequential:
     """``[ReflectionPad] -> Conv2d [-> pooling / Downsampler]``, keeping the size (divided by ``stride``).
 
     With ``stride > 1`` and ``downsample != "stride"`` the conv runs at stride 1 and the pooling or antialiased
@@ -122,8 +147,9 @@ def _conv(in_ch: int, out_ch: int, kernel: int, *, stride: int = 1, bias: bool =
     if pad == "reflection" and to_pad > 0:
         layers.append(nn.ReflectionPad2d(to_pad))
     conv_stride = stride if downsample == "stride" else 1
-    layers.append(nn.Conv2d(in_ch, out_ch, kernel, stride=conv_stride, padding=to_pad if pad == "zero" else 0,
-                            bias=bias))
+    layers.append(
+        nn.Conv2d(in_ch, out_ch, kernel, stride=conv_stride, padding=to_pad if pad == "zero" else 0, bias=bias)
+    )
     if stride > 1 and downsample != "stride":
         if downsample == "avg":
             layers.append(nn.AvgPool2d(stride, stride))
@@ -150,7 +176,7 @@ def _concat_cropped(*tensors: torch.Tensor) -> torch.Tensor:
     cropped = []
     for t in tensors:
         top, left = (t.shape[-2] - h) // 2, (t.shape[-1] - w) // 2
-        cropped.append(t[..., top:top + h, left:left + w])
+        cropped.append(t[..., top : top + h, left : left + w])
     return torch.cat(cropped, dim=1)
 
 
@@ -159,11 +185,15 @@ def _check_input(net: nn.Module, x: torch.Tensor) -> None:
         raise ValueError(f"{type(net).__name__} expects a (B, C, H, W) tensor, got shape {tuple(x.shape)}")
     h, w = x.shape[-2:]
     if h % net.multiple or w % net.multiple:
-        raise ValueError(f"{type(net).__name__}: H and W must be multiples of {net.multiple} (2**scales), got "
-                         f"{h}x{w}; crop or pad the image (and the code z) to a multiple first")
+        raise ValueError(
+            f"{type(net).__name__}: H and W must be multiples of {net.multiple} (2**scales), got "
+            f"{h}x{w}; crop or pad the image (and the code z) to a multiple first"
+        )
     if min(h, w) < net.min_size:
-        raise ValueError(f"{type(net).__name__}: H and W must be at least {net.min_size} with {net.pad} padding "
-                         f"(the deepest maps must be larger than the conv padding), got {h}x{w}")
+        raise ValueError(
+            f"{type(net).__name__}: H and W must be at least {net.min_size} with {net.pad} padding "
+            f"(the deepest maps must be larger than the conv padding), got {h}x{w}"
+        )
 
 
 def required_multiple(net: nn.Module) -> int:
@@ -178,19 +208,39 @@ def required_multiple(net: nn.Module) -> int:
 # skip / hourglass
 # --------------------------------------------------------------------------------------------------------------
 
+
 class _SkipScale(nn.Module):
     """One scale of :class:`SkipNet`: optional skip branch, deeper branch (down, next scale, up x2), merge."""
 
-    def __init__(self, in_ch: int, down_ch: int, up_ch: int, skip_ch: int, inner: nn.Module | None,
-                 inner_out_ch: int, *, kernel_down: int, kernel_up: int, kernel_skip: int, upsample: str,
-                 downsample: str, pad: str, act: Activation, need_bias: bool, bn: bool, need1x1_up: bool):
+    def __init__(
+        self,
+        in_ch: int,
+        down_ch: int,
+        up_ch: int,
+        skip_ch: int,
+        inner: nn.Module | None,
+        inner_out_ch: int,
+        *,
+        kernel_down: int,
+        kernel_up: int,
+        kernel_skip: int,
+        upsample: str,
+        downsample: str,
+        pad: str,
+        act: Activation,
+        need_bias: bool,
+        bn: bool,
+        need1x1_up: bool,
+    ):
         super().__init__()
         conv = {"bias": need_bias, "pad": pad}
-        self.skip = (nn.Sequential(*_conv_block(in_ch, skip_ch, kernel_skip, bn=bn, act=act, **conv))
-                     if skip_ch > 0 else None)
+        self.skip = (
+            nn.Sequential(*_conv_block(in_ch, skip_ch, kernel_skip, bn=bn, act=act, **conv)) if skip_ch > 0 else None
+        )
         self.down = nn.Sequential(
             *_conv_block(in_ch, down_ch, kernel_down, bn=bn, act=act, stride=2, downsample=downsample, **conv),
-            *_conv_block(down_ch, down_ch, kernel_down, bn=bn, act=act, **conv))
+            *_conv_block(down_ch, down_ch, kernel_down, bn=bn, act=act, **conv),
+        )
         self.inner = inner if inner is not None else nn.Identity()
         self.up = _upsample(upsample)
         merged = skip_ch + inner_out_ch
@@ -209,17 +259,35 @@ class _SkipScale(nn.Module):
 class SkipNet(nn.Module):
     """The DIP encoder-decoder (see :func:`skip`). ``multiple``: H, W divisor; ``min_size``: smallest H, W."""
 
-    def __init__(self, in_channels: int, out_channels: int, channels_down: Sequence[int],
-                 channels_up: Sequence[int], channels_skip: Sequence[int], *, kernel_down: int, kernel_up: int,
-                 kernel_skip: int, upsample: str, downsample: str, pad: str, act: Activation, need_sigmoid: bool,
-                 need_bias: bool, bn: bool, need1x1_up: bool):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        channels_down: Sequence[int],
+        channels_up: Sequence[int],
+        channels_skip: Sequence[int],
+        *,
+        kernel_down: int,
+        kernel_up: int,
+        kernel_skip: int,
+        upsample: str,
+        downsample: str,
+        pad: str,
+        act: Activation,
+        need_sigmoid: bool,
+        need_bias: bool,
+        bn: bool,
+        need1x1_up: bool,
+    ):
         super().__init__()
         down = _channels("channels_down", channels_down)
         up = _channels("channels_up", channels_up)
         skips = _channels("channels_skip", channels_skip, allow_zero=True)
         if not len(down) == len(up) == len(skips):
-            raise ValueError("channels_down, channels_up and channels_skip must have the same length (one entry "
-                             f"per scale), got {len(down)}, {len(up)} and {len(skips)}")
+            raise ValueError(
+                "channels_down, channels_up and channels_skip must have the same length (one entry "
+                f"per scale), got {len(down)}, {len(up)} and {len(skips)}"
+            )
         in_channels = _positive_int("in_channels", in_channels)
         out_channels = _positive_int("out_channels", out_channels)
         kernel_down, kernel_up = _odd_kernel("kernel_down", kernel_down), _odd_kernel("kernel_up", kernel_up)
@@ -231,7 +299,7 @@ class SkipNet(nn.Module):
 
         self.in_channels, self.out_channels, self.pad = in_channels, out_channels, pad
         self.scales = len(down)
-        self.multiple = 2 ** self.scales
+        self.multiple = 2**self.scales
         self.min_size = self.multiple * self._deepest_min(pad, kernel_down, kernel_up, kernel_skip)
 
         # Build from the deepest scale outwards; scale i's input has channels_down[i - 1] (in_channels at i = 0).
@@ -239,14 +307,29 @@ class SkipNet(nn.Module):
         inner_out = down[-1]
         for i in reversed(range(self.scales)):
             in_ch = in_channels if i == 0 else down[i - 1]
-            inner = _SkipScale(in_ch, down[i], up[i], skips[i], inner, inner_out, kernel_down=kernel_down,
-                               kernel_up=kernel_up, kernel_skip=kernel_skip, upsample=upsample,
-                               downsample=downsample, pad=pad, act=act, need_bias=need_bias, bn=bn,
-                               need1x1_up=need1x1_up)
+            inner = _SkipScale(
+                in_ch,
+                down[i],
+                up[i],
+                skips[i],
+                inner,
+                inner_out,
+                kernel_down=kernel_down,
+                kernel_up=kernel_up,
+                kernel_skip=kernel_skip,
+                upsample=upsample,
+                downsample=downsample,
+                pad=pad,
+                act=act,
+                need_bias=need_bias,
+                bn=bn,
+                need1x1_up=need1x1_up,
+            )
             inner_out = up[i]
         self.body = inner
-        self.head = nn.Sequential(_conv(up[0], out_channels, 1, bias=need_bias, pad=pad),
-                                  nn.Sigmoid() if need_sigmoid else nn.Identity())
+        self.head = nn.Sequential(
+            _conv(up[0], out_channels, 1, bias=need_bias, pad=pad), nn.Sigmoid() if need_sigmoid else nn.Identity()
+        )
 
     @staticmethod
     def _deepest_min(pad: str, kernel_down: int, kernel_up: int, kernel_skip: int) -> int:
@@ -265,11 +348,24 @@ class SkipNet(nn.Module):
         return self.head(self.body(z))
 
 
-def skip(in_channels: int = 32, out_channels: int = 3, channels_down: Sequence[int] = (128,) * 5,
-         channels_up: Sequence[int] = (128,) * 5, channels_skip: Sequence[int] = (4,) * 5, kernel_down: int = 3,
-         kernel_up: int = 3, kernel_skip: int = 1, upsample: str = "bilinear", downsample: str = "stride",
-         pad: str = "reflection", act: Activation = "leaky_relu", need_sigmoid: bool = True, need_bias: bool = True,
-         bn: bool = True, need1x1_up: bool = True) -> SkipNet:
+def skip(
+    in_channels: int = 32,
+    out_channels: int = 3,
+    channels_down: Sequence[int] = (128,) * 5,
+    channels_up: Sequence[int] = (128,) * 5,
+    channels_skip: Sequence[int] = (4,) * 5,
+    kernel_down: int = 3,
+    kernel_up: int = 3,
+    kernel_skip: int = 1,
+    upsample: str = "bilinear",
+    downsample: str = "stride",
+    pad: str = "reflection",
+    act: Activation = "leaky_relu",
+    need_sigmoid: bool = True,
+    need_bias: bool = True,
+    bn: bool = True,
+    need1x1_up: bool = True,
+) -> SkipNet:
     """The DIP encoder-decoder with skip connections (the authors' ``skip``), ``len(channels_down)`` scales.
 
     Per scale ``i``: skip branch ``conv_{kernel_skip} -> BN -> act`` (when ``channels_skip[i] > 0``); deeper
@@ -280,25 +376,66 @@ def skip(in_channels: int = 32, out_channels: int = 3, channels_down: Sequence[i
     H and W of the input must be multiples of ``2**scales`` (``net.multiple``) and, with reflection padding, at
     least ``net.min_size``. The defaults are the authors' denoising / super-resolution net (~2.2M parameters).
     """
-    return SkipNet(in_channels, out_channels, channels_down, channels_up, channels_skip, kernel_down=kernel_down,
-                   kernel_up=kernel_up, kernel_skip=kernel_skip, upsample=upsample, downsample=downsample, pad=pad,
-                   act=act, need_sigmoid=need_sigmoid, need_bias=need_bias, bn=bn, need1x1_up=need1x1_up)
+    return SkipNet(
+        in_channels,
+        out_channels,
+        channels_down,
+        channels_up,
+        channels_skip,
+        kernel_down=kernel_down,
+        kernel_up=kernel_up,
+        kernel_skip=kernel_skip,
+        upsample=upsample,
+        downsample=downsample,
+        pad=pad,
+        act=act,
+        need_sigmoid=need_sigmoid,
+        need_bias=need_bias,
+        bn=bn,
+        need1x1_up=need1x1_up,
+    )
 
 
-def hourglass(in_channels: int, out_channels: int = 3, channels: Sequence[int] = (128,) * 5,
-              upsample: str = "bilinear", downsample: str = "stride", kernel_down: int = 3, kernel_up: int = 3,
-              pad: str = "reflection", act: Activation = "leaky_relu", need_sigmoid: bool = True,
-              need_bias: bool = True, bn: bool = True, need1x1_up: bool = True) -> SkipNet:
+def hourglass(
+    in_channels: int,
+    out_channels: int = 3,
+    channels: Sequence[int] = (128,) * 5,
+    upsample: str = "bilinear",
+    downsample: str = "stride",
+    kernel_down: int = 3,
+    kernel_up: int = 3,
+    pad: str = "reflection",
+    act: Activation = "leaky_relu",
+    need_sigmoid: bool = True,
+    need_bias: bool = True,
+    bn: bool = True,
+    need1x1_up: bool = True,
+) -> SkipNet:
     """The encoder-decoder of :func:`skip` without skip branches: ``skip(channels_skip=(0,) * len(channels))``."""
     channels = _channels("channels", channels)
-    return skip(in_channels, out_channels, channels, channels, (0,) * len(channels), kernel_down=kernel_down,
-                kernel_up=kernel_up, upsample=upsample, downsample=downsample, pad=pad, act=act,
-                need_sigmoid=need_sigmoid, need_bias=need_bias, bn=bn, need1x1_up=need1x1_up)
+    return skip(
+        in_channels,
+        out_channels,
+        channels,
+        channels,
+        (0,) * len(channels),
+        kernel_down=kernel_down,
+        kernel_up=kernel_up,
+        upsample=upsample,
+        downsample=downsample,
+        pad=pad,
+        act=act,
+        need_sigmoid=need_sigmoid,
+        need_bias=need_bias,
+        bn=bn,
+        need1x1_up=need1x1_up,
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
 # U-Net
 # --------------------------------------------------------------------------------------------------------------
+
 
 class UNet(nn.Module):
     """A plain U-Net with ``len(channels)`` levels (level 0 at full resolution).
@@ -310,9 +447,19 @@ class UNet(nn.Module):
     ``multiple = 2**(len(channels) - 1)``, at least ``min_size``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int = 3, channels: Sequence[int] = (32, 64, 128, 256),
-                 upsample: str = "bilinear", downsample: str = "max", pad: str = "reflection",
-                 act: Activation = "leaky_relu", need_sigmoid: bool = True, need_bias: bool = True, bn: bool = True):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int = 3,
+        channels: Sequence[int] = (32, 64, 128, 256),
+        upsample: str = "bilinear",
+        downsample: str = "max",
+        pad: str = "reflection",
+        act: Activation = "leaky_relu",
+        need_sigmoid: bool = True,
+        need_bias: bool = True,
+        bn: bool = True,
+    ):
         super().__init__()
         ch = _channels("channels", channels)
         in_channels = _positive_int("in_channels", in_channels)
@@ -337,13 +484,17 @@ class UNet(nn.Module):
             encoders.append(nn.Sequential(*first, *_conv_block(ch[i], ch[i], 3, **conv)))
         self.encoders = nn.ModuleList(encoders)
         # ups[i] / fuses[i] bring level i + 1 back to level i.
-        self.ups = nn.ModuleList(nn.Sequential(_upsample(upsample), *_conv_block(ch[i + 1], ch[i], 3, **conv))
-                                 for i in range(self.levels - 1))
+        self.ups = nn.ModuleList(
+            nn.Sequential(_upsample(upsample), *_conv_block(ch[i + 1], ch[i], 3, **conv))
+            for i in range(self.levels - 1)
+        )
         self.fuses = nn.ModuleList(
             nn.Sequential(*_conv_block(2 * ch[i], ch[i], 3, **conv), *_conv_block(ch[i], ch[i], 3, **conv))
-            for i in range(self.levels - 1))
-        self.head = nn.Sequential(_conv(ch[0], out_channels, 1, bias=need_bias, pad=pad),
-                                  nn.Sigmoid() if need_sigmoid else nn.Identity())
+            for i in range(self.levels - 1)
+        )
+        self.head = nn.Sequential(
+            _conv(ch[0], out_channels, 1, bias=need_bias, pad=pad), nn.Sigmoid() if need_sigmoid else nn.Identity()
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         _check_input(self, z)
@@ -357,12 +508,31 @@ class UNet(nn.Module):
         return self.head(x)
 
 
-def unet(in_channels: int, out_channels: int = 3, channels: Sequence[int] = (32, 64, 128, 256),
-         upsample: str = "bilinear", pad: str = "reflection", need_sigmoid: bool = True, bn: bool = True,
-         downsample: str = "max", act: Activation = "leaky_relu", need_bias: bool = True) -> UNet:
+def unet(
+    in_channels: int,
+    out_channels: int = 3,
+    channels: Sequence[int] = (32, 64, 128, 256),
+    upsample: str = "bilinear",
+    pad: str = "reflection",
+    need_sigmoid: bool = True,
+    bn: bool = True,
+    downsample: str = "max",
+    act: Activation = "leaky_relu",
+    need_bias: bool = True,
+) -> UNet:
     """A plain U-Net (see :class:`UNet`); ``downsample`` is ``"max"`` (max-pool) or ``"stride"`` (stride-2 conv)."""
-    return UNet(in_channels, out_channels, channels, upsample=upsample, downsample=downsample, pad=pad, act=act,
-                need_sigmoid=need_sigmoid, need_bias=need_bias, bn=bn)
+    return UNet(
+        in_channels,
+        out_channels,
+        channels,
+        upsample=upsample,
+        downsample=downsample,
+        pad=pad,
+        act=act,
+        need_sigmoid=need_sigmoid,
+        need_bias=need_bias,
+        bn=bn,
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -380,9 +550,17 @@ def get_net(name: str, in_channels: int, out_channels: int = 3, **kwargs) -> nn.
     return _BUILDERS[key](in_channels, out_channels, **kwargs)
 
 
-_TASK_ALIASES = {"denoising": "denoising", "denoise": "denoising", "super_resolution": "super_resolution",
-                 "superresolution": "super_resolution", "sr": "super_resolution", "sr4": "super_resolution",
-                 "sr8": "super_resolution", "inpainting": "inpainting", "inpaint": "inpainting"}
+_TASK_ALIASES = {
+    "denoising": "denoising",
+    "denoise": "denoising",
+    "super_resolution": "super_resolution",
+    "superresolution": "super_resolution",
+    "sr": "super_resolution",
+    "sr4": "super_resolution",
+    "sr8": "super_resolution",
+    "inpainting": "inpainting",
+    "inpaint": "inpainting",
+}
 
 
 def task_defaults(task: str) -> dict:
@@ -406,9 +584,22 @@ def task_defaults(task: str) -> dict:
     key = _TASK_ALIASES.get(task.lower().replace("-", "_").replace(" ", "_")) if isinstance(task, str) else None
     if key is None:
         raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
-    cfg = {"input_depth": 32, "channels_down": (128,) * 5, "channels_up": (128,) * 5, "channels_skip": (4,) * 5,
-           "kernel_down": 3, "kernel_up": 3, "kernel_skip": 1, "upsample": "bilinear", "downsample": "stride",
-           "pad": "reflection", "act": "leaky_relu", "need_sigmoid": True, "need_bias": True, "bn": True}
+    cfg = {
+        "input_depth": 32,
+        "channels_down": (128,) * 5,
+        "channels_up": (128,) * 5,
+        "channels_skip": (4,) * 5,
+        "kernel_down": 3,
+        "kernel_up": 3,
+        "kernel_skip": 1,
+        "upsample": "bilinear",
+        "downsample": "stride",
+        "pad": "reflection",
+        "act": "leaky_relu",
+        "need_sigmoid": True,
+        "need_bias": True,
+        "bn": True,
+    }
     if key == "inpainting":
         cfg.update(channels_skip=(128,) * 5, upsample="nearest")
     return cfg
@@ -418,9 +609,18 @@ def task_defaults(task: str) -> dict:
 # input code z
 # --------------------------------------------------------------------------------------------------------------
 
-def get_noise(channels: int, size: int | tuple[int, int], kind: str = "noise", scale: float = 0.1,
-              generator: torch.Generator | None = None, *, distribution: str = "uniform",
-              device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+
+def get_noise(
+    channels: int,
+    size: int | tuple[int, int],
+    kind: str = "noise",
+    scale: float = 0.1,
+    generator: torch.Generator | None = None,
+    *,
+    distribution: str = "uniform",
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """The fixed DIP input ``z`` of shape (1, channels, H, W).
 
     ``kind="noise"``: ``U[0, 1) * scale`` (the authors' ``var = 1/10``), or ``N(0, 1) * scale`` with
@@ -449,6 +649,7 @@ def get_noise(channels: int, size: int | tuple[int, int], kind: str = "noise", s
 # --------------------------------------------------------------------------------------------------------------
 # antialiased downsampler
 # --------------------------------------------------------------------------------------------------------------
+
 
 def _lanczos(x: torch.Tensor, support: int) -> torch.Tensor:
     """``sinc(x) * sinc(x / support)`` (normalised sinc), 1 at 0."""
@@ -496,8 +697,15 @@ class Downsampler(nn.Module):
     pixel); here the padding centres the kernel on the block as well as the parity allows.
     """
 
-    def __init__(self, factor: int, kernel: str = "lanczos2", phase: float = 0.5, preserve_size: bool = True, *,
-                 sigma: float | None = None):
+    def __init__(
+        self,
+        factor: int,
+        kernel: str = "lanczos2",
+        phase: float = 0.5,
+        preserve_size: bool = True,
+        *,
+        sigma: float | None = None,
+    ):
         super().__init__()
         if isinstance(factor, bool) or not isinstance(factor, numbers.Real) or factor != int(factor) or factor < 1:
             raise ValueError(f"factor must be an integer >= 1, got {factor!r}")
@@ -518,8 +726,10 @@ class Downsampler(nn.Module):
         return self.kernel.shape[-1]
 
     def extra_repr(self) -> str:
-        return (f"factor={self.factor}, kernel={self.kernel_type!r}, phase={self.phase}, "
-                f"kernel_size={self.kernel_size}, preserve_size={self.preserve_size}")
+        return (
+            f"factor={self.factor}, kernel={self.kernel_type!r}, phase={self.phase}, "
+            f"kernel_size={self.kernel_size}, preserve_size={self.preserve_size}"
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Downsample a (B, C, H, W) or (C, H, W) tensor."""
@@ -532,8 +742,9 @@ class Downsampler(nn.Module):
             before, after = self.padding
             x = F.pad(x, (before, after, before, after), mode="replicate")
         elif min(x.shape[-2:]) < self.kernel_size:
-            raise ValueError(f"input {tuple(x.shape[-2:])} is smaller than the {self.kernel_size}-tap kernel; "
-                             "use preserve_size=True")
+            raise ValueError(
+                f"input {tuple(x.shape[-2:])} is smaller than the {self.kernel_size}-tap kernel; use preserve_size=True"
+            )
         channels = x.shape[1]
         weight = self.kernel.to(device=x.device, dtype=x.dtype).expand(channels, 1, -1, -1)
         out = F.conv2d(x, weight, stride=self.factor, groups=channels)

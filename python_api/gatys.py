@@ -7,6 +7,7 @@ with ``G = F F^T / (C H W)`` and ``A_l = sum_k b_k G_l(style_k)`` (style blend w
 ops of :mod:`perceptual_kernels`; the defaults (content 1, style 1e6, torchvision ImageNet weights) follow the
 PyTorch neural-style tutorial, whose losses they equal. Targets are computed once per scale.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,6 +37,7 @@ ImageLike = torch.Tensor | str | os.PathLike
 @dataclass
 class History:
     """Per-iteration record of a run: total and partial losses, seconds since the start, the scale (long side)."""
+
     loss: list[float] = field(default_factory=list)
     content: list[float] = field(default_factory=list)
     style: list[float] = field(default_factory=list)
@@ -53,6 +55,7 @@ class History:
 @dataclass
 class _Objective:
     """The loss terms of one scale, with their targets computed once."""
+
     extractor: VGGFeatures
     content_targets: dict[str, torch.Tensor]
     style_targets: dict[str, torch.Tensor]
@@ -66,13 +69,20 @@ class _Objective:
         with torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             feats = self.extractor(image)
         zero = image.new_zeros(())
-        content = sum((pk.content_loss(feats[name], target) for name, target in self.content_targets.items()),
-                      zero)
-        style = sum((pk.style_loss(feats[name], target, weight=self.style_layer_weights[name])
-                     for name, target in self.style_targets.items()), zero)
+        content = sum((pk.content_loss(feats[name], target) for name, target in self.content_targets.items()), zero)
+        style = sum(
+            (
+                pk.style_loss(feats[name], target, weight=self.style_layer_weights[name])
+                for name, target in self.style_targets.items()
+            ),
+            zero,
+        )
         tv = pk.tv_loss(image) if self.tv_weight else zero
-        terms = {"content": self.content_weight * content, "style": self.style_weight * style,
-                 "tv": self.tv_weight * tv}
+        terms = {
+            "content": self.content_weight * content,
+            "style": self.style_weight * style,
+            "tv": self.tv_weight * tv,
+        }
         terms["loss"] = terms["content"] + terms["style"] + terms["tv"]
         return terms
 
@@ -102,8 +112,9 @@ def _save_path_check(save_every: int, save_path: str | os.PathLike | None, prote
         _checks.output_path("save_path", first, protected, images.SAVE_FORMATS)
 
 
-def _grams(extractor: VGGFeatures, styles: list[torch.Tensor], blend: list[float], layers: Sequence[str],
-           autocast: bool) -> dict[str, torch.Tensor]:
+def _grams(
+    extractor: VGGFeatures, styles: list[torch.Tensor], blend: list[float], layers: Sequence[str], autocast: bool
+) -> dict[str, torch.Tensor]:
     """Blended target Grams ``A_l = sum_k b_k G_l(style_k)`` (b normalised to sum 1), computed once."""
     total = sum(blend)
     targets: dict[str, torch.Tensor] = {}
@@ -134,21 +145,40 @@ def _format_save_path(save_path: str | os.PathLike, iteration: int) -> str:
     return path.format(iteration=iteration) if "{iteration" in path else path
 
 
-def _save_intermediate(image: torch.Tensor, save_path: str | os.PathLike, iteration: int,
-                       protected: Sequence[Path]) -> Path:
-    return images.save_image(image.detach().clamp(0, 1), _format_save_path(save_path, iteration),
-                             protected=protected)
+def _save_intermediate(
+    image: torch.Tensor, save_path: str | os.PathLike, iteration: int, protected: Sequence[Path]
+) -> Path:
+    return images.save_image(image.detach().clamp(0, 1), _format_save_path(save_path, iteration), protected=protected)
 
 
-def _optimize(image: torch.Tensor, objective: _Objective, *, optimizer: str, iterations: int, lr: float | None,
-              history: History, start: float, scale: int, callback: Callable[[dict], object] | None,
-              progress: bool, save_every: int, save_path: str | os.PathLike | None,
-              protected: Sequence[Path], first_iteration: int) -> torch.Tensor:
+def _optimize(
+    image: torch.Tensor,
+    objective: _Objective,
+    *,
+    optimizer: str,
+    iterations: int,
+    lr: float | None,
+    history: History,
+    start: float,
+    scale: int,
+    callback: Callable[[dict], object] | None,
+    progress: bool,
+    save_every: int,
+    save_path: str | os.PathLike | None,
+    protected: Sequence[Path],
+    first_iteration: int,
+) -> torch.Tensor:
     """Optimise ``image`` (a leaf) for ``iterations`` steps; one L-BFGS iteration or one Adam step per loop."""
     image.requires_grad_(True)
     if optimizer == "lbfgs":
-        opt = torch.optim.LBFGS([image], lr=1.0 if lr is None else lr, max_iter=1, history_size=100,
-                                tolerance_grad=-1.0, tolerance_change=-1.0)
+        opt = torch.optim.LBFGS(
+            [image],
+            lr=1.0 if lr is None else lr,
+            max_iter=1,
+            history_size=100,
+            tolerance_grad=-1.0,
+            tolerance_change=-1.0,
+        )
     else:
         opt = torch.optim.Adam([image], lr=0.02 if lr is None else lr)
     last: dict[str, torch.Tensor] = {}
@@ -171,8 +201,10 @@ def _optimize(image: torch.Tensor, objective: _Objective, *, optimizer: str, ite
             bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()})
             if not math.isfinite(losses["loss"]):
                 terms = ", ".join(f"{k} {v:g}" for k, v in losses.items() if k != "loss")
-                raise FloatingPointError(f"the loss became {losses['loss']} at iteration {iteration} ({terms}); "
-                                         "lower the learning rate or the loss weights")
+                raise FloatingPointError(
+                    f"the loss became {losses['loss']} at iteration {iteration} ({terms}); "
+                    "lower the learning rate or the loss weights"
+                )
             if callback is not None:
                 callback({"iteration": iteration, "scale": scale, "image": image.detach(), "losses": losses})
             if save_every and save_path is not None and (iteration + 1) % save_every == 0:
@@ -187,8 +219,16 @@ def _optimize(image: torch.Tensor, objective: _Objective, *, optimizer: str, ite
     return image.detach()
 
 
-def _build_extractor(extractor: VGGFeatures | None, layers: list[str], arch: str, weights: str | os.PathLike,
-                     pooling: str, seed: int, device: torch.device, channels_last: bool) -> VGGFeatures:
+def _build_extractor(
+    extractor: VGGFeatures | None,
+    layers: list[str],
+    arch: str,
+    weights: str | os.PathLike,
+    pooling: str,
+    seed: int,
+    device: torch.device,
+    channels_last: bool,
+) -> VGGFeatures:
     if extractor is None:
         extractor = VGGFeatures(layers, arch=arch, weights=weights, pooling=pooling, seed=seed)
     missing = [name for name in layers if name not in extractor.layers]
@@ -198,18 +238,37 @@ def _build_extractor(extractor: VGGFeatures | None, layers: list[str], arch: str
     return extractor.to(memory_format=torch.channels_last) if channels_last else extractor
 
 
-def stylize(content: ImageLike, styles: ImageLike | Sequence[ImageLike], *,
-            style_blend_weights: Sequence[float] | None = None, size: int = 512, style_scale: float = 1.0,
-            multiscale: Sequence[int] | None = None,
-            content_layers: Sequence[str] = DEFAULT_CONTENT_LAYERS,
-            style_layers: Sequence[str] = DEFAULT_STYLE_LAYERS, style_layer_weights: Sequence[float] | None = None,
-            content_weight: float = 1.0, style_weight: float = 1e6, tv_weight: float = 0.0,
-            init: str | ImageLike = "content", optimizer: str = "lbfgs", iterations: int = 500,
-            lr: float | None = None, preserve_colors: str | None = None, arch: str = "vgg19",
-            weights: str | os.PathLike = "imagenet", pooling: str = "max", extractor: VGGFeatures | None = None,
-            seed: int = 0, device: str | torch.device | None = None, autocast: bool = False,
-            callback: Callable[[dict], object] | None = None, progress: bool = True, save_every: int = 0,
-            save_path: str | os.PathLike | None = None) -> tuple[torch.Tensor, History]:
+def stylize(
+    content: ImageLike,
+    styles: ImageLike | Sequence[ImageLike],
+    *,
+    style_blend_weights: Sequence[float] | None = None,
+    size: int = 512,
+    style_scale: float = 1.0,
+    multiscale: Sequence[int] | None = None,
+    content_layers: Sequence[str] = DEFAULT_CONTENT_LAYERS,
+    style_layers: Sequence[str] = DEFAULT_STYLE_LAYERS,
+    style_layer_weights: Sequence[float] | None = None,
+    content_weight: float = 1.0,
+    style_weight: float = 1e6,
+    tv_weight: float = 0.0,
+    init: str | ImageLike = "content",
+    optimizer: str = "lbfgs",
+    iterations: int = 500,
+    lr: float | None = None,
+    preserve_colors: str | None = None,
+    arch: str = "vgg19",
+    weights: str | os.PathLike = "imagenet",
+    pooling: str = "max",
+    extractor: VGGFeatures | None = None,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    autocast: bool = False,
+    callback: Callable[[dict], object] | None = None,
+    progress: bool = True,
+    save_every: int = 0,
+    save_path: str | os.PathLike | None = None,
+) -> tuple[torch.Tensor, History]:
     """Gatys style transfer: returns the image (1, 3, H, W) in [0, 1] (content's aspect, long side ``size``) and
     its :class:`History`.
 
@@ -235,15 +294,24 @@ def stylize(content: ImageLike, styles: ImageLike | Sequence[ImageLike], *,
         raise ValueError(f"preserve_colors must be None or one of {COLOR_METHODS}, got {preserve_colors!r}")
     style_scale = _checks.number("style_scale", style_scale, positive=True)
     iterations = _checks.integer("iterations", iterations, 0)
-    content_weight, style_weight, tv_weight = (_checks.loss_weight(name, value) for name, value in (
-        ("content_weight", content_weight), ("style_weight", style_weight), ("tv_weight", tv_weight)))
+    content_weight, style_weight, tv_weight = (
+        _checks.loss_weight(name, value)
+        for name, value in (
+            ("content_weight", content_weight),
+            ("style_weight", style_weight),
+            ("tv_weight", tv_weight),
+        )
+    )
     lr = None if lr is None else _checks.number("lr", lr, positive=True)
     seed = _checks.seed(seed)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable or None, got {callback!r}")
     scales = _scales(size, multiscale)
-    protected = [Path(p) for p in [content, *style_list, init] if isinstance(p, (str, os.PathLike))
-                 and not (isinstance(p, str) and p in INITS)]
+    protected = [
+        Path(p)
+        for p in [content, *style_list, init]
+        if isinstance(p, (str, os.PathLike)) and not (isinstance(p, str) and p in INITS)
+    ]
     _save_path_check(save_every, save_path, protected)
     content_full = images.as_image(content, "content", device)
     styles_full = [images.as_image(s, "style", device) for s in style_list]
@@ -257,13 +325,17 @@ def stylize(content: ImageLike, styles: ImageLike | Sequence[ImageLike], *,
     for scale in scales:
         content_img = images.resize_long_side(content_full, scale)
         if min(content_img.shape[-2:]) < extractor.min_size:
-            raise ValueError(f"size {scale} gives a {tuple(content_img.shape[-2:])} image, smaller than the "
-                             f"{extractor.min_size} pixels the deepest requested VGG layer needs")
+            raise ValueError(
+                f"size {scale} gives a {tuple(content_img.shape[-2:])} image, smaller than the "
+                f"{extractor.min_size} pixels the deepest requested VGG layer needs"
+            )
         style_imgs = [images.resize_long_side(s, max(1, round(scale * style_scale))) for s in styles_full]
         for s in style_imgs:
             if min(s.shape[-2:]) < extractor.min_size:
-                raise ValueError(f"a style image at scale {style_scale} is {tuple(s.shape[-2:])}, smaller than "
-                                 f"the {extractor.min_size} pixels the style layers need")
+                raise ValueError(
+                    f"a style image at scale {style_scale} is {tuple(s.shape[-2:])}, smaller than "
+                    f"the {extractor.min_size} pixels the style layers need"
+                )
         if channels_last:
             content_img = content_img.contiguous(memory_format=torch.channels_last)
         content_targets = {}
@@ -271,10 +343,16 @@ def stylize(content: ImageLike, styles: ImageLike | Sequence[ImageLike], *,
             with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 feats = extractor(content_img)
             content_targets = {name: feats[name].float() for name in content_layers}
-        objective = _Objective(extractor, content_targets,
-                               _grams(extractor, style_imgs, blend, style_layers, autocast),
-                               dict(zip(style_layers, layer_weights)), content_weight, style_weight, tv_weight,
-                               autocast)
+        objective = _Objective(
+            extractor,
+            content_targets,
+            _grams(extractor, style_imgs, blend, style_layers, autocast),
+            dict(zip(style_layers, layer_weights)),
+            content_weight,
+            style_weight,
+            tv_weight,
+            autocast,
+        )
         if image is not None:
             image = images.resize(image, tuple(content_img.shape[-2:]))
         elif init_image is not None:
@@ -284,27 +362,53 @@ def stylize(content: ImageLike, styles: ImageLike | Sequence[ImageLike], *,
         else:
             image = content_img.clone()
         image = image.contiguous(memory_format=torch.channels_last) if channels_last else image.contiguous()
-        image = _optimize(image, objective, optimizer=optimizer, iterations=iterations, lr=lr, history=history,
-                          start=start, scale=scale, callback=callback, progress=progress, save_every=save_every,
-                          save_path=save_path, protected=protected, first_iteration=len(history.loss))
+        image = _optimize(
+            image,
+            objective,
+            optimizer=optimizer,
+            iterations=iterations,
+            lr=lr,
+            history=history,
+            start=start,
+            scale=scale,
+            callback=callback,
+            progress=progress,
+            save_every=save_every,
+            save_path=save_path,
+            protected=protected,
+            first_iteration=len(history.loss),
+        )
     result = image.clamp(0, 1)
     if preserve_colors:
-        result = images.preserve_colors(result, images.resize(content_full, tuple(result.shape[-2:])),
-                                        preserve_colors)
+        result = images.preserve_colors(result, images.resize(content_full, tuple(result.shape[-2:])), preserve_colors)
     return result.contiguous(), history
 
 
-def synthesize_texture(style: ImageLike | Sequence[ImageLike], size: int | tuple[int, int] = 256, *,
-                       style_size: int | None = None, style_blend_weights: Sequence[float] | None = None,
-                       style_layers: Sequence[str] = DEFAULT_STYLE_LAYERS,
-                       style_layer_weights: Sequence[float] | None = None, style_weight: float = 1e6,
-                       tv_weight: float = 0.0, optimizer: str = "lbfgs", iterations: int = 500,
-                       lr: float | None = None, arch: str = "vgg19", weights: str | os.PathLike = "imagenet",
-                       pooling: str = "avg", extractor: VGGFeatures | None = None, seed: int = 0,
-                       device: str | torch.device | None = None, autocast: bool = False,
-                       callback: Callable[[dict], object] | None = None, progress: bool = True,
-                       save_every: int = 0, save_path: str | os.PathLike | None = None
-                       ) -> tuple[torch.Tensor, History]:
+def synthesize_texture(
+    style: ImageLike | Sequence[ImageLike],
+    size: int | tuple[int, int] = 256,
+    *,
+    style_size: int | None = None,
+    style_blend_weights: Sequence[float] | None = None,
+    style_layers: Sequence[str] = DEFAULT_STYLE_LAYERS,
+    style_layer_weights: Sequence[float] | None = None,
+    style_weight: float = 1e6,
+    tv_weight: float = 0.0,
+    optimizer: str = "lbfgs",
+    iterations: int = 500,
+    lr: float | None = None,
+    arch: str = "vgg19",
+    weights: str | os.PathLike = "imagenet",
+    pooling: str = "avg",
+    extractor: VGGFeatures | None = None,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    autocast: bool = False,
+    callback: Callable[[dict], object] | None = None,
+    progress: bool = True,
+    save_every: int = 0,
+    save_path: str | os.PathLike | None = None,
+) -> tuple[torch.Tensor, History]:
     """Gatys texture synthesis: an image of ``size`` (square side or (H, W)) whose Gram statistics match the
     style image(s), optimised from seeded uniform noise. ``style_size``: long side the style is resized to
     (default: the output's long side). Average pooling by default (Gatys et al. 2015)."""
@@ -318,10 +422,31 @@ def synthesize_texture(style: ImageLike | Sequence[ImageLike], size: int | tuple
     style_size = long_side if style_size is None else _checks.integer("style_size", style_size, 1)
     device = resolve_device(device)
     canvas = torch.zeros(1, 3, height, width, device=device)
-    return stylize(canvas, style, style_blend_weights=style_blend_weights, size=long_side,
-                   style_scale=style_size / long_side, content_layers=(),
-                   style_layers=style_layers, style_layer_weights=style_layer_weights, content_weight=0.0,
-                   style_weight=style_weight, tv_weight=tv_weight, init="noise", optimizer=optimizer,
-                   iterations=iterations, lr=lr, arch=arch, weights=weights, pooling=pooling, extractor=extractor,
-                   seed=seed, device=device, autocast=autocast, callback=callback, progress=progress,
-                   save_every=save_every, save_path=save_path)
+    return stylize(
+        canvas,
+        style,
+        style_blend_weights=style_blend_weights,
+        size=long_side,
+        style_scale=style_size / long_side,
+        content_layers=(),
+        style_layers=style_layers,
+        style_layer_weights=style_layer_weights,
+        content_weight=0.0,
+        style_weight=style_weight,
+        tv_weight=tv_weight,
+        init="noise",
+        optimizer=optimizer,
+        iterations=iterations,
+        lr=lr,
+        arch=arch,
+        weights=weights,
+        pooling=pooling,
+        extractor=extractor,
+        seed=seed,
+        device=device,
+        autocast=autocast,
+        callback=callback,
+        progress=progress,
+        save_every=save_every,
+        save_path=save_path,
+    )

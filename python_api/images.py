@@ -11,6 +11,7 @@ Images are float32 RGB tensors in [0, 1] of shape (1, 3, H, W); functions that t
 * :func:`luminance_transfer`, :func:`match_color` and :func:`preserve_colors`: colour preservation of a stylized
   result (Gatys et al. 2016, "Preserving color in neural artistic style transfer").
 """
+
 from __future__ import annotations
 
 import math
@@ -28,8 +29,18 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from . import _checks
 
 __all__ = [
-    "COLOR_METHODS", "MATCH_MODES", "SAVE_FORMATS", "from_pil", "load_image", "luminance_transfer", "match_color",
-    "preserve_colors", "resize", "resize_long_side", "save_image", "to_pil",
+    "COLOR_METHODS",
+    "MATCH_MODES",
+    "SAVE_FORMATS",
+    "from_pil",
+    "load_image",
+    "luminance_transfer",
+    "match_color",
+    "preserve_colors",
+    "resize",
+    "resize_long_side",
+    "save_image",
+    "to_pil",
 ]
 
 #: Methods accepted by :func:`preserve_colors`.
@@ -37,8 +48,15 @@ COLOR_METHODS = ("luminance", "mean_cov", "histogram")
 #: Modes accepted by :func:`match_color`.
 MATCH_MODES = ("mean_cov", "histogram")
 #: File suffix (lower case) -> Pillow format used by :func:`save_image`.
-SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
-                ".tif": "TIFF", ".tiff": "TIFF"}
+SAVE_FORMATS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".webp": "WEBP",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+}
 _SAVE_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}, "TIFF": {"compression": "tiff_deflate"}}
 
 # BT.601 luma weights: the Y of YIQ and of BT.601 YCbCr.
@@ -49,6 +67,7 @@ _EXIF_ORIENTATION = 0x0112
 # --------------------------------------------------------------------------------------------------------------
 # Tensor shape helpers
 # --------------------------------------------------------------------------------------------------------------
+
 
 def _as_batch(name: str, img: object, *, channels: int | None = 3) -> tuple[torch.Tensor, bool]:
     """``img`` as a 4-D tensor plus whether it was 3-D (so the result can be squeezed back)."""
@@ -76,6 +95,7 @@ def _restore(img: torch.Tensor, squeeze: bool) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------------------
 # Pillow <-> numpy / tensors
 # --------------------------------------------------------------------------------------------------------------
+
 
 def _composite_over_white(rgba: np.ndarray) -> np.ndarray:
     """float (H, W, 4) straight-alpha RGBA in [0, 1] -> (H, W, 3) RGB over a white background."""
@@ -134,13 +154,17 @@ def _to_uint8(img: torch.Tensor, name: str = "img") -> np.ndarray:
     """(3, H, W) or (1, 3, H, W) in [0, 1] -> uint8 (H, W, 3), clamped and rounded; ValueError for NaN / Inf."""
     batch, _ = _as_batch(name, img)
     if batch.shape[0] != 1:
-        raise ValueError(f"{name} must hold a single image, got a batch of {batch.shape[0]} "
-                         f"(shape {tuple(img.shape)}); save the images one at a time")
+        raise ValueError(
+            f"{name} must hold a single image, got a batch of {batch.shape[0]} "
+            f"(shape {tuple(img.shape)}); save the images one at a time"
+        )
     x = batch[0].detach().to("cpu", torch.float32)
     bad = int((~torch.isfinite(x)).sum())
     if bad:
-        raise ValueError(f"{name} has {bad} non-finite values (NaN or Inf) of {x.numel()}: refusing to write them "
-                         f"as black or white pixels")
+        raise ValueError(
+            f"{name} has {bad} non-finite values (NaN or Inf) of {x.numel()}: refusing to write them "
+            f"as black or white pixels"
+        )
     x = x.clamp(0.0, 1.0)
     q = (x * 255.0).round().to(torch.uint8)
     return np.ascontiguousarray(q.permute(1, 2, 0).numpy())
@@ -156,6 +180,7 @@ def to_pil(img: torch.Tensor) -> Image.Image:
 # 16-bit RGB(A) / grey+alpha: Pillow decodes them to 8 bit, so decode the raw samples ourselves via Pillow's
 # decoders (which still do the PNG unfiltering / interlacing and the TIFF decompression)
 # --------------------------------------------------------------------------------------------------------------
+
 
 def _tile_rawmode(tile: object) -> str | None:
     args = getattr(tile, "args", None)
@@ -224,32 +249,33 @@ def _read_16bit_colour(path: pathlib.Path, im: Image.Image) -> np.ndarray | None
                         alpha = (values != np.asarray(transparency, np.float64)).any(axis=-1)[..., None]
                         arr = arr * alpha + (1.0 - alpha)
                     return arr
-    except Exception:  # noqa: BLE001 - any trouble: fall back to Pillow's own (8-bit) decoding
+    except Exception:
         return None
     return None
 
 
 def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
     """Apply an EXIF orientation (1..8) to an (H, W, C) array exactly like ``ImageOps.exif_transpose``."""
-    if orientation == 2:    # FLIP_LEFT_RIGHT
+    if orientation == 2:  # FLIP_LEFT_RIGHT
         return arr[:, ::-1]
-    if orientation == 3:    # ROTATE_180
+    if orientation == 3:  # ROTATE_180
         return arr[::-1, ::-1]
-    if orientation == 4:    # FLIP_TOP_BOTTOM
+    if orientation == 4:  # FLIP_TOP_BOTTOM
         return arr[::-1]
-    if orientation == 5:    # TRANSPOSE
+    if orientation == 5:  # TRANSPOSE
         return arr.swapaxes(0, 1)
-    if orientation == 6:    # ROTATE_270 (90 degrees clockwise)
+    if orientation == 6:  # ROTATE_270 (90 degrees clockwise)
         return np.rot90(arr, k=-1)
-    if orientation == 7:    # TRANSVERSE
+    if orientation == 7:  # TRANSVERSE
         return arr[::-1, ::-1].swapaxes(0, 1)
-    if orientation == 8:    # ROTATE_90 (90 degrees counter-clockwise)
+    if orientation == 8:  # ROTATE_90 (90 degrees counter-clockwise)
         return np.rot90(arr, k=1)
     return arr
 
 
-def load_image(path: str | os.PathLike, *, long_side: int | None = None,
-               device: torch.device | str | None = None) -> torch.Tensor:
+def load_image(
+    path: str | os.PathLike, *, long_side: int | None = None, device: torch.device | str | None = None
+) -> torch.Tensor:
     """Read an image file as a float32 (1, 3, H, W) RGB tensor in [0, 1].
 
     The EXIF orientation is applied; greyscale, palette, CMYK, ... are converted to RGB; alpha (RGBA, LA, palette
@@ -290,11 +316,15 @@ def load_image(path: str | os.PathLike, *, long_side: int | None = None,
 # Resizing
 # --------------------------------------------------------------------------------------------------------------
 
+
 def resize(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Antialiased bicubic resize of (C, H, W) or (B, C, H, W) to ``size`` = (height, width), clamped to [0, 1]."""
     batch, squeeze = _as_batch("img", img, channels=None)
-    if (not isinstance(size, (tuple, list)) or len(size) != 2
-            or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1 for s in size)):
+    if (
+        not isinstance(size, (tuple, list))
+        or len(size) != 2
+        or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1 for s in size)
+    ):
         raise ValueError(f"size must be (height, width) with positive ints, got {size!r}")
     h, w = int(size[0]), int(size[1])
     if (h, w) == tuple(batch.shape[-2:]):
@@ -325,6 +355,7 @@ def resize_long_side(img: torch.Tensor, long_side: int) -> torch.Tensor:
 # Saving
 # --------------------------------------------------------------------------------------------------------------
 
+
 def _umask() -> int:
     try:
         with open("/proc/self/status", encoding="ascii") as f:
@@ -338,8 +369,9 @@ def _umask() -> int:
     return mask
 
 
-def save_image(img: torch.Tensor, path: str | os.PathLike, *,
-               protected: Iterable[str | os.PathLike] | str | os.PathLike = ()) -> pathlib.Path:
+def save_image(
+    img: torch.Tensor, path: str | os.PathLike, *, protected: Iterable[str | os.PathLike] | str | os.PathLike = ()
+) -> pathlib.Path:
     """Write a (3, H, W) or (1, 3, H, W) image in [0, 1] (clamped, rounded to 8 bit) to ``path`` and return the
     resolved path.
 
@@ -349,8 +381,9 @@ def save_image(img: torch.Tensor, path: str | os.PathLike, *,
     in ``protected`` (the inputs), so an input is never overwritten; if the suffix is unknown or the folder cannot
     be written; and if the image holds NaN or Inf values (they are never written silently as black pixels).
     """
-    target = _checks.output_path("path", path, (protected,) if isinstance(protected, (str, os.PathLike))
-                                 else protected, SAVE_FORMATS)
+    target = _checks.output_path(
+        "path", path, (protected,) if isinstance(protected, (str, os.PathLike)) else protected, SAVE_FORMATS
+    )
     pixels = _to_uint8(img, f"the image for {path}")
     fmt = SAVE_FORMATS[target.suffix.lower()]
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -376,8 +409,10 @@ def save_image(img: torch.Tensor, path: str | os.PathLike, *,
 # Colour preservation
 # --------------------------------------------------------------------------------------------------------------
 
-def _colour_pair(result: torch.Tensor, content: torch.Tensor, *, same_size: bool
-                 ) -> tuple[torch.Tensor, torch.Tensor, bool]:
+
+def _colour_pair(
+    result: torch.Tensor, content: torch.Tensor, *, same_size: bool
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """Both as 4-D on result's device / dtype; content's batch broadcast to result's; resized if ``same_size``."""
     r, squeeze = _as_batch("result", result)
     c, _ = _as_batch("content", content)
@@ -406,7 +441,7 @@ def luminance_transfer(result: torch.Tensor, content: torch.Tensor) -> torch.Ten
     """
     r, c, squeeze = _colour_pair(result, content, same_size=True)
     y = _luma(r).clamp(0.0, 1.0)
-    chroma = c - _luma(c)                        # content's chrominance as an RGB offset (its luma is 0)
+    chroma = c - _luma(c)  # content's chrominance as an RGB offset (its luma is 0)
     # largest t in [0, 1] with y + t * chroma inside [0, 1] for every channel
     up = torch.where(chroma > 0, (1.0 - y) / chroma.clamp_min(1e-12), torch.full_like(chroma, math.inf))
     down = torch.where(chroma < 0, y / (-chroma).clamp_min(1e-12), torch.full_like(chroma, math.inf))
@@ -427,7 +462,7 @@ def _mean_cov_match(r: torch.Tensor, c: torch.Tensor, eps: float) -> torch.Tenso
     def sym_pow(m: torch.Tensor, p: float, reg: float) -> torch.Tensor:
         evals, evecs = torch.linalg.eigh(m)
         evals = evals.clamp_min(0.0) + reg
-        return evecs @ torch.diag_embed(evals ** p) @ evecs.transpose(1, 2)
+        return evecs @ torch.diag_embed(evals**p) @ evecs.transpose(1, 2)
 
     # eps-regularised inverse square root of result's covariance, plain square root of content's
     a = sym_pow(cy, 0.5, 0.0) @ sym_pow(cx, -0.5, eps)
@@ -441,8 +476,11 @@ def _histogram_match(r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     y, _ = c.reshape(c.shape[0], 3, -1).sort(dim=2)
     n, m = x.shape[2], y.shape[2]
     if m != n:  # content's quantiles at result's ranks, linear interpolation
-        pos = torch.linspace(0.0, m - 1, n, device=r.device, dtype=torch.float64) if n > 1 else \
-            torch.zeros(1, device=r.device, dtype=torch.float64)
+        pos = (
+            torch.linspace(0.0, m - 1, n, device=r.device, dtype=torch.float64)
+            if n > 1
+            else torch.zeros(1, device=r.device, dtype=torch.float64)
+        )
         lo = pos.floor().long().clamp(max=m - 1)
         hi = (lo + 1).clamp(max=m - 1)
         frac = (pos - lo).to(r.dtype)
@@ -452,8 +490,9 @@ def _histogram_match(r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     return out.reshape(r.shape)
 
 
-def match_color(result: torch.Tensor, content: torch.Tensor, mode: str = "mean_cov", *,
-                eps: float = 1e-5, clamp: bool = True) -> torch.Tensor:
+def match_color(
+    result: torch.Tensor, content: torch.Tensor, mode: str = "mean_cov", *, eps: float = 1e-5, clamp: bool = True
+) -> torch.Tensor:
     """Match the colour statistics of ``result`` to those of ``content`` (per image of the batch).
 
     ``mode="mean_cov"``: the affine map ``x -> C_c^1/2 C_r^-1/2 (x - mu_r) + mu_c`` (symmetric matrix square
@@ -483,14 +522,17 @@ def preserve_colors(result: torch.Tensor, content: torch.Tensor, method: str) ->
     raise ValueError(f"unknown colour-preservation method {method!r}; expected one of {', '.join(COLOR_METHODS)}")
 
 
-def as_image(value: torch.Tensor | str | os.PathLike, name: str = "image",
-             device: torch.device | str | None = None) -> torch.Tensor:
+def as_image(
+    value: torch.Tensor | str | os.PathLike, name: str = "image", device: torch.device | str | None = None
+) -> torch.Tensor:
     """A path (loaded with :func:`load_image`) or an image tensor (C, H, W) / (1, C, H, W), as a detached float32
     (1, C, H, W) tensor on ``device``. ``name`` is used in the error for anything else."""
     if not isinstance(value, torch.Tensor):
         return load_image(value, device=device)
     value = value.unsqueeze(0) if value.dim() == 3 else value
     if value.dim() != 4 or value.shape[0] != 1 or not value.is_floating_point():
-        raise ValueError(f"{name} must be an image tensor (1, C, H, W) or (C, H, W) in [0, 1] or a path, "
-                         f"got {tuple(value.shape)} {value.dtype}")
+        raise ValueError(
+            f"{name} must be an image tensor (1, C, H, W) or (C, H, W) in [0, 1] or a path, "
+            f"got {tuple(value.shape)} {value.dtype}"
+        )
     return value.detach().to(device=device, dtype=torch.float32)

@@ -10,6 +10,7 @@ and the style Grams ``A`` (S, C, C) computed once and picked per sample by the f
 style, whose losses these equal. Super-resolution: LR = bicubic(gaussian_blur(HR, sigma 1)), loss = feature MSE on
 ``relu2_2`` (+ optional pixel MSE, TV).
 """
+
 from __future__ import annotations
 
 import csv
@@ -74,7 +75,7 @@ class ImageFolder(Dataset):
         g = torch.Generator().manual_seed(hash((self.seed, epoch, index)) % 2**63)
         top = int(torch.randint(0, H - self.crop + 1, (1,), generator=g))
         left = int(torch.randint(0, W - self.crop + 1, (1,), generator=g))
-        return img[0, :, top:top + self.crop, left:left + self.crop].contiguous()
+        return img[0, :, top : top + self.crop, left : left + self.crop].contiguous()
 
 
 class _Stream(Sampler):
@@ -96,8 +97,9 @@ def _keep(sample: torch.Tensor | None) -> torch.Tensor | None:
     return sample
 
 
-def _batches(data: ImageFolder, batch_size: int, workers: int, seed: int, position: int
-             ) -> Iterator[tuple[torch.Tensor, int]]:
+def _batches(
+    data: ImageFolder, batch_size: int, workers: int, seed: int, position: int
+) -> Iterator[tuple[torch.Tensor, int]]:
     """(batch, stream position after it) forever: ``batch_size`` readable samples taken in stream order from
     ``position`` on, unreadable ones skipped (they use no training step). The same position always gives the same
     batches. ValueError naming the folder once every file has failed to load."""
@@ -111,8 +113,10 @@ def _batches(data: ImageFolder, batch_size: int, workers: int, seed: int, positi
         if sample is None:
             unreadable.add(index)
             if len(unreadable) == len(data):
-                raise ValueError(f"no readable image in the training data folder {data.root}: all {len(data)} "
-                                 f"image files failed to load")
+                raise ValueError(
+                    f"no readable image in the training data folder {data.root}: all {len(data)} "
+                    f"image files failed to load"
+                )
             continue
         kept.append(sample)
         if len(kept) == batch_size:
@@ -124,6 +128,7 @@ def _batches(data: ImageFolder, batch_size: int, workers: int, seed: int, positi
 @dataclass
 class TrainConfig:
     """Everything a run needs besides its data; saved with the checkpoints."""
+
     task: str = "style"  # "style" | "super_resolution"
     iterations: int = 40000
     batch_size: int = 4
@@ -165,8 +170,15 @@ def _checked_config(config: TrainConfig | None, task: str, **defaults: object) -
     elif not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     c = replace(config, task=task)
-    for name, minimum in (("iterations", 1), ("batch_size", 1), ("crop", 1), ("workers", 0),
-                          ("checkpoint_every", 0), ("sample_every", 0), ("log_every", 1)):
+    for name, minimum in (
+        ("iterations", 1),
+        ("batch_size", 1),
+        ("crop", 1),
+        ("workers", 0),
+        ("checkpoint_every", 0),
+        ("sample_every", 0),
+        ("log_every", 1),
+    ):
         _checks.integer(f"config.{name}", getattr(c, name), minimum)
     _checks.number("config.lr", c.lr, positive=True)
     for name in ("content_weight", "style_weight", "tv_weight", "pixel_weight"):
@@ -184,25 +196,31 @@ def _checked_config(config: TrainConfig | None, task: str, **defaults: object) -
         if c.factor not in SR_FACTORS or isinstance(c.factor, bool):
             raise ValueError(f"config.factor must be one of {', '.join(map(str, SR_FACTORS))}, got {c.factor!r}")
         if c.crop % c.factor or c.crop // c.factor < SuperResolutionNet.min_size:
-            raise ValueError(f"config.crop {c.crop} must be a multiple of the factor {c.factor} and at least "
-                             f"{c.factor * SuperResolutionNet.min_size} (low-resolution crops of "
-                             f">= {SuperResolutionNet.min_size} pixels)")
+            raise ValueError(
+                f"config.crop {c.crop} must be a multiple of the factor {c.factor} and at least "
+                f"{c.factor * SuperResolutionNet.min_size} (low-resolution crops of "
+                f">= {SuperResolutionNet.min_size} pixels)"
+            )
     elif c.crop < TransformNet.min_size:
         raise ValueError(f"config.crop must be at least {TransformNet.min_size}, got {c.crop}")
     return c
 
 
-def _check_run(data: ImageFolder, out_dir: str | os.PathLike, config: TrainConfig,
-               protected: Sequence[object]) -> Path:
+def _check_run(data: ImageFolder, out_dir: str | os.PathLike, config: TrainConfig, protected: Sequence[object]) -> Path:
     """The output folder (writable, not inside the data folder) and a batch size the data can fill."""
-    out = _checks.output_path("out_dir", out_dir, [p for p in protected if isinstance(p, (str, os.PathLike))],
-                              folder=True)
+    out = _checks.output_path(
+        "out_dir", out_dir, [p for p in protected if isinstance(p, (str, os.PathLike))], folder=True
+    )
     if out == data.root.resolve() or data.root.resolve() in out.parents:
-        raise ValueError(f"out_dir {out_dir} is inside the training data folder {data.root}: its samples would "
-                         f"become training images; choose a folder outside it")
+        raise ValueError(
+            f"out_dir {out_dir} is inside the training data folder {data.root}: its samples would "
+            f"become training images; choose a folder outside it"
+        )
     if config.batch_size > len(data):
-        raise ValueError(f"batch_size {config.batch_size} is larger than the {len(data)} images under "
-                         f"{data.root}; lower the batch size or add images")
+        raise ValueError(
+            f"batch_size {config.batch_size} is larger than the {len(data)} images under "
+            f"{data.root}; lower the batch size or add images"
+        )
     return out
 
 
@@ -212,11 +230,22 @@ def _atomic_save(obj: object, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _save_checkpoint(path: Path, model, optimizer, step: int, position: int, config: TrainConfig,
-                     metadata: dict) -> None:
-    _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                  "data_position": position, "torch_rng": torch.get_rng_state(), "config": asdict(config),
-                  "model_config": model_config(model), "metadata": metadata}, path)
+def _save_checkpoint(
+    path: Path, model, optimizer, step: int, position: int, config: TrainConfig, metadata: dict
+) -> None:
+    _atomic_save(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "step": step,
+            "data_position": position,
+            "torch_rng": torch.get_rng_state(),
+            "config": asdict(config),
+            "model_config": model_config(model),
+            "metadata": metadata,
+        },
+        path,
+    )
 
 
 _CHECKPOINT_KEYS = ("model", "optimizer", "step", "data_position", "torch_rng", "config", "model_config", "metadata")
@@ -226,14 +255,17 @@ def _plain(value: object) -> object:
     return list(value) if isinstance(value, tuple) else value
 
 
-def _resume_state(out_dir: Path, config: TrainConfig, model: torch.nn.Module, metadata: dict,
-                  resume: bool) -> dict | None:
+def _resume_state(
+    out_dir: Path, config: TrainConfig, model: torch.nn.Module, metadata: dict, resume: bool
+) -> dict | None:
     """The checkpoint to continue from (None: start at step 0), checked against this run before any work."""
     checkpoint = out_dir / "checkpoint.pt"
     if not resume:
         if checkpoint.exists():
-            raise ValueError(f"{out_dir} already holds a training checkpoint ({checkpoint}): pass resume=True "
-                             f"(--resume) to continue it, or choose another output folder")
+            raise ValueError(
+                f"{out_dir} already holds a training checkpoint ({checkpoint}): pass resume=True "
+                f"(--resume) to continue it, or choose another output folder"
+            )
         return None
     if not checkpoint.exists():
         warnings.warn(f"no checkpoint in {out_dir}: starting from step 0", stacklevel=3)
@@ -241,25 +273,37 @@ def _resume_state(out_dir: Path, config: TrainConfig, model: torch.nn.Module, me
     state = _checks.load_torch_file(checkpoint, "training checkpoint")
     missing = [k for k in _CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
-        raise ValueError(f"{checkpoint} is not a valid training checkpoint of this version (no "
-                         f"{', '.join(missing)})")
+        raise ValueError(f"{checkpoint} is not a valid training checkpoint of this version (no {', '.join(missing)})")
     step = int(state["step"])
     if step > config.iterations:
-        raise ValueError(f"resume: {checkpoint} is at step {step}, past the target iterations="
-                         f"{config.iterations}; pass iterations >= {step} (a run is never shortened)")
+        raise ValueError(
+            f"resume: {checkpoint} is at step {step}, past the target iterations="
+            f"{config.iterations}; pass iterations >= {step} (a run is never shortened)"
+        )
     if state["model_config"] != model_config(model):
         theirs, ours = state["model_config"], model_config(model)
-        diff = ", ".join(f"{k}={theirs.get(k)!r} there, {ours.get(k)!r} here" for k in sorted({*theirs, *ours})
-                         if theirs.get(k) != ours.get(k))
+        diff = ", ".join(
+            f"{k}={theirs.get(k)!r} there, {ours.get(k)!r} here"
+            for k in sorted({*theirs, *ours})
+            if theirs.get(k) != ours.get(k)
+        )
         raise ValueError(f"resume: {checkpoint} holds another network than this run builds ({diff})")
     ours = asdict(config)
-    diff = [f"{k}={state['config'].get(k)!r} there, {ours[k]!r} here" for k in ours
-            if k not in RESUMABLE_FIELDS and _plain(state["config"].get(k)) != _plain(ours[k])]
-    diff += [f"{k}={state['metadata'].get(k)!r} there, {metadata[k]!r} here" for k in ("styles", "factor")
-             if k in metadata and state["metadata"].get(k) != metadata[k]]
+    diff = [
+        f"{k}={state['config'].get(k)!r} there, {ours[k]!r} here"
+        for k in ours
+        if k not in RESUMABLE_FIELDS and _plain(state["config"].get(k)) != _plain(ours[k])
+    ]
+    diff += [
+        f"{k}={state['metadata'].get(k)!r} there, {metadata[k]!r} here"
+        for k in ("styles", "factor")
+        if k in metadata and state["metadata"].get(k) != metadata[k]
+    ]
     if diff:
-        raise ValueError(f"resume: {checkpoint} was made with other settings ({'; '.join(diff)}); only "
-                         f"{', '.join(RESUMABLE_FIELDS)} may change on resume")
+        raise ValueError(
+            f"resume: {checkpoint} was made with other settings ({'; '.join(diff)}); only "
+            f"{', '.join(RESUMABLE_FIELDS)} may change on resume"
+        )
     return state
 
 
@@ -302,9 +346,18 @@ class _HoldInterrupt:
 
 
 # --- the training loop ---------------------------------------------------------------------------------------
-def _train(model: torch.nn.Module, loss_fn, data: ImageFolder, config: TrainConfig, out_dir: Path,
-           state: dict | None, device: torch.device, metadata: dict, progress: bool,
-           protected: Sequence[object]) -> TrainResult:
+def _train(
+    model: torch.nn.Module,
+    loss_fn,
+    data: ImageFolder,
+    config: TrainConfig,
+    out_dir: Path,
+    state: dict | None,
+    device: torch.device,
+    metadata: dict,
+    progress: bool,
+    protected: Sequence[object],
+) -> TrainResult:
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = out_dir / "checkpoint.pt"
     model = model.to(device)
@@ -343,11 +396,14 @@ def _train(model: torch.nn.Module, loss_fn, data: ImageFolder, config: TrainConf
                     if not math.isfinite(values["loss"]):
                         raise FloatingPointError(
                             f"the loss became {values['loss']} at step {step}; lower lr or the loss weights (the "
-                            f"last checkpoint in {out_dir} is kept)")
+                            f"last checkpoint in {out_dir} is kept)"
+                        )
                 if logged:
-                    writer.writerow([step] + [values.get(k, 0.0) for k in ("loss", "content", "style", "tv",
-                                                                           "pixel")]
-                                    + [round(time.perf_counter() - start, 3)])
+                    writer.writerow(
+                        [step]
+                        + [values.get(k, 0.0) for k in ("loss", "content", "style", "tv", "pixel")]
+                        + [round(time.perf_counter() - start, 3)]
+                    )
                     log.flush()
                     result.losses.append({"step": step, **values})
                     bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()})
@@ -369,8 +425,7 @@ def _train(model: torch.nn.Module, loss_fn, data: ImageFolder, config: TrainConf
     return result
 
 
-def _save_sample(model, sample: torch.Tensor, path: Path, config: TrainConfig, protected: Sequence[object]
-                 ) -> None:
+def _save_sample(model, sample: torch.Tensor, path: Path, config: TrainConfig, protected: Sequence[object]) -> None:
     with torch.no_grad():
         if config.task == "style" and getattr(model, "num_styles", None):
             n = model.num_styles  # every style side by side
@@ -383,9 +438,16 @@ def _save_sample(model, sample: torch.Tensor, path: Path, config: TrainConfig, p
     images.save_image(out, path, protected=[p for p in protected if isinstance(p, (str, os.PathLike))])
 
 
-def train_style(data_dir: str | os.PathLike, styles: Sequence[str | os.PathLike | torch.Tensor],
-                out_dir: str | os.PathLike, config: TrainConfig | None = None, *, resume: bool = False,
-                device: str | torch.device | None = None, progress: bool = True) -> TrainResult:
+def train_style(
+    data_dir: str | os.PathLike,
+    styles: Sequence[str | os.PathLike | torch.Tensor],
+    out_dir: str | os.PathLike,
+    config: TrainConfig | None = None,
+    *,
+    resume: bool = False,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> TrainResult:
     """Train a transform network on the images of ``data_dir`` for one style, or for several (one conditional
     instance norm row per style image, each sample drawing its style). Writes ``checkpoint.pt`` (every
     ``checkpoint_every`` steps, at the end and on Ctrl-C), ``losses.csv``, optional ``samples/`` and the final
@@ -403,8 +465,10 @@ def train_style(data_dir: str | os.PathLike, styles: Sequence[str | os.PathLike 
     data = ImageFolder(data_dir, config.crop, config.seed)
     out = _check_run(data, out_dir, config, styles)
     num_styles = len(styles)
-    names = [os.path.basename(os.fspath(s)) if not isinstance(s, torch.Tensor) else f"tensor{i}"
-             for i, s in enumerate(styles)]
+    names = [
+        os.path.basename(os.fspath(s)) if not isinstance(s, torch.Tensor) else f"tensor{i}"
+        for i, s in enumerate(styles)
+    ]
     metadata = {"styles": names}
     torch.manual_seed(config.seed)  # the initial weights
     model = TransformNet(num_styles=num_styles if num_styles > 1 else None)
@@ -413,8 +477,10 @@ def train_style(data_dir: str | os.PathLike, styles: Sequence[str | os.PathLike 
     style_imgs = [images.resize_long_side(s, config.style_size) if config.style_size else s for s in style_imgs]
     vgg = _vgg([*config.style_layers, config.content_layer], config, device)
     with torch.no_grad():
-        grams = {name: torch.cat([pk.gram_matrix(vgg(s.to(device))[name], out_dtype=torch.float32)
-                                  for s in style_imgs]) for name in config.style_layers}
+        grams = {
+            name: torch.cat([pk.gram_matrix(vgg(s.to(device))[name], out_dtype=torch.float32) for s in style_imgs])
+            for name in config.style_layers
+        }
 
     def loss_fn(net, x, step):
         g = torch.Generator().manual_seed(config.seed * 7919 + step)
@@ -425,22 +491,29 @@ def train_style(data_dir: str | os.PathLike, styles: Sequence[str | os.PathLike 
             with torch.no_grad():
                 fx = vgg(x)[config.content_layer]
         content = pk.content_loss(fy[config.content_layer], fx, weight=config.content_weight)
-        style = sum(pk.style_loss(fy[n], grams[n] if num_styles > 1 else grams[n][0], weight=config.style_weight,
-                                  style_index=index) for n in config.style_layers)
+        style = sum(
+            pk.style_loss(
+                fy[n], grams[n] if num_styles > 1 else grams[n][0], weight=config.style_weight, style_index=index
+            )
+            for n in config.style_layers
+        )
         zero = content.new_zeros(())
         tv = pk.tv_loss(y.float(), weight=config.tv_weight) if config.tv_weight else zero
         return {"loss": content + style + tv, "content": content, "style": style, "tv": tv}
 
-    return _train(model, loss_fn, data, config, out, state, device,
-                  {**metadata, "vgg": vgg.weights_description}, progress, styles)
+    return _train(
+        model, loss_fn, data, config, out, state, device, {**metadata, "vgg": vgg.weights_description}, progress, styles
+    )
 
 
 def _vgg(layers: list[str], config: TrainConfig, device: torch.device) -> VGGFeatures:
     """The loss network; ValueError when the training crop is smaller than its deepest layer needs."""
     vgg = VGGFeatures(layers, arch="vgg16", weights=config.vgg_weights, seed=config.seed)
     if config.crop < vgg.min_size:
-        raise ValueError(f"config.crop {config.crop} is smaller than the {vgg.min_size} pixels the VGG layers "
-                         f"{', '.join(layers)} need")
+        raise ValueError(
+            f"config.crop {config.crop} is smaller than the {vgg.min_size} pixels the VGG layers "
+            f"{', '.join(layers)} need"
+        )
     return vgg.to(device)
 
 
@@ -450,7 +523,7 @@ def gaussian_blur(img: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
     sigma = _checks.number("sigma", sigma, positive=True)
     radius = max(1, math.ceil(3 * sigma))
     x = torch.arange(-radius, radius + 1, dtype=img.dtype, device=img.device)
-    k = torch.exp(-x ** 2 / (2 * sigma ** 2))
+    k = torch.exp(-(x**2) / (2 * sigma**2))
     k = (k / k.sum()).view(1, 1, 1, -1).repeat(img.shape[1], 1, 1, 1)
     img = F.conv2d(F.pad(img, (radius, radius, 0, 0), mode="reflect"), k, groups=img.shape[1])
     return F.conv2d(F.pad(img, (0, 0, radius, radius), mode="reflect"), k.transpose(2, 3), groups=img.shape[1])
@@ -462,14 +535,21 @@ def degrade(hr: torch.Tensor, factor: int) -> torch.Tensor:
     H, W = images._as_batch("hr", hr, channels=None)[0].shape[-2:]
     if min(H, W) < 4 or min(H, W) < factor:  # reflection padding of the blur needs 4 pixels
         raise ValueError(f"hr of size {H}x{W} is too small to blur and downsample by {factor}")
-    lr = F.interpolate(gaussian_blur(hr), size=(H // factor, W // factor), mode="bicubic", antialias=True,
-                       align_corners=False)
+    lr = F.interpolate(
+        gaussian_blur(hr), size=(H // factor, W // factor), mode="bicubic", antialias=True, align_corners=False
+    )
     return lr.clamp(0, 1)
 
 
-def train_super_resolution(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                           config: TrainConfig | None = None, *, resume: bool = False,
-                           device: str | torch.device | None = None, progress: bool = True) -> TrainResult:
+def train_super_resolution(
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    config: TrainConfig | None = None,
+    *,
+    resume: bool = False,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> TrainResult:
     """Train a x``config.factor`` super-resolution network with the feature loss on ``relu2_2`` (Johnson et al.),
     plus optional pixel MSE (``pixel_weight``) and TV. HR crops of ``config.crop`` (a multiple of the factor).
     Checks, resume and unreadable files as in :func:`train_style`."""
@@ -496,8 +576,9 @@ def train_super_resolution(data_dir: str | os.PathLike, out_dir: str | os.PathLi
         tv = pk.tv_loss(sr.float(), weight=config.tv_weight) if config.tv_weight else zero
         return {"loss": content + pixel + tv, "content": content, "pixel": pixel, "tv": tv}
 
-    return _train(model, loss_fn, data, config, out, state, device, {**metadata, "vgg": vgg.weights_description},
-                  progress, ())
+    return _train(
+        model, loss_fn, data, config, out, state, device, {**metadata, "vgg": vgg.weights_description}, progress, ()
+    )
 
 
 # --- inference -----------------------------------------------------------------------------------------------
@@ -538,13 +619,15 @@ def parse_style(spec: str | int | Mapping[int, float] | None) -> int | dict[int,
         try:
             mix[int(index)] = float(weight)
         except ValueError:
-            raise ValueError(f"style {spec!r}: the weight {weight.strip()!r} of style {int(index)} is not a "
-                             f"number") from None
+            raise ValueError(
+                f"style {spec!r}: the weight {weight.strip()!r} of style {int(index)} is not a number"
+            ) from None
     return _check_mix(mix, spec)
 
 
-def check_style(model: torch.nn.Module, style: int | Mapping[int, float] | str | None = None,
-                all_styles: bool = False) -> int | dict[int, float] | None:
+def check_style(
+    model: torch.nn.Module, style: int | Mapping[int, float] | str | None = None, all_styles: bool = False
+) -> int | dict[int, float] | None:
     """The style selection for ``model``, checked (see :func:`stylize_feedforward`): an index or a mix in range,
     none for a single-style or super-resolution model, not both ``style`` and ``all_styles``."""
     style = parse_style(style)
@@ -561,14 +644,22 @@ def check_style(model: torch.nn.Module, style: int | Mapping[int, float] | str |
         return None
     indices = list(style) if isinstance(style, dict) else [style]
     if style is None and num_styles > 1 or any(i is not None and i >= num_styles for i in indices):
-        raise ValueError(f"this model has {num_styles} styles: pass style=0..{num_styles - 1}, a mix or "
-                         f"all_styles=True (got {style!r})")
+        raise ValueError(
+            f"this model has {num_styles} styles: pass style=0..{num_styles - 1}, a mix or "
+            f"all_styles=True (got {style!r})"
+        )
     return style
 
 
-def stylize_feedforward(model: torch.nn.Module | str | os.PathLike, image: torch.Tensor | str | os.PathLike, *,
-                        style: int | dict[int, float] | str | None = None, all_styles: bool = False,
-                        device: str | torch.device | None = None, autocast: bool = False) -> torch.Tensor:
+def stylize_feedforward(
+    model: torch.nn.Module | str | os.PathLike,
+    image: torch.Tensor | str | os.PathLike,
+    *,
+    style: int | dict[int, float] | str | None = None,
+    all_styles: bool = False,
+    device: str | torch.device | None = None,
+    autocast: bool = False,
+) -> torch.Tensor:
     """Run a trained model on one image (1, 3, H, W) in [0, 1] (a super-resolution model upscales it).
 
     Multi-style models take ``style`` (an index, or {index: weight} mixing gamma/beta rows, weights normalised to

@@ -28,6 +28,7 @@ Convs followed by a norm have no bias (the norm's mean subtraction cancels it); 
 * :func:`save_model` / :func:`load_model`: weights (``.safetensors``, or a torch file of the state dict) plus a
   JSON file beside them (same name, suffix ``.json``) holding the config and user metadata.
 """
+
 from __future__ import annotations
 
 import errno
@@ -49,8 +50,15 @@ from . import _checks
 from ._device import resolve_device
 
 __all__ = [
-    "OUTPUTS", "SR_FACTORS", "SR_NORMS", "SuperResolutionNet", "TransformNet", "build_model", "load_model",
-    "model_config", "save_model",
+    "OUTPUTS",
+    "SR_FACTORS",
+    "SR_NORMS",
+    "SuperResolutionNet",
+    "TransformNet",
+    "build_model",
+    "load_model",
+    "model_config",
+    "save_model",
 ]
 
 #: Output squashing of :class:`TransformNet` (both map to [0, 1]).
@@ -71,6 +79,7 @@ NormFactory = Callable[[int, "str | None"], nn.Module]
 # building blocks
 # --------------------------------------------------------------------------------------------------------------
 
+
 def _positive_int(name: str, value: object) -> int:
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -79,8 +88,9 @@ def _positive_int(name: str, value: object) -> int:
 
 def _conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, bias: bool = False) -> nn.Conv2d:
     """A conv with reflection padding of ``kernel_size // 2`` (size ``ceil(H / stride)``, like TF's SAME)."""
-    return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2,
-                     padding_mode="reflect", bias=bias)
+    return nn.Conv2d(
+        in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, padding_mode="reflect", bias=bias
+    )
 
 
 def _normalize(norm: nn.Module, x: torch.Tensor, style: Style) -> torch.Tensor:
@@ -134,7 +144,7 @@ class _UpsampleConvNorm(nn.Module):
         self.conv, self.norm = _conv(in_channels, out_channels, 3), make_norm(out_channels, "relu")
 
     def forward(self, x: torch.Tensor, style: Style, size: tuple[int, int]) -> torch.Tensor:
-        x = F.interpolate(x, scale_factor=2, mode="nearest")[..., :size[0], :size[1]]
+        x = F.interpolate(x, scale_factor=2, mode="nearest")[..., : size[0], : size[1]]
         return _normalize(self.norm, self.conv(x), style)
 
 
@@ -144,14 +154,17 @@ def _check_image(x: object, min_size: int, name: str) -> torch.Tensor:
     if x.dim() != 4 or x.shape[1] != 3:
         raise ValueError(f"{name} input must have shape (B, 3, H, W), got {tuple(x.shape)}")
     if min(x.shape[-2:]) < min_size:
-        raise ValueError(f"{name} input must be at least {min_size}x{min_size} (reflection padding of the 9x9 "
-                         f"convs), got {x.shape[-2]}x{x.shape[-1]}")
+        raise ValueError(
+            f"{name} input must be at least {min_size}x{min_size} (reflection padding of the 9x9 "
+            f"convs), got {x.shape[-2]}x{x.shape[-1]}"
+        )
     return x
 
 
 # --------------------------------------------------------------------------------------------------------------
 # networks
 # --------------------------------------------------------------------------------------------------------------
+
 
 class TransformNet(nn.Module):
     """Johnson et al.'s style transform network (instance norm, nearest-neighbour upsampling, reflection padding).
@@ -170,8 +183,9 @@ class TransformNet(nn.Module):
 
     min_size = 5
 
-    def __init__(self, num_styles: int | None = None, channels: int = 32, residual_blocks: int = 5,
-                 output: str = "sigmoid") -> None:
+    def __init__(
+        self, num_styles: int | None = None, channels: int = 32, residual_blocks: int = 5, output: str = "sigmoid"
+    ) -> None:
         super().__init__()
         self.num_styles = None if num_styles is None else _positive_int("num_styles", num_styles)
         self.channels = _positive_int("channels", channels)
@@ -186,30 +200,39 @@ class TransformNet(nn.Module):
             return ConditionalInstanceNorm2d(self.num_styles, features, activation=activation)
 
         c = self.channels
-        self.down = nn.ModuleList([
-            _ConvNorm(_conv(3, c, 9), make_norm(c, "relu")),
-            _ConvNorm(_conv(c, 2 * c, 3, stride=2), make_norm(2 * c, "relu")),
-            _ConvNorm(_conv(2 * c, 4 * c, 3, stride=2), make_norm(4 * c, "relu")),
-        ])
+        self.down = nn.ModuleList(
+            [
+                _ConvNorm(_conv(3, c, 9), make_norm(c, "relu")),
+                _ConvNorm(_conv(c, 2 * c, 3, stride=2), make_norm(2 * c, "relu")),
+                _ConvNorm(_conv(2 * c, 4 * c, 3, stride=2), make_norm(4 * c, "relu")),
+            ]
+        )
         self.residual = nn.ModuleList(_ResidualBlock(4 * c, make_norm) for _ in range(self.residual_blocks))
-        self.up = nn.ModuleList([_UpsampleConvNorm(4 * c, 2 * c, make_norm),
-                                 _UpsampleConvNorm(2 * c, c, make_norm)])
+        self.up = nn.ModuleList([_UpsampleConvNorm(4 * c, 2 * c, make_norm), _UpsampleConvNorm(2 * c, c, make_norm)])
         self.out_conv = _conv(c, 3, 9, bias=True)
 
-    def _style(self, batch: int, device: torch.device, style_index: torch.Tensor | int | None,
-               style_weights: torch.Tensor | None) -> Style:
+    def _style(
+        self,
+        batch: int,
+        device: torch.device,
+        style_index: torch.Tensor | int | None,
+        style_weights: torch.Tensor | None,
+    ) -> Style:
         """The keyword arguments passed to every conditional norm (checked once, here)."""
         if self.num_styles is None:
             if style_index is not None or style_weights is not None:
-                raise ValueError("this TransformNet has one style (num_styles=None): "
-                                 "style_index / style_weights are not accepted")
+                raise ValueError(
+                    "this TransformNet has one style (num_styles=None): style_index / style_weights are not accepted"
+                )
             return {}
         if style_index is not None and style_weights is not None:
             raise ValueError("give style_index or style_weights, not both")
         if style_index is None and style_weights is None:
             if self.num_styles > 1:
-                raise ValueError(f"this TransformNet has {self.num_styles} styles: give style_index (B,) or "
-                                 f"style_weights (B, {self.num_styles})")
+                raise ValueError(
+                    f"this TransformNet has {self.num_styles} styles: give style_index (B,) or "
+                    f"style_weights (B, {self.num_styles})"
+                )
             return {}
         if isinstance(style_index, numbers.Integral) and not isinstance(style_index, bool):
             style_index = torch.full((batch,), int(style_index), dtype=torch.long, device=device)
@@ -217,8 +240,9 @@ class TransformNet(nn.Module):
             return {"style_index": style_index}
         return {"style_weights": style_weights}
 
-    def forward(self, x: torch.Tensor, style_index: torch.Tensor | int | None = None,
-                style_weights: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, style_index: torch.Tensor | int | None = None, style_weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Stylise ``x`` (B, 3, H, W) in [0, 1]; returns (B, 3, H, W) in [0, 1]."""
         x = _check_image(x, self.min_size, "TransformNet")
         style = self._style(x.shape[0], x.device, style_index, style_weights)
@@ -235,8 +259,10 @@ class TransformNet(nn.Module):
         return torch.sigmoid(h) if self.output == "sigmoid" else (torch.tanh(h) + 1) / 2
 
     def extra_repr(self) -> str:
-        return (f"num_styles={self.num_styles}, channels={self.channels}, "
-                f"residual_blocks={self.residual_blocks}, output={self.output!r}")
+        return (
+            f"num_styles={self.num_styles}, channels={self.channels}, "
+            f"residual_blocks={self.residual_blocks}, output={self.output!r}"
+        )
 
 
 class SuperResolutionNet(nn.Module):
@@ -272,9 +298,11 @@ class SuperResolutionNet(nn.Module):
         self.head = _ConvNorm(_conv(3, c, 9), make_norm(c, "relu"))
         self.residual = nn.ModuleList(_ResidualBlock(c, make_norm) for _ in range(self.residual_blocks))
         self.up = nn.ModuleList(
-            _ConvNorm(nn.ConvTranspose2d(c, c, 3, stride=2, padding=1, output_padding=1, bias=False),
-                      make_norm(c, "relu"))
-            for _ in range(self.factor.bit_length() - 1))
+            _ConvNorm(
+                nn.ConvTranspose2d(c, c, 3, stride=2, padding=1, output_padding=1, bias=False), make_norm(c, "relu")
+            )
+            for _ in range(self.factor.bit_length() - 1)
+        )
         self.out_conv = _conv(c, 3, 9, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -288,8 +316,10 @@ class SuperResolutionNet(nn.Module):
         return (torch.tanh(self.out_conv(h)) + 1) / 2
 
     def extra_repr(self) -> str:
-        return (f"factor={self.factor}, channels={self.channels}, residual_blocks={self.residual_blocks}, "
-                f"norm={self.norm!r}")
+        return (
+            f"factor={self.factor}, channels={self.channels}, residual_blocks={self.residual_blocks}, "
+            f"norm={self.norm!r}"
+        )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -357,12 +387,14 @@ def _safetensors_torch():
     except ImportError as exc:
         raise ModuleNotFoundError(
             "saving or loading .safetensors files needs the safetensors package: pip install safetensors "
-            "(or use a .pth path for a torch file)") from exc
+            "(or use a .pth path for a torch file)"
+        ) from exc
     return safetensors.torch
 
 
-def save_model(model: nn.Module, path: str | os.PathLike[str], *,
-               metadata: Mapping[str, Any] | None = None) -> pathlib.Path:
+def save_model(
+    model: nn.Module, path: str | os.PathLike[str], *, metadata: Mapping[str, Any] | None = None
+) -> pathlib.Path:
     """Write ``model``'s weights to ``path`` and its config plus ``metadata`` to ``path`` with suffix ``.json``.
 
     ``path`` ending in ``.safetensors``: safetensors format (needs the package); anything else: a torch file of the
@@ -373,8 +405,13 @@ def save_model(model: nn.Module, path: str | os.PathLike[str], *,
     if path.suffix == ".json":
         raise ValueError(f"{path}: the weights path must not end in .json (the config is written beside it)")
     config = model_config(model)
-    document = {"format": FILE_FORMAT, "version": FILE_VERSION, "weights": path.name, "config": config,
-                "metadata": dict(metadata) if metadata is not None else {}}
+    document = {
+        "format": FILE_FORMAT,
+        "version": FILE_VERSION,
+        "weights": path.name,
+        "config": config,
+        "metadata": dict(metadata) if metadata is not None else {},
+    }
     try:
         text = json.dumps(document, indent=2, sort_keys=True) + "\n"
     except (TypeError, ValueError) as exc:
@@ -406,15 +443,18 @@ def _read_weights(path: pathlib.Path) -> dict[str, torch.Tensor]:
         st = _safetensors_torch()
         try:
             state = st.load_file(str(path), device="cpu")
-        except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, ...: not a valid file
+        except Exception as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ValueError(f"{path} is not a valid model weights file: {reason}") from exc
     else:
         state = _checks.load_torch_file(path, "model weights file")
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                              for k, v in state.items()):
-        raise ValueError(f"{path} is not a valid model weights file: expected a state dict (str -> Tensor), "
-                         f"got {type(state).__name__}")
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise ValueError(
+            f"{path} is not a valid model weights file: expected a state dict (str -> Tensor), "
+            f"got {type(state).__name__}"
+        )
     return state
 
 
@@ -423,15 +463,19 @@ def _check_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: path
     expected = model.state_dict()
     for key, value in expected.items():
         if key not in state:
-            raise ValueError(f"{path}: weights do not fit the config: missing key {key!r} "
-                             f"(expected shape {tuple(value.shape)})")
+            raise ValueError(
+                f"{path}: weights do not fit the config: missing key {key!r} (expected shape {tuple(value.shape)})"
+            )
         if state[key].shape != value.shape:
-            raise ValueError(f"{path}: weights do not fit the config: {key!r} has shape "
-                             f"{tuple(state[key].shape)}, expected {tuple(value.shape)}")
+            raise ValueError(
+                f"{path}: weights do not fit the config: {key!r} has shape "
+                f"{tuple(state[key].shape)}, expected {tuple(value.shape)}"
+            )
     for key in state:
         if key not in expected:
-            raise ValueError(f"{path}: weights do not fit the config: unexpected key {key!r} "
-                             f"(shape {tuple(state[key].shape)})")
+            raise ValueError(
+                f"{path}: weights do not fit the config: unexpected key {key!r} (shape {tuple(state[key].shape)})"
+            )
 
 
 def load_model(path: str | os.PathLike[str], map_location: Any = "cpu") -> tuple[nn.Module, dict[str, Any]]:

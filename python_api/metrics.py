@@ -37,6 +37,7 @@ rounding at all: 28.432 dB / 0.8114); what matters is that Y is *not* rounded: r
 ``rgb2ycbcr`` on uint8 images, as in the SRCNN / VDSR scripts, which resize that uint8 Y channel alone and
 round the result) gives the SRCNN / VDSR table's 28.42 dB / 0.8104 instead (baby 31.78, head 31.59).
 """
+
 from __future__ import annotations
 
 import math
@@ -63,7 +64,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor, peak: float = 1.0) -> float:
     if isinstance(peak, bool) or not isinstance(peak, (int, float)) or not math.isfinite(peak) or peak <= 0:
         raise ValueError(f"peak must be a finite number > 0, got {peak!r}")
     mse = torch.mean((a.double() - b.double()) ** 2).item()
-    return math.inf if mse == 0 else 10.0 * math.log10(peak ** 2 / mse)
+    return math.inf if mse == 0 else 10.0 * math.log10(peak**2 / mse)
 
 
 def rgb_to_y(img: torch.Tensor) -> torch.Tensor:
@@ -93,6 +94,7 @@ def _shave(x: torch.Tensor, shave: int) -> torch.Tensor:
 # SSIM
 # --------------------------------------------------------------------------------------------------------------
 
+
 def _gaussian_window(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """MATLAB's ``fspecial('gaussian', size, sigma)``: (size, size), values below eps * max set to 0, sum 1."""
     x = torch.arange(size, dtype=torch.float64, device=device) - (size - 1) / 2.0
@@ -110,8 +112,7 @@ def _valid_correlate_1d(x: torch.Tensor, taps: torch.Tensor, dim: int) -> torch.
     return out
 
 
-def ssim(a: torch.Tensor, b: torch.Tensor, *, data_range: float = 1.0, window: int = 11,
-         sigma: float = 1.5) -> float:
+def ssim(a: torch.Tensor, b: torch.Tensor, *, data_range: float = 1.0, window: int = 11, sigma: float = 1.5) -> float:
     """Structural similarity (Wang et al. 2004) of two images of the same shape (..., H, W), e.g. (B, C, H, W).
 
     Gaussian ``window`` x ``window`` weights of std ``sigma``, K1 = 0.01, K2 = 0.03 (C1 = (K1 L)^2,
@@ -143,8 +144,11 @@ def ssim(a: torch.Tensor, b: torch.Tensor, *, data_range: float = 1.0, window: i
     if torch.allclose(torch.outer(row, row), kernel, rtol=1e-12, atol=0.0):
         stats = _valid_correlate_1d(_valid_correlate_1d(planes, row, -2), row, -1)
     else:
-        stats = sum(kernel[i, j] * planes[..., i:i + h - window + 1, j:j + w - window + 1]
-                    for i in range(window) for j in range(window))
+        stats = sum(
+            kernel[i, j] * planes[..., i : i + h - window + 1, j : j + w - window + 1]
+            for i in range(window)
+            for j in range(window)
+        )
     stats = stats.reshape(x.shape[0], 5, h - window + 1, w - window + 1)
     mu_x, mu_y, xx, yy, xy = stats.unbind(1)
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
@@ -164,6 +168,7 @@ def ssim_y(a: torch.Tensor, b: torch.Tensor, shave: int = 0) -> float:
 # MATLAB imresize (bicubic)
 # --------------------------------------------------------------------------------------------------------------
 
+
 def _cubic(x: torch.Tensor) -> torch.Tensor:
     """Keys' cubic convolution kernel with a = -0.5 (MATLAB's ``cubic``), support [-2, 2]."""
     ax = x.abs()
@@ -173,13 +178,16 @@ def _cubic(x: torch.Tensor) -> torch.Tensor:
     return near + far
 
 
-def _contributions(in_length: int, out_length: int, scale: float, device: torch.device
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def _contributions(
+    in_length: int, out_length: int, scale: float, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """MATLAB's ``contributions``: (out_length, P) float64 weights and 0-based input indices (mirrored)."""
     kernel_width = 4.0
     if scale < 1:  # antialiasing: the kernel stretched by 1 / scale
+
         def kernel(t: torch.Tensor) -> torch.Tensor:
             return scale * _cubic(scale * t)
+
         kernel_width /= scale
     else:
         kernel = _cubic
@@ -207,8 +215,9 @@ def _resize_dim(x: torch.Tensor, dim: int, out_length: int, scale: float) -> tor
 def _positive_pair(name: str, value: object, kind: type) -> tuple:
     items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     ok = len(items) == 2 and all(
-        not isinstance(v, bool) and isinstance(v, kind if kind is int else (int, float)) and v > 0
-        and math.isfinite(v) for v in items)
+        not isinstance(v, bool) and isinstance(v, kind if kind is int else (int, float)) and v > 0 and math.isfinite(v)
+        for v in items
+    )
     if not ok:
         what = "positive int" if kind is int else "positive number"
         raise ValueError(f"{name} must be a {what} or a pair of them, got {value!r}")
@@ -225,8 +234,9 @@ def _imresize(x: torch.Tensor, scales: tuple[float, float], size: tuple[int, int
     return x
 
 
-def imresize(img: torch.Tensor, scale: float | tuple[float, float] | None = None,
-             size: tuple[int, int] | None = None) -> torch.Tensor:
+def imresize(
+    img: torch.Tensor, scale: float | tuple[float, float] | None = None, size: tuple[int, int] | None = None
+) -> torch.Tensor:
     """MATLAB's ``imresize(img, scale, 'bicubic')`` / ``imresize(img, [h w], 'bicubic')`` (antialiasing on).
 
     ``img``: (B, C, H, W) (or any (..., H, W)) floating-point tensor. Give exactly one of ``scale`` (a number or
@@ -265,6 +275,7 @@ def modcrop(img: torch.Tensor, scale: int) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------------------
 # Super-resolution evaluation
 # --------------------------------------------------------------------------------------------------------------
+
 
 def _quantize(x: torch.Tensor) -> torch.Tensor:
     """To 8 bit and back, as saving an image: clamp to [0, 1], ``floor(255 x + 0.5)`` (MATLAB's uint8), / 255."""
@@ -306,8 +317,9 @@ def bicubic_baseline(hr: torch.Tensor, scale: int) -> torch.Tensor:
     return _upscale_bicubic(_downscale(hr64, scale), scale).to(hr.dtype)
 
 
-def evaluate_sr(hr_images: Mapping[str, torch.Tensor], scale: int,
-                upscale: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict:
+def evaluate_sr(
+    hr_images: Mapping[str, torch.Tensor], scale: int, upscale: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> dict:
     """Evaluate super-resolution with the literature's protocol (see the module docstring).
 
     For each image: ``hr = modcrop(hr, scale)``; ``lr`` = MATLAB bicubic downscaling by ``1 / scale`` rounded to

@@ -16,6 +16,7 @@ Weights (the ``weights`` argument):
 The preprocessing that goes with the weights happens inside :meth:`VGGFeatures.forward`, which takes RGB images
 in [0, 1].
 """
+
 from __future__ import annotations
 
 import http.client
@@ -30,14 +31,23 @@ from torch import nn
 
 from . import _checks
 
-__all__ = ["CAFFE_FILES", "CAFFE_MAGNITUDE_THRESHOLD", "CAFFE_MEAN_BGR", "IMAGENET_MEAN", "IMAGENET_STD",
-           "TORCHVISION_FILES", "TORCHVISION_URL_ROOT", "VGG_CONFIGS", "VGGFeatures", "layer_names"]
+__all__ = [
+    "CAFFE_FILES",
+    "CAFFE_MAGNITUDE_THRESHOLD",
+    "CAFFE_MEAN_BGR",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "TORCHVISION_FILES",
+    "TORCHVISION_URL_ROOT",
+    "VGG_CONFIGS",
+    "VGGFeatures",
+    "layer_names",
+]
 
 # torchvision's cfgs "D" (vgg16) and "E" (vgg19): conv output channels, "M" = 2x2 pooling
 VGG_CONFIGS: dict[str, tuple[int | str, ...]] = {
     "vgg16": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
-    "vgg19": (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
-              512, 512, 512, 512, "M"),
+    "vgg19": (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"),
 }
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -123,15 +133,19 @@ def _load_file(path: str) -> Any:
 def _as_state_dict(obj: Any, source: str) -> dict[str, Any]:
     """The state dict in a loaded file: a plain mapping, or one under "state_dict"; a DataParallel "module."
     prefix is dropped."""
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping) \
-            and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+    if (
+        isinstance(obj, Mapping)
+        and isinstance(obj.get("state_dict"), Mapping)
+        and not any(isinstance(v, torch.Tensor) for v in obj.values())
+    ):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):
-        raise ValueError(f"{source} does not hold a state dict (a mapping of names to tensors) but a "
-                         f"{type(obj).__name__}")
+        raise ValueError(
+            f"{source} does not hold a state dict (a mapping of names to tensors) but a {type(obj).__name__}"
+        )
     sd = dict(obj)
     if sd and all(isinstance(k, str) and k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
     return sd
 
 
@@ -186,10 +200,13 @@ def _validate_state_dict(sd: Mapping[str, Any], arch: str, depth: int, source: s
             hint = f" It looks like a {other} state dict: pass arch={other!r} or use a {arch} file."
             break
     if not hint and not any(isinstance(k, str) and (k.startswith("features.") or _NAMED_KEY.match(k)) for k in sd):
-        sample = [f"{k!r} {_shape_str(v.shape)}" if isinstance(v, torch.Tensor) else repr(k)
-                  for k, v in list(sd.items())[:4]]
-        hint = (f" It has no VGG keys at all ({len(sd)} keys, e.g. {', '.join(sample) or 'none'}); it does not "
-                f"look like a VGG state dict.")
+        sample = [
+            f"{k!r} {_shape_str(v.shape)}" if isinstance(v, torch.Tensor) else repr(k) for k, v in list(sd.items())[:4]
+        ]
+        hint = (
+            f" It has no VGG keys at all ({len(sd)} keys, e.g. {', '.join(sample) or 'none'}); it does not "
+            f"look like a VGG state dict."
+        )
     deepest = layer_names(arch)[depth - 1]
     raise ValueError(f"{source} does not fit {arch} up to {deepest} ({layout} key layout): {problem}.{hint}")
 
@@ -201,10 +218,14 @@ def _detect_format(path: str, conv1_weight: torch.Tensor) -> tuple[str, str]:
         return "caffe", "detected from the file name"
     magnitude = float(conv1_weight.detach().abs().float().mean())
     if magnitude < CAFFE_MAGNITUDE_THRESHOLD:
-        return "caffe", (f"detected from the magnitude of conv1_1's weights (mean |w| = {magnitude:.3g} < "
-                         f"{CAFFE_MAGNITUDE_THRESHOLD}); pass weights_format='torchvision' if that is wrong")
-    return "torchvision", (f"detected from the magnitude of conv1_1's weights (mean |w| = {magnitude:.3g} >= "
-                           f"{CAFFE_MAGNITUDE_THRESHOLD}); pass weights_format='caffe' if that is wrong")
+        return "caffe", (
+            f"detected from the magnitude of conv1_1's weights (mean |w| = {magnitude:.3g} < "
+            f"{CAFFE_MAGNITUDE_THRESHOLD}); pass weights_format='torchvision' if that is wrong"
+        )
+    return "torchvision", (
+        f"detected from the magnitude of conv1_1's weights (mean |w| = {magnitude:.3g} >= "
+        f"{CAFFE_MAGNITUDE_THRESHOLD}); pass weights_format='caffe' if that is wrong"
+    )
 
 
 class VGGFeatures(nn.Module):
@@ -228,17 +249,26 @@ class VGGFeatures(nn.Module):
     ``layer_names(arch)[N]``, so ``state_dict()`` has torchvision's ``features.N.*`` keys.
     """
 
-    def __init__(self, layers: Sequence[str], arch: str = "vgg19", weights: str | os.PathLike = "imagenet", *,
-                 pooling: str = "max", weights_format: str | None = None, seed: int = 0,
-                 progress: bool = True) -> None:
+    def __init__(
+        self,
+        layers: Sequence[str],
+        arch: str = "vgg19",
+        weights: str | os.PathLike = "imagenet",
+        *,
+        pooling: str = "max",
+        weights_format: str | None = None,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> None:
         super().__init__()
         all_names = layer_names(arch)  # ValueError for an unknown arch
         seed = _checks.seed(seed)
         if pooling not in _POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; expected one of {list(_POOLINGS)}")
         if weights_format is not None and weights_format not in _WEIGHTS_FORMATS + ("random",):
-            raise ValueError(f"unknown weights_format {weights_format!r}; expected None or one of "
-                             f"{list(_WEIGHTS_FORMATS)}")
+            raise ValueError(
+                f"unknown weights_format {weights_format!r}; expected None or one of {list(_WEIGHTS_FORMATS)}"
+            )
         if isinstance(layers, str):
             layers = [layers]
         requested = list(dict.fromkeys(layers))
@@ -246,8 +276,10 @@ class VGGFeatures(nn.Module):
             raise ValueError(f"no layers requested; valid {arch} layer names: {', '.join(all_names)}")
         unknown = [name for name in requested if name not in all_names]
         if unknown:
-            raise ValueError(f"unknown {arch} layer name(s) {', '.join(map(repr, unknown))}; valid {arch} layer "
-                             f"names: {', '.join(all_names)}")
+            raise ValueError(
+                f"unknown {arch} layer name(s) {', '.join(map(repr, unknown))}; valid {arch} layer "
+                f"names: {', '.join(all_names)}"
+            )
         self._arch, self._pooling, self._layers = arch, pooling, tuple(requested)
         self._indices = {name: all_names.index(name) for name in requested}
         depth = max(self._indices.values()) + 1
@@ -274,8 +306,7 @@ class VGGFeatures(nn.Module):
                 generator = torch.Generator().manual_seed(int(seed))
                 for module in self.features:
                     if isinstance(module, nn.Conv2d):
-                        nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu",
-                                                generator=generator)
+                        nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu", generator=generator)
                         nn.init.zeros_(module.bias)
             else:
                 layout = _key_layout(state_dict)
@@ -296,27 +327,36 @@ class VGGFeatures(nn.Module):
         self.requires_grad_(False)
         super().train(False)
         if fmt == "random":
-            warnings.warn(f"VGGFeatures: weights='random' gives untrained {arch} features (Kaiming-normal, seed "
-                          f"{seed}); results reflect random, untrained features, not ImageNet-trained ones",
-                          UserWarning, stacklevel=2)
+            warnings.warn(
+                f"VGGFeatures: weights='random' gives untrained {arch} features (Kaiming-normal, seed "
+                f"{seed}); results reflect random, untrained features, not ImageNet-trained ones",
+                UserWarning,
+                stacklevel=2,
+            )
 
     # ----------------------------------------------------------------------------------------------- weights
     @staticmethod
-    def _resolve_weights(weights: str | os.PathLike, weights_format: str | None, arch: str, depth: int, seed: int,
-                         progress: bool) -> tuple[dict[str, Any] | None, str, str]:
+    def _resolve_weights(
+        weights: str | os.PathLike, weights_format: str | None, arch: str, depth: int, seed: int, progress: bool
+    ) -> tuple[dict[str, Any] | None, str, str]:
         """(validated state dict or None for random, format, description)."""
         keyword = weights if isinstance(weights, str) and weights in ("imagenet", "caffe", "random") else None
         if keyword is not None:
             implied = {"imagenet": "torchvision", "caffe": "caffe", "random": "random"}[keyword]
             if weights_format is not None and weights_format != implied:
-                raise ValueError(f"weights={keyword!r} are {implied} weights; weights_format={weights_format!r} "
-                                 f"contradicts that (weights_format is for state-dict paths)")
+                raise ValueError(
+                    f"weights={keyword!r} are {implied} weights; weights_format={weights_format!r} "
+                    f"contradicts that (weights_format is for state-dict paths)"
+                )
         elif weights_format == "random":
             raise ValueError("weights_format='random' only goes with weights='random'")
 
         if keyword == "random":
-            return None, "random", (f"random Kaiming-normal (fan_out, relu) conv weights with zero biases, seed "
-                                    f"{seed} (untrained)")
+            return (
+                None,
+                "random",
+                (f"random Kaiming-normal (fan_out, relu) conv weights with zero biases, seed {seed} (untrained)"),
+            )
         checkpoints = _hub_checkpoints_dir()
         if keyword == "imagenet":
             file_name = TORCHVISION_FILES[arch]
@@ -333,7 +373,8 @@ class VGGFeatures(nn.Module):
                         f"not be downloaded from {url} ({type(e).__name__}: {e}). Without network access, "
                         f"download {url} elsewhere and put it in the torch hub checkpoints folder {checkpoints} "
                         f"(os.path.join(torch.hub.get_dir(), 'checkpoints')), i.e. at {path}; or pass "
-                        f"weights='random' for a run without downloads (untrained features).") from e
+                        f"weights='random' for a run without downloads (untrained features)."
+                    ) from e
                 source = f"{path} (downloaded from {url})"
             sd = _as_state_dict(sd, source)
             _validate_state_dict(sd, arch, depth, source)
@@ -347,7 +388,8 @@ class VGGFeatures(nn.Module):
                     f"ports, torchvision key layout, BGR / 0-255 inputs) are not in the torch hub checkpoints "
                     f"folder {checkpoints} (os.path.join(torch.hub.get_dir(), 'checkpoints')). There is no "
                     f"automatic download: put the file at {path}, or pass its path as weights=..., or use "
-                    f"weights='imagenet' (torchvision) / weights='random' (untrained, no download).")
+                    f"weights='imagenet' (torchvision) / weights='random' (untrained, no download)."
+                )
             sd = _as_state_dict(_load_file(path), path)
             _validate_state_dict(sd, arch, depth, path)
             return sd, "caffe", f"Caffe-converted ImageNet {arch} weights from {path}"
@@ -357,8 +399,9 @@ class VGGFeatures(nn.Module):
             raise TypeError(f"weights must be 'imagenet', 'caffe', 'random' or a path, not {type(weights).__name__}")
         path = os.fspath(weights)
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"weights={path!r} is neither 'imagenet', 'caffe' nor 'random', nor an existing "
-                                    f"state-dict file")
+            raise FileNotFoundError(
+                f"weights={path!r} is neither 'imagenet', 'caffe' nor 'random', nor an existing state-dict file"
+            )
         sd = _as_state_dict(_load_file(path), path)
         layout = _validate_state_dict(sd, arch, depth, path)
         prefix = "features.0" if layout == "torchvision" else "conv1_1"
@@ -385,7 +428,7 @@ class VGGFeatures(nn.Module):
 
     @property
     def weights_format(self) -> str:
-        """"torchvision", "caffe" or "random" (random weights use torchvision preprocessing)."""
+        """ "torchvision", "caffe" or "random" (random weights use torchvision preprocessing)."""
         return self._weights_format
 
     @property
@@ -405,11 +448,13 @@ class VGGFeatures(nn.Module):
 
     def _layer_min_size(self, name: str) -> int:
         index = self._indices[name]
-        return 2 ** sum(1 for n in self._feature_names[:index + 1] if n.startswith("pool"))
+        return 2 ** sum(1 for n in self._feature_names[: index + 1] if n.startswith("pool"))
 
     def extra_repr(self) -> str:
-        return (f"arch={self._arch!r}, layers={list(self._layers)}, pooling={self._pooling!r}, "
-                f"weights_format={self._weights_format!r}")
+        return (
+            f"arch={self._arch!r}, layers={list(self._layers)}, pooling={self._pooling!r}, "
+            f"weights_format={self._weights_format!r}"
+        )
 
     def train(self, mode: bool = True) -> VGGFeatures:
         """Stays in eval mode and frozen whatever ``mode`` is (VGG's features have no train-time behaviour)."""
@@ -428,9 +473,11 @@ class VGGFeatures(nn.Module):
         if too_small:
             name = max(too_small, key=self._layer_min_size)
             need = self._layer_min_size(name)
-            raise ValueError(f"{what} of size {H}x{W} is too small for layer {name!r} of {self._arch}, which needs "
-                             f"H and W >= {need} ({need.bit_length() - 1} poolings before it); the requested layers "
-                             f"need at least {self.min_size}x{self.min_size}")
+            raise ValueError(
+                f"{what} of size {H}x{W} is too small for layer {name!r} of {self._arch}, which needs "
+                f"H and W >= {need} ({need.bit_length() - 1} poolings before it); the requested layers "
+                f"need at least {self.min_size}x{self.min_size}"
+            )
 
     def _preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """[0, 1] RGB -> the network's input; keeps channels_last."""

@@ -1,4 +1,5 @@
 """Shared test fixtures: a fresh seed per test, the device, input layouts and dtype tolerances."""
+
 from __future__ import annotations
 
 import os
@@ -16,18 +17,24 @@ LAYOUTS = ("contiguous", "channels_last", "sliced")
 # fp16 / bf16 kernels are checked on a GPU; the CPU interpreter pass covers fp32 (and the fp16/bf16 kernel tests)
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16) if ON_GPU else (torch.float32,)
 # (rtol, atol) against the float64 reference, relative to the reference's magnitude
-TOLERANCES = {torch.float32: (2e-4, 2e-5), torch.float16: (1e-2, 2e-3), torch.bfloat16: (5e-2, 1e-2),
-              torch.float64: (1e-10, 1e-12)}
+TOLERANCES = {
+    torch.float32: (2e-4, 2e-5),
+    torch.float16: (1e-2, 2e-3),
+    torch.bfloat16: (5e-2, 1e-2),
+    torch.float64: (1e-10, 1e-12),
+}
 # compiled backends: "cpu" runs CPU tensors; "cuda" is swept only where a GPU is (DEVICE is cuda then)
 KERNEL_BACKENDS = [pytest.param("triton", marks=pytest.mark.triton), "cuda" if ON_GPU else "cpu"]
 # (backend, dtype) sweeps: the compiled kernels take fp16 / bf16 on either device; the Triton interpreter pass
 # sweeps fp32 only (its fp16 / bf16 coverage is test_half_precision), a GPU run sweeps every dtype
 COMPILED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-KERNEL_BACKEND_DTYPES = ([pytest.param("triton", dtype, marks=pytest.mark.triton) for dtype in KERNEL_DTYPES]
-                         + [("cuda" if ON_GPU else "cpu", dtype) for dtype in COMPILED_DTYPES])
+KERNEL_BACKEND_DTYPES = [pytest.param("triton", dtype, marks=pytest.mark.triton) for dtype in KERNEL_DTYPES] + [
+    ("cuda" if ON_GPU else "cpu", dtype) for dtype in COMPILED_DTYPES
+]
 # the team's test images (../shared/data beside the checkout, or PK_SHARED_DATA); tests skip when absent
-SHARED_DATA = pathlib.Path(os.environ.get("PK_SHARED_DATA",
-                                          pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"))
+SHARED_DATA = pathlib.Path(
+    os.environ.get("PK_SHARED_DATA", pathlib.Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 
 
 def shared_image(relative: str) -> pathlib.Path:
@@ -57,8 +64,13 @@ def kernel_backend(request):
     return name
 
 
-def make_input(shape: tuple[int, ...], layout: str = "contiguous", dtype: torch.dtype = torch.float32,
-               device: torch.device = DEVICE, scale: float = 1.0) -> torch.Tensor:
+def make_input(
+    shape: tuple[int, ...],
+    layout: str = "contiguous",
+    dtype: torch.dtype = torch.float32,
+    device: torch.device = DEVICE,
+    scale: float = 1.0,
+) -> torch.Tensor:
     """Random normal tensor of ``shape`` in a given memory layout: "contiguous", "channels_last" or "sliced"
     (a strided view into a bigger tensor: every other channel, an inner spatial window)."""
     if layout == "sliced":
@@ -90,4 +102,5 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtyp
     worst = (err - bound).argmax()
     assert bool((err <= bound).all()), (
         f"{what}: max error {err.max():.3e} (at {worst.item()}: got {actual64[worst]:.6e}, "
-        f"expected {expected64[worst]:.6e}), scale {scale:.3e}, dtype {dtype}")
+        f"expected {expected64[worst]:.6e}), scale {scale:.3e}, dtype {dtype}"
+    )

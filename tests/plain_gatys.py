@@ -1,5 +1,6 @@
 """The Gatys loss written the way the usual PyTorch examples write it (``bmm`` Gram + ``F.mse_loss``): the
 baseline the fused loop is tested and benchmarked against."""
+
 from __future__ import annotations
 
 import torch
@@ -20,15 +21,15 @@ def plain_loss(extractor, image, content_targets, style_targets, content_weight,
     return content_weight * content + style_weight * style + tv_weight * tv / image.numel()
 
 
-def plain_stylize(extractor, content, style, content_layers, style_layers, iterations, content_weight=1.0,
-                  style_weight=1e6):
+def plain_stylize(
+    extractor, content, style, content_layers, style_layers, iterations, content_weight=1.0, style_weight=1e6
+):
     """L-BFGS from the content image, one iteration per step, like ``gatys.stylize``."""
     with torch.no_grad():
         content_targets = {n: extractor(content)[n] for n in content_layers}
         style_targets = {n: gram(extractor(style)[n])[0] for n in style_layers}
     image = content.clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([image], lr=1.0, max_iter=1, history_size=100, tolerance_grad=-1.0,
-                            tolerance_change=-1.0)
+    opt = torch.optim.LBFGS([image], lr=1.0, max_iter=1, history_size=100, tolerance_grad=-1.0, tolerance_change=-1.0)
     losses = []
 
     def closure():

@@ -4,6 +4,7 @@ CLI: every bad input exits with code 2 and one line ``error: <message naming the
 any work (the loops are replaced by a function that fails the test if it runs). API: ValueError / TypeError naming
 the argument, before any work.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,23 @@ from perceptual_kernels.api._device import resolve_device
 from perceptual_kernels.api.johnson_nets import SuperResolutionNet, TransformNet, load_model, save_model
 
 CROP = 32
-TRAIN = ["--vgg-weights", "random", "--iterations", "2", "--batch-size", "2", "--crop", str(CROP), "--workers", "0",
-         "--no-progress", "--device", "cpu", "--log-every", "1"]
+TRAIN = [
+    "--vgg-weights",
+    "random",
+    "--iterations",
+    "2",
+    "--batch-size",
+    "2",
+    "--crop",
+    str(CROP),
+    "--workers",
+    "0",
+    "--no-progress",
+    "--device",
+    "cpu",
+    "--log-every",
+    "1",
+]
 GATYS = ["--weights", "random", "--iterations", "1", "--no-progress", "--device", "cpu"]
 
 
@@ -30,8 +46,10 @@ def files(tmp_path_factory):
     """Small images, a data folder, a folder of corrupt images, a file, trained 2-style and x2 SR models."""
     root = tmp_path_factory.mktemp("bad_inputs")
     g = torch.Generator().manual_seed(0)
-    paths = {name: images.save_image(torch.rand(1, 3, 32, 32, generator=g), root / f"{name}.png")
-             for name in ("content", "style", "style2")}
+    paths = {
+        name: images.save_image(torch.rand(1, 3, 32, 32, generator=g), root / f"{name}.png")
+        for name in ("content", "style", "style2")
+    }
     for i in range(3):
         images.save_image(torch.rand(1, 3, 36, 40, generator=g), root / "data" / f"img{i}.png")
     (root / "corrupt").mkdir()
@@ -43,17 +61,32 @@ def files(tmp_path_factory):
     torch.manual_seed(0)
     save_model(TransformNet(num_styles=2, channels=4, residual_blocks=1), root / "multi.pth")
     save_model(SuperResolutionNet(factor=2, channels=4, residual_blocks=1), root / "sr.pth")
-    return {**{k: str(v) for k, v in paths.items()}, "root": str(root), "data": str(root / "data"),
-            "corrupt": str(root / "corrupt"), "empty": str(root / "empty"), "afile": str(root / "afile"),
-            "hardlink": str(root / "hardlink.png"), "multi": str(root / "multi.pth"), "sr": str(root / "sr.pth")}
+    return {
+        **{k: str(v) for k, v in paths.items()},
+        "root": str(root),
+        "data": str(root / "data"),
+        "corrupt": str(root / "corrupt"),
+        "empty": str(root / "empty"),
+        "afile": str(root / "afile"),
+        "hardlink": str(root / "hardlink.png"),
+        "multi": str(root / "multi.pth"),
+        "sr": str(root / "sr.pth"),
+    }
 
 
 def forbid_work(monkeypatch) -> None:
     """Fail the test if an optimisation / training / inference loop starts: the checks must come first."""
+
     def work(*args, **kwargs):
         raise AssertionError("the work started before the bad input was found")
-    for module, name in ((gatys, "_optimize"), (dip, "get_net"), (johnson, "_train"),
-                         (johnson, "stylize_feedforward"), (metrics, "evaluate_sr")):
+
+    for module, name in (
+        (gatys, "_optimize"),
+        (dip, "get_net"),
+        (johnson, "_train"),
+        (johnson, "stylize_feedforward"),
+        (metrics, "evaluate_sr"),
+    ):
         monkeypatch.setattr(module, name, work)
 
 
@@ -152,8 +185,13 @@ NUMBER_CASES = [
 ]
 
 
-DEFAULTS = {"stylize": GATYS, "texture": GATYS, "train": TRAIN, "dip": ["--iterations", "1", "--no-progress"],
-            "demo": ["--size", "16", "--iterations", "1"]}
+DEFAULTS = {
+    "stylize": GATYS,
+    "texture": GATYS,
+    "train": TRAIN,
+    "dip": ["--iterations", "1", "--no-progress"],
+    "demo": ["--size", "16", "--iterations", "1"],
+}
 
 
 def _argv(template: str, files: dict, tmp_path) -> list[str]:
@@ -163,7 +201,7 @@ def _argv(template: str, files: dict, tmp_path) -> list[str]:
     while i < len(extra):
         takes_value = i + 1 < len(extra) and not extra[i + 1].startswith("--")
         if extra[i] not in argv:
-            argv += extra[i:i + 1 + takes_value]
+            argv += extra[i : i + 1 + takes_value]
         i += 1 + takes_value
     return argv
 
@@ -175,9 +213,18 @@ def test_cli_bad_values_fail_before_work(template, fragments, files, tmp_path, c
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
-@pytest.mark.parametrize("command", ["stylize {content} {style} -o {out}", "dip denoise {content} -o {out}",
-                                     "train style {data} {style} -o {outdir}", "transfer {multi} {content} -o {out}",
-                                     "evaluate-sr {data} --model {sr}", "demo -o {outdir}", "bench"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        "stylize {content} {style} -o {out}",
+        "dip denoise {content} -o {out}",
+        "train style {data} {style} -o {outdir}",
+        "transfer {multi} {content} -o {out}",
+        "evaluate-sr {data} --model {sr}",
+        "demo -o {outdir}",
+        "bench",
+    ],
+)
 def test_cli_cuda_without_cuda(command, files, tmp_path, capsys, no_work):
     expect_error(_argv(command, files, tmp_path) + ["--device", "cuda"], capsys, "CUDA is not available")
 
@@ -191,8 +238,10 @@ PATH_CASES = [
     ("stylize {content} {style} -o {afile}/out.png", ["-o", "is a file, not a folder"]),
     ("stylize {content} {style} -o {data}", ["-o", "is a folder"]),
     ("stylize {content} {style} -o {out} --save-every 1 --save-path {style}", ["save_path", "same file"]),
-    ("stylize {content} {style} -o {out} --save-every 1 --save-path {root}/x{{iteration:q}}.png",
-     ["save_path", "{iteration}"]),
+    (
+        "stylize {content} {style} -o {out} --save-every 1 --save-path {root}/x{{iteration:q}}.png",
+        ["save_path", "{iteration}"],
+    ),
     ("stylize {content} {style} -o {out} --init {out}", ["-o", "same file as the input"]),
     ("stylize {content} {style} -o {out} --init {root}/nothere.png", ["init must be one of"]),
     ("stylize {root}/missing.png {style} -o {out}", ["no such image file", "missing.png"]),
@@ -209,8 +258,7 @@ PATH_CASES = [
     ("train style {afile} {style} -o {outdir}", ["training data folder", "is a file"]),
     ("train style {root}/missing {style} -o {outdir}", ["training data folder", "does not exist"]),
     ("train style {empty} {style} -o {outdir}", ["no images", "empty"]),
-    ("train style {corrupt} {style} -o {outdir} --batch-size 1", ["no readable image", "corrupt",
-                                                                  "all 2 image files"]),
+    ("train style {corrupt} {style} -o {outdir} --batch-size 1", ["no readable image", "corrupt", "all 2 image files"]),
     ("transfer {multi} {content} -o {content} --style 0", ["-o", "same file as the input"]),
     ("transfer {multi} {data} -o {data} --style 0", ["-o", "same file as the input"]),
     ("transfer {multi} {data} -o {afile} --style 0", ["-o", "is a file, expected a folder"]),
@@ -239,13 +287,19 @@ def test_cli_unwritable_output_folder(files, tmp_path, capsys, monkeypatch):
     locked = tmp_path / "locked"
     locked.mkdir()
     real_access = os.access
-    monkeypatch.setattr(_checks.os, "access",
-                        lambda p, mode: False if os.path.abspath(p) == str(locked) else real_access(p, mode))
+    monkeypatch.setattr(
+        _checks.os, "access", lambda p, mode: False if os.path.abspath(p) == str(locked) else real_access(p, mode)
+    )
     forbid_work(monkeypatch)
-    expect_error(["stylize", files["content"], files["style"], "-o", str(locked / "o.png"), *GATYS], capsys,
-                 "-o", "not writable")
-    expect_error(["train", "style", files["data"], files["style"], "-o", str(locked / "run"), *TRAIN], capsys,
-                 "out_dir", "not writable")
+    expect_error(
+        ["stylize", files["content"], files["style"], "-o", str(locked / "o.png"), *GATYS], capsys, "-o", "not writable"
+    )
+    expect_error(
+        ["train", "style", files["data"], files["style"], "-o", str(locked / "run"), *TRAIN],
+        capsys,
+        "out_dir",
+        "not writable",
+    )
     expect_error(["demo", "-o", str(locked / "demo")], capsys, "output", "not writable")
 
 
@@ -255,14 +309,14 @@ def test_cli_read_only_folder(files, tmp_path, capsys, monkeypatch):
     locked.mkdir()
     locked.chmod(0o555)
     forbid_work(monkeypatch)
-    expect_error(["stylize", files["content"], files["style"], "-o", str(locked / "o.png"), *GATYS], capsys,
-                 "not writable")
+    expect_error(
+        ["stylize", files["content"], files["style"], "-o", str(locked / "o.png"), *GATYS], capsys, "not writable"
+    )
 
 
 def test_cli_missing_output_folders_are_created(files, tmp_path, capsys):
     out = tmp_path / "new" / "deeper" / "o.png"
-    code, _, _ = run_cli(["stylize", files["content"], files["style"], "-o", str(out), "--size", "16", *GATYS],
-                         capsys)
+    code, _, _ = run_cli(["stylize", files["content"], files["style"], "-o", str(out), "--size", "16", *GATYS], capsys)
     assert code == 0 and out.is_file()
 
 
@@ -272,8 +326,9 @@ def test_cli_transfer_folder_outputs_that_collide(files, tmp_path, capsys, monke
     shutil.copy(files["content"], src / "a.png")
     shutil.copy(files["content"], src / "a.jpg")
     forbid_work(monkeypatch)
-    expect_error(["transfer", files["multi"], str(src), "-o", str(tmp_path / "dst"), "--style", "0"], capsys,
-                 "one file", "a.png")
+    expect_error(
+        ["transfer", files["multi"], str(src), "-o", str(tmp_path / "dst"), "--style", "0"], capsys, "one file", "a.png"
+    )
 
 
 # --- model files -------------------------------------------------------------------------------------------------
@@ -299,24 +354,36 @@ class _RunsCode:
 def test_truncated_and_malicious_model_files(files, tmp_path, capsys):
     whole = open(files["multi"], "rb").read()
     model = _model_copy(files, tmp_path, whole[: len(whole) // 2])
-    line = expect_error(["transfer", model, files["content"], "-o", str(tmp_path / "o.png"), "--style", "0"], capsys,
-                        "m.pth is not a valid model weights file")
+    line = expect_error(
+        ["transfer", model, files["content"], "-o", str(tmp_path / "o.png"), "--style", "0"],
+        capsys,
+        "m.pth is not a valid model weights file",
+    )
     marker = tmp_path / "code-ran"
     torch.save({"w": _RunsCode(str(marker))}, tmp_path / "m.pth")
-    line += expect_error(["transfer", model, files["content"], "-o", str(tmp_path / "o.png"), "--style", "0"],
-                         capsys, "not a valid model weights file", "could run code")
+    line += expect_error(
+        ["transfer", model, files["content"], "-o", str(tmp_path / "o.png"), "--style", "0"],
+        capsys,
+        "not a valid model weights file",
+        "could run code",
+    )
     assert not marker.exists() and "weights_only=False" not in line and "weights_only` set to `False" not in line
     with pytest.raises(ValueError, match="not a valid model weights file"):
         load_model(model)
     (tmp_path / "m.json").write_text("{not json")
-    expect_error(["transfer", model, files["content"], "-o", str(tmp_path / "o.png")], capsys,
-                 "not a valid JSON model config")
+    expect_error(
+        ["transfer", model, files["content"], "-o", str(tmp_path / "o.png")], capsys, "not a valid JSON model config"
+    )
 
 
 def test_absurd_model_config_is_checked_against_the_weights_first(files, tmp_path, capsys):
     model = _model_copy(files, tmp_path, channels=10**6)  # would be 1 PB of weights if built
-    expect_error(["transfer", model, files["content"], "-o", str(tmp_path / "o.png"), "--style", "0"], capsys,
-                 "weights do not fit the config", "down.0.conv.weight")
+    expect_error(
+        ["transfer", model, files["content"], "-o", str(tmp_path / "o.png"), "--style", "0"],
+        capsys,
+        "weights do not fit the config",
+        "down.0.conv.weight",
+    )
     model = _model_copy(files, tmp_path, channels=10**9)  # sizes that overflow
     with pytest.raises(ValueError, match="does not describe a network that fits"):
         load_model(model)
@@ -351,26 +418,33 @@ def test_nan_weights_give_an_error_not_a_black_image(files, tmp_path, capsys):
     with torch.no_grad():
         model.out_conv.bias.fill_(float("nan"))
     path = save_model(model, tmp_path / "nan.pth")
-    expect_error(["transfer", str(path), files["content"], "-o", str(tmp_path / "o.png"), "--style", "0"], capsys,
-                 "non-finite values", "o.png")
+    expect_error(
+        ["transfer", str(path), files["content"], "-o", str(tmp_path / "o.png"), "--style", "0"],
+        capsys,
+        "non-finite values",
+        "o.png",
+    )
     assert not (tmp_path / "o.png").exists()
 
 
 # --- style mixes in the API --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("style, error, text", [
-    ({0: float("nan"), 1: 1.0}, ValueError, "finite"),
-    ({0: float("inf"), 1: 1.0}, ValueError, "finite"),
-    ({0: -0.5, 1: 1.5}, ValueError, ">= 0"),
-    ({0: 0.0, 1: 0.0}, ValueError, "positive"),
-    ({}, ValueError, "positive"),
-    ({2: 1.0}, ValueError, "2 styles"),
-    ({-1: 1.0}, ValueError, ">= 0"),
-    ({0.5: 1.0}, TypeError, "integer"),
-    ({0: "1"}, TypeError, "number"),
-    (1.0, TypeError, "integer"),
-    (True, TypeError, "integer"),
-    ("1,0", ValueError, "style index"),
-])
+@pytest.mark.parametrize(
+    "style, error, text",
+    [
+        ({0: float("nan"), 1: 1.0}, ValueError, "finite"),
+        ({0: float("inf"), 1: 1.0}, ValueError, "finite"),
+        ({0: -0.5, 1: 1.5}, ValueError, ">= 0"),
+        ({0: 0.0, 1: 0.0}, ValueError, "positive"),
+        ({}, ValueError, "positive"),
+        ({2: 1.0}, ValueError, "2 styles"),
+        ({-1: 1.0}, ValueError, ">= 0"),
+        ({0.5: 1.0}, TypeError, "integer"),
+        ({0: "1"}, TypeError, "number"),
+        (1.0, TypeError, "integer"),
+        (True, TypeError, "integer"),
+        ("1,0", ValueError, "style index"),
+    ],
+)
 def test_api_style_selection(files, style, error, text):
     model, _ = load_model(files["multi"])
     with pytest.raises(error, match=text):
@@ -380,8 +454,10 @@ def test_api_style_selection(files, style, error, text):
 def test_api_style_mix_is_used_as_given(files):
     model, _ = load_model(files["multi"])
     x = torch.rand(1, 3, 8, 8)
-    assert torch.equal(johnson.stylize_feedforward(model, x, style={1: 2.0, 0: 0.0}, device="cpu"),
-                       johnson.stylize_feedforward(model, x, style=1, device="cpu"))
+    assert torch.equal(
+        johnson.stylize_feedforward(model, x, style={1: 2.0, 0: 0.0}, device="cpu"),
+        johnson.stylize_feedforward(model, x, style=1, device="cpu"),
+    )
     assert johnson.parse_style(" 1 ") == 1 and johnson.parse_style("0:1, 1:3") == {0: 1.0, 1: 3.0}
 
 
@@ -420,8 +496,11 @@ API_CASES = [
     (lambda p: dip.super_resolve(p, 0), ValueError, "factor must be an integer >= 1"),
     (lambda p: dip.super_resolve(p, float("nan")), ValueError, "factor"),
     (lambda p: dip.super_resolve(p, float("inf")), ValueError, "factor"),
-    (lambda p: dip.inpaint(p, torch.ones(1, 3, 32, 32), ground_truth=torch.rand(1, 3, 8, 8)), ValueError,
-     "ground_truth"),
+    (
+        lambda p: dip.inpaint(p, torch.ones(1, 3, 32, 32), ground_truth=torch.rand(1, 3, 8, 8)),
+        ValueError,
+        "ground_truth",
+    ),
     (lambda p: dip.add_noise(p, float("nan")), ValueError, "sigma must be a finite"),
     (lambda p: metrics.psnr(p, torch.full_like(p, float("nan"))), ValueError, "NaN or Inf"),
     (lambda p: metrics.psnr(p, p, peak=0), ValueError, "peak"),
@@ -452,20 +531,23 @@ def test_api_dip_save_path_never_an_input(files, no_work):
         dip.inpaint(files["content"], files["style"], save_path=files["style"])
 
 
-@pytest.mark.parametrize("field, value, text", [
-    ("crop", 0, "config.crop must be an integer >= 1"),
-    ("lr", 0.0, "config.lr must be > 0"),
-    ("lr", float("nan"), "config.lr must be a finite"),
-    ("log_every", 0, "config.log_every"),
-    ("batch_size", 0, "config.batch_size"),
-    ("iterations", 0, "config.iterations"),
-    ("style_weight", float("inf"), "config.style_weight"),
-    ("style_size", 0, "config.style_size"),
-    ("seed", -1, "config.seed"),
-    ("style_layers", (), "config.style_layers"),
-    ("checkpoint_every", -1, "config.checkpoint_every"),
-    ("batch_size", 4, "batch_size 4 is larger than the 3 images"),
-])
+@pytest.mark.parametrize(
+    "field, value, text",
+    [
+        ("crop", 0, "config.crop must be an integer >= 1"),
+        ("lr", 0.0, "config.lr must be > 0"),
+        ("lr", float("nan"), "config.lr must be a finite"),
+        ("log_every", 0, "config.log_every"),
+        ("batch_size", 0, "config.batch_size"),
+        ("iterations", 0, "config.iterations"),
+        ("style_weight", float("inf"), "config.style_weight"),
+        ("style_size", 0, "config.style_size"),
+        ("seed", -1, "config.seed"),
+        ("style_layers", (), "config.style_layers"),
+        ("checkpoint_every", -1, "config.checkpoint_every"),
+        ("batch_size", 4, "batch_size 4 is larger than the 3 images"),
+    ],
+)
 def test_api_train_config_checked_before_work(field, value, text, files, tmp_path, no_work):
     config = johnson.TrainConfig(**{"crop": CROP, "vgg_weights": "random", "workers": 0, field: value})
     with pytest.raises((ValueError, TypeError), match=text):
@@ -482,8 +564,9 @@ def test_api_train_sr_config(files, tmp_path, no_work):
 
 # --- training: consistent checkpoints, resume targets, corrupt images -------------------------------------------
 def small_config(**kwargs) -> johnson.TrainConfig:
-    base = dict(iterations=4, batch_size=2, crop=CROP, vgg_weights="random", workers=0, checkpoint_every=0,
-                log_every=1, lr=1e-2)
+    base = dict(
+        iterations=4, batch_size=2, crop=CROP, vgg_weights="random", workers=0, checkpoint_every=0, log_every=1, lr=1e-2
+    )
     return johnson.TrainConfig(**{**base, **kwargs})
 
 
@@ -491,8 +574,9 @@ def train(data, styles, out, **kwargs):
     resume = kwargs.pop("resume", False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return johnson.train_style(data, styles, out, small_config(**kwargs), resume=resume, device="cpu",
-                                   progress=False)
+        return johnson.train_style(
+            data, styles, out, small_config(**kwargs), resume=resume, device="cpu", progress=False
+        )
 
 
 def checkpoint(out) -> dict:
@@ -594,8 +678,7 @@ def test_corrupt_images_use_no_training_steps(files, tmp_path, capsys):
     assert all(batch.shape == (2, 3, CROP, CROP) for batch, _ in batches)
     positions = [p for _, p in batches]
     assert positions == sorted(positions) and positions[-1] > 12  # skipped samples advanced the stream only
-    code, out, _ = run_cli(["train", "style", str(data), files["style"], "-o", str(tmp_path / "run"), *TRAIN],
-                           capsys)
+    code, out, _ = run_cli(["train", "style", str(data), files["style"], "-o", str(tmp_path / "run"), *TRAIN], capsys)
     assert code == 0 and "at step 2" in out and "nan" not in out
     rows = (tmp_path / "run" / "losses.csv").read_text().splitlines()[1:]
     assert [r.split(",")[0] for r in rows] == ["1", "2"] and "nan" not in "".join(rows)
@@ -604,11 +687,11 @@ def test_corrupt_images_use_no_training_steps(files, tmp_path, capsys):
 def test_cli_train_summary_without_training_steps(files, tmp_path, capsys):
     out = str(tmp_path / "run")
     assert run_cli(["train", "style", files["data"], files["style"], "-o", out, *TRAIN], capsys)[0] == 0
-    code, printed, _ = run_cli(["train", "style", files["data"], files["style"], "-o", out, *TRAIN, "--resume"],
-                               capsys)
+    code, printed, _ = run_cli(["train", "style", files["data"], files["style"], "-o", out, *TRAIN, "--resume"], capsys)
     assert code == 0 and "no training step was left" in printed and "nan" not in printed
-    code, _, err = run_cli(["train", "style", files["data"], files["style"], "-o", out, *TRAIN, "--resume",
-                         "--iterations", "1"], capsys)
+    code, _, err = run_cli(
+        ["train", "style", files["data"], files["style"], "-o", out, *TRAIN, "--resume", "--iterations", "1"], capsys
+    )
     assert code == 2 and err.startswith("error: resume:") and "past the target iterations=1" in err
 
 
@@ -622,8 +705,12 @@ def test_cli_huge_loss_is_an_error(files, tmp_path, capsys, monkeypatch):
         return terms
 
     monkeypatch.setattr(gatys._Objective, "__call__", overflowing)
-    expect_error(["stylize", files["content"], files["style"], "-o", str(tmp_path / "o.png"), "--size", "16",
-                  *GATYS], capsys, "the loss became", "iteration 0")
+    expect_error(
+        ["stylize", files["content"], files["style"], "-o", str(tmp_path / "o.png"), "--size", "16", *GATYS],
+        capsys,
+        "the loss became",
+        "iteration 0",
+    )
     assert not (tmp_path / "o.png").exists()
 
 
@@ -631,8 +718,11 @@ def test_cli_training_loss_overflow_is_an_error(files, tmp_path, capsys, monkeyp
     real = johnson.pk.content_loss
     monkeypatch.setattr(johnson.pk, "content_loss", lambda *args, **kwargs: real(*args, **kwargs) * float("inf"))
     out = tmp_path / "run"
-    expect_error(["train", "style", files["data"], files["style"], "-o", str(out), *TRAIN], capsys,
-                 "the loss became inf at step 1")
+    expect_error(
+        ["train", "style", files["data"], files["style"], "-o", str(out), *TRAIN],
+        capsys,
+        "the loss became inf at step 1",
+    )
     assert not (out / "model.pth").exists() and not (out / "checkpoint.pt").exists()
 
 

@@ -1,4 +1,5 @@
 """benchmarks/report.py: markdown tables (speed-ups, floor fraction, missing backends, loops), the PNG, errors."""
+
 from __future__ import annotations
 
 import json
@@ -17,23 +18,58 @@ from benchmarks import report  # noqa: E402
 H100 = "NVIDIA H100 80GB HBM3"
 
 
-def _op(op, pas, case, size, dtype, backend, *, median_s, device="cpu", device_name="cpu", gpu_ms=None,
-        flops=0.0, nbytes=0.0):
-    extra = {"op": op, "pass": pas, "case": case, "size": size, "dtype": dtype, "backend": backend,
-             "device": device, "device_name": device_name, "shape": f"(1, 64, {size}, {size})", "flops": flops,
-             "bytes": nbytes, "mem_bytes": 1 << 20, "torch": "2.13.0", "triton": "3.9.0",
-             "cuda": "12.8" if device == "cuda" else None}
+def _op(
+    op,
+    pas,
+    case,
+    size,
+    dtype,
+    backend,
+    *,
+    median_s,
+    device="cpu",
+    device_name="cpu",
+    gpu_ms=None,
+    flops=0.0,
+    nbytes=0.0,
+):
+    extra = {
+        "op": op,
+        "pass": pas,
+        "case": case,
+        "size": size,
+        "dtype": dtype,
+        "backend": backend,
+        "device": device,
+        "device_name": device_name,
+        "shape": f"(1, 64, {size}, {size})",
+        "flops": flops,
+        "bytes": nbytes,
+        "mem_bytes": 1 << 20,
+        "torch": "2.13.0",
+        "triton": "3.9.0",
+        "cuda": "12.8" if device == "cuda" else None,
+    }
     if gpu_ms is not None:
         extra["gpu_ms"] = gpu_ms
     group = f"{op}-{pas}-{case}-{size}-{dtype}"
-    return {"group": group, "name": f"test_op[{group}-{backend}]", "fullname": "benchmarks/test_ops.py::x",
-            "params": None, "extra_info": extra,
-            "stats": {"min": median_s, "max": median_s, "mean": median_s, "median": median_s, "rounds": 5}}
+    return {
+        "group": group,
+        "name": f"test_op[{group}-{backend}]",
+        "fullname": "benchmarks/test_ops.py::x",
+        "params": None,
+        "extra_info": extra,
+        "stats": {"min": median_s, "max": median_s, "mean": median_s, "median": median_s, "rounds": 5},
+    }
 
 
 def _plain(group, name, median_s):
-    return {"group": group, "name": name, "extra_info": {},
-            "stats": {"min": median_s, "max": median_s, "mean": median_s, "median": median_s, "rounds": 5}}
+    return {
+        "group": group,
+        "name": name,
+        "extra_info": {},
+        "stats": {"min": median_s, "max": median_s, "mean": median_s, "median": median_s, "rounds": 5},
+    }
 
 
 def fake_results() -> dict:
@@ -41,19 +77,85 @@ def fake_results() -> dict:
     benches = [
         # style_loss on the H100. fp32: floor = max(6.7e9 / 67e12, 1.5e8 / 3e12) s = max(0.1, 0.05) ms = 0.1 ms.
         # The wall-clock medians (1 s) must be ignored in favour of gpu_ms.
-        _op("style_loss", "fwdbwd", "relu1_1", 512, "fp32", "eager", median_s=1.0, gpu_ms=2.0,
-            flops=6.7e9, nbytes=1.5e8, **gpu),
-        _op("style_loss", "fwdbwd", "relu1_1", 512, "fp32", "compile", median_s=1.0, gpu_ms=1.0,
-            flops=6.7e9, nbytes=1.5e8, **gpu),
-        _op("style_loss", "fwdbwd", "relu1_1", 512, "fp32", "triton", median_s=1.0, gpu_ms=0.5,
-            flops=6.7e9, nbytes=1.5e8, **gpu),
-        _op("style_loss", "fwdbwd", "relu1_1", 512, "fp32", "reference", median_s=1.0, gpu_ms=4.0,
-            flops=6.7e9, nbytes=1.5e8, **gpu),
+        _op(
+            "style_loss",
+            "fwdbwd",
+            "relu1_1",
+            512,
+            "fp32",
+            "eager",
+            median_s=1.0,
+            gpu_ms=2.0,
+            flops=6.7e9,
+            nbytes=1.5e8,
+            **gpu,
+        ),
+        _op(
+            "style_loss",
+            "fwdbwd",
+            "relu1_1",
+            512,
+            "fp32",
+            "compile",
+            median_s=1.0,
+            gpu_ms=1.0,
+            flops=6.7e9,
+            nbytes=1.5e8,
+            **gpu,
+        ),
+        _op(
+            "style_loss",
+            "fwdbwd",
+            "relu1_1",
+            512,
+            "fp32",
+            "triton",
+            median_s=1.0,
+            gpu_ms=0.5,
+            flops=6.7e9,
+            nbytes=1.5e8,
+            **gpu,
+        ),
+        _op(
+            "style_loss",
+            "fwdbwd",
+            "relu1_1",
+            512,
+            "fp32",
+            "reference",
+            median_s=1.0,
+            gpu_ms=4.0,
+            flops=6.7e9,
+            nbytes=1.5e8,
+            **gpu,
+        ),
         # bf16, no compile: floor = max(7.9e9 / 790e12, 3e8 / 3e12) s = max(0.01, 0.1) ms = 0.1 ms (memory-bound)
-        _op("style_loss", "fwdbwd", "relu1_1", 512, "bf16", "eager", median_s=1.0, gpu_ms=0.8,
-            flops=7.9e9, nbytes=3e8, **gpu),
-        _op("style_loss", "fwdbwd", "relu1_1", 512, "bf16", "triton", median_s=1.0, gpu_ms=0.4,
-            flops=7.9e9, nbytes=3e8, **gpu),
+        _op(
+            "style_loss",
+            "fwdbwd",
+            "relu1_1",
+            512,
+            "bf16",
+            "eager",
+            median_s=1.0,
+            gpu_ms=0.8,
+            flops=7.9e9,
+            nbytes=3e8,
+            **gpu,
+        ),
+        _op(
+            "style_loss",
+            "fwdbwd",
+            "relu1_1",
+            512,
+            "bf16",
+            "triton",
+            median_s=1.0,
+            gpu_ms=0.4,
+            flops=7.9e9,
+            nbytes=3e8,
+            **gpu,
+        ),
         # tv_loss on the CPU: no floor, pytest-benchmark medians
         _op("tv_loss", "fwd", "b4c3", 256, "fp32", "eager", median_s=0.004),
         _op("tv_loss", "fwd", "b4c3", 256, "fp32", "compile", median_s=0.002),
@@ -67,10 +169,17 @@ def fake_results() -> dict:
         # neither an op nor a loop (the dispatch-overhead benchmarks)
         _plain("gram_matrix", "test_overhead[gram_matrix-custom_op]", 20e-6),
     ]
-    return {"machine_info": {"node": "box", "python_version": "3.11.7",
-                             "cpu": {"brand_raw": "Intel(R) Xeon(R) Platinum 8480+"}},
-            "commit_info": {}, "benchmarks": benches, "datetime": "2025-01-02T03:04:05.000000+00:00",
-            "version": "5.2.3"}
+    return {
+        "machine_info": {
+            "node": "box",
+            "python_version": "3.11.7",
+            "cpu": {"brand_raw": "Intel(R) Xeon(R) Platinum 8480+"},
+        },
+        "commit_info": {},
+        "benchmarks": benches,
+        "datetime": "2025-01-02T03:04:05.000000+00:00",
+        "version": "5.2.3",
+    }
 
 
 def section(markdown: str, title: str) -> str:
@@ -120,8 +229,7 @@ def test_gpu_table_speedups_and_floor(results):
     fp32 = find(rows, dtype="fp32")
     assert (fp32["pass"], fp32["case"], fp32["size"]) == ("fwdbwd", "relu1_1", "512")
     # gpu_ms is used, not the 1 s wall-clock median
-    assert [fp32[f"{b} (ms)"] for b in ("eager", "compile", "reference", "triton")] == ["2.00", "1.00", "4.00",
-                                                                                     "0.500"]
+    assert [fp32[f"{b} (ms)"] for b in ("eager", "compile", "reference", "triton")] == ["2.00", "1.00", "4.00", "0.500"]
     assert fp32["triton vs eager"] == "4.00x" and fp32["triton vs compile"] == "2.00x"
     assert fp32["reference vs eager"] == "0.50x" and fp32["reference vs compile"] == "0.25x"
     assert "eager vs eager" not in fp32 and "compile vs eager" not in fp32
@@ -167,8 +275,11 @@ def test_loops_and_other_tables(results):
 def test_table_rows_api(results):
     rows = report.table_rows(results)
     assert [(r["op"], r["pass"], r["dtype"]) for r in rows] == [
-        ("style_loss", "fwdbwd", "fp32"), ("style_loss", "fwdbwd", "bf16"),
-        ("tv_loss", "fwd", "fp32"), ("tv_loss", "fwdbwd", "fp32")]
+        ("style_loss", "fwdbwd", "fp32"),
+        ("style_loss", "fwdbwd", "bf16"),
+        ("tv_loss", "fwd", "fp32"),
+        ("tv_loss", "fwdbwd", "fp32"),
+    ]
     r = rows[0]
     assert r["times_ms"] == {"eager": 2.0, "compile": 1.0, "reference": 4.0, "triton": 0.5}
     assert r["speedup_vs_eager"] == {"reference": 0.5, "triton": 4.0}
@@ -194,8 +305,10 @@ def test_floor_h200_and_unknown_gpu(results):
 
 def test_machine_slug(results):
     assert report.machine_slug(results) == "nvidia-h100-80gb-hbm3"
-    cpu_only = {**results, "benchmarks": [b for b in results["benchmarks"]
-                                          if (b["extra_info"] or {}).get("device") != "cuda"]}
+    cpu_only = {
+        **results,
+        "benchmarks": [b for b in results["benchmarks"] if (b["extra_info"] or {}).get("device") != "cuda"],
+    }
     assert report.machine_slug(cpu_only) == "intel-xeon-platinum-8480"
 
 
@@ -238,7 +351,12 @@ def test_empty_json_is_a_clear_error(tmp_path, capsys):
 
 def test_module_entry_point(tmp_path, results_file):
     out = tmp_path / "r.md"
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.report", str(results_file), "--out", str(out),
-                           "--no-plot"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.report", str(results_file), "--out", str(out), "--no-plot"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "## style_loss" in out.read_text() and not out.with_suffix(".png").exists()

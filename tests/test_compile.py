@@ -1,22 +1,26 @@
 """torch.compile(fullgraph=True) traces losses built from the ops (no graph breaks) and matches eager."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import DEVICE, KERNEL_BACKENDS, assert_close
 
 import perceptual_kernels as pk
-from conftest import DEVICE, KERNEL_BACKENDS, assert_close
 
 
 def perceptual_objective(x, feats, gram_targets, content_target, gamma, beta, index):
     """A loss touching every op, forward and backward."""
     y = pk.conditional_instance_norm(feats, gamma, beta, style_index=index, activation="relu")
-    return (pk.style_loss(y, gram_targets, style_index=index)
-            + pk.style_loss(feats, gram_targets[0], reduction="sum", weight=0.25)
-            + pk.gram_matrix(y).square().mean()
-            + pk.content_loss(y, content_target)
-            + pk.tv_loss(x, weight=0.1) + pk.tv_loss(x, kind="isotropic", weight=0.1)
-            + pk.instance_norm(x).abs().mean())
+    return (
+        pk.style_loss(y, gram_targets, style_index=index)
+        + pk.style_loss(feats, gram_targets[0], reduction="sum", weight=0.25)
+        + pk.gram_matrix(y).square().mean()
+        + pk.content_loss(y, content_target)
+        + pk.tv_loss(x, weight=0.1)
+        + pk.tv_loss(x, kind="isotropic", weight=0.1)
+        + pk.instance_norm(x).abs().mean()
+    )
 
 
 def _inputs():
@@ -24,8 +28,15 @@ def _inputs():
     feats = torch.randn(2, 6, 5, 7, device=DEVICE, requires_grad=True)
     gamma = torch.randn(3, 6, device=DEVICE, requires_grad=True)
     beta = torch.randn(3, 6, device=DEVICE, requires_grad=True)
-    return (x, feats, torch.randn(3, 6, 6, device=DEVICE) * 0.1, torch.randn(2, 6, 5, 7, device=DEVICE),
-            gamma, beta, torch.tensor([2, 0], device=DEVICE))
+    return (
+        x,
+        feats,
+        torch.randn(3, 6, 6, device=DEVICE) * 0.1,
+        torch.randn(2, 6, 5, 7, device=DEVICE),
+        gamma,
+        beta,
+        torch.tensor([2, 0], device=DEVICE),
+    )
 
 
 def _compare(backend: str, compile_backend: str) -> None:
@@ -46,6 +57,7 @@ def _compare(backend: str, compile_backend: str) -> None:
 @pytest.mark.parametrize("backend", ["reference"] + KERNEL_BACKENDS)
 def test_fullgraph_aot_eager(backend):
     from perceptual_kernels.backends import unavailable_reason
+
     if reason := unavailable_reason(backend, DEVICE, torch.float32):
         pytest.skip(reason)
     _compare(backend, "aot_eager")
@@ -56,6 +68,7 @@ def test_fullgraph_aot_eager(backend):
 def test_fullgraph_inductor_with_kernel_ops(backend):
     """One Inductor compile (about 20 s on a CPU) with the custom ops inside the graph."""
     from perceptual_kernels.backends import unavailable_reason
+
     if reason := unavailable_reason(backend, DEVICE, torch.float32):
         pytest.skip(reason)
     _compare(backend, "inductor")

@@ -1,14 +1,14 @@
 """The custom ops' plumbing, independent of any kernel: the hand-written backward formulas of
 ``perceptual_kernels._ops`` gradchecked in float64 over a plain-torch implementation of the kernel interface."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+import torch_kernels
 
 from perceptual_kernels import _ops
 from perceptual_kernels.backends import _kernel_modules
-
-import torch_kernels
 
 f64 = torch.float64
 BACKEND = "torch-test"
@@ -57,5 +57,6 @@ def test_instance_norm_backward(relu):
     index = torch.tensor([2, 2])  # a repeated style: its row gets both samples' gradients
     for params, idx in ((per_sample, None), (tables, index), (shared, None)):
         assert torch.autograd.gradcheck(
-            lambda x, g, b: _ops.instance_norm(x, g, b, idx, 1e-5, relu, BACKEND)[0], (x, *params))
+            lambda x, g, b: _ops.instance_norm(x, g, b, idx, 1e-5, relu, BACKEND)[0], (x, *params)
+        )
     assert torch.autograd.gradcheck(lambda x: _ops.instance_norm(x, None, None, None, 1e-5, relu, BACKEND)[0], (x,))

@@ -1,4 +1,5 @@
 """Deep Image Prior nets, codes and the downsampler (perceptual_kernels.api.dip_nets): CPU, small nets."""
+
 from __future__ import annotations
 
 import math
@@ -6,8 +7,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from perceptual_kernels.api import dip_nets as dn
 from torch import nn
+
+from perceptual_kernels.api import dip_nets as dn
 
 
 def n_params(net: nn.Module) -> int:
@@ -16,6 +18,7 @@ def n_params(net: nn.Module) -> int:
 
 def authors_skip_params(in_ch: int, down, up, skip, out_ch: int = 3, kd: int = 3, ku: int = 3, ks: int = 1) -> int:
     """Parameter count of the authors' skip() layer list (conv weights + biases, BN affine), written out by hand."""
+
     def conv(i, o, k):
         return i * o * k * k + o
 
@@ -36,6 +39,7 @@ def authors_skip_params(in_ch: int, down, up, skip, out_ch: int = 3, kd: int = 3
 # ---------------------------------------------------------------------------------------------------------------
 # skip / hourglass / unet
 # ---------------------------------------------------------------------------------------------------------------
+
 
 def test_default_skip_shape_range_and_param_count():
     net = dn.skip()
@@ -60,8 +64,21 @@ def test_small_skip_shapes(upsample, downsample):
 
 
 def test_skip_options_and_gradients():
-    net = dn.skip(3, 2, (4, 8), (6, 4), (3, 3), kernel_down=5, kernel_up=1, kernel_skip=3, pad="zero",
-                  act="elu", need_sigmoid=False, bn=False, need_bias=False)
+    net = dn.skip(
+        3,
+        2,
+        (4, 8),
+        (6, 4),
+        (3, 3),
+        kernel_down=5,
+        kernel_up=1,
+        kernel_skip=3,
+        pad="zero",
+        act="elu",
+        need_sigmoid=False,
+        bn=False,
+        need_bias=False,
+    )
     assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
     assert all(m.bias is None for m in net.modules() if isinstance(m, nn.Conv2d))
     out = net(torch.randn(1, 3, 4, 8))  # zero padding: any multiple of 4 works
@@ -81,20 +98,30 @@ def test_skip_input_checks():
         net(torch.rand(2, 16, 16))
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"channels_down": (8,) * 3, "channels_up": (8,) * 3, "channels_skip": (4,) * 2},
-    {"channels_down": (8,) * 2, "channels_up": (8,) * 3, "channels_skip": (4,) * 3},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"channels_down": (8,) * 3, "channels_up": (8,) * 3, "channels_skip": (4,) * 2},
+        {"channels_down": (8,) * 2, "channels_up": (8,) * 3, "channels_skip": (4,) * 3},
+    ],
+)
 def test_skip_mismatched_lengths(kwargs):
     with pytest.raises(ValueError, match="same length"):
         dn.skip(4, **kwargs)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"upsample": "bicubic"}, "upsample"), ({"downsample": "conv"}, "downsample"), ({"pad": "circular"}, "pad"),
-    ({"act": "tanh"}, "act"), ({"kernel_up": 4}, "odd"), ({"channels_down": ()}, "channels_down"),
-    ({"channels_skip": (4, -1, 4, 4, 4)}, r"channels_skip\[1\]"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"upsample": "bicubic"}, "upsample"),
+        ({"downsample": "conv"}, "downsample"),
+        ({"pad": "circular"}, "pad"),
+        ({"act": "tanh"}, "act"),
+        ({"kernel_up": 4}, "odd"),
+        ({"channels_down": ()}, "channels_down"),
+        ({"channels_skip": (4, -1, 4, 4, 4)}, r"channels_skip\[1\]"),
+    ],
+)
 def test_skip_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         dn.skip(4, **kwargs)
@@ -137,8 +164,9 @@ def test_unet_default_and_structure():
 
 
 def test_get_net_by_name():
-    assert isinstance(dn.get_net("skip", 4, 1, channels_down=(4, 4), channels_up=(4, 4), channels_skip=(2, 2)),
-                      dn.SkipNet)
+    assert isinstance(
+        dn.get_net("skip", 4, 1, channels_down=(4, 4), channels_up=(4, 4), channels_skip=(2, 2)), dn.SkipNet
+    )
     assert isinstance(dn.get_net("UNet", 4, channels=(4, 8)), dn.UNet)
     hg = dn.get_net("hourglass", 4, 2, channels=(4, 4))
     assert hg.out_channels == 2 and hg.multiple == 4
@@ -161,6 +189,7 @@ def test_concat_crops_to_smaller():
 # ---------------------------------------------------------------------------------------------------------------
 # task defaults
 # ---------------------------------------------------------------------------------------------------------------
+
 
 def test_task_defaults():
     den = dn.task_defaults("denoising")
@@ -192,6 +221,7 @@ def test_task_defaults():
 # ---------------------------------------------------------------------------------------------------------------
 # get_noise
 # ---------------------------------------------------------------------------------------------------------------
+
 
 def test_get_noise_uniform():
     z = dn.get_noise(32, (24, 40))
@@ -231,6 +261,7 @@ def test_get_noise_meshgrid():
 # Downsampler
 # ---------------------------------------------------------------------------------------------------------------
 
+
 def authors_lanczos_1d(factor: int, support: int = 2) -> list[float]:
     """The authors' phase-1/2 Lanczos taps (before normalisation): d = |i + 1/2 - center| / factor."""
     width = 2 * support * factor + 1
@@ -259,10 +290,19 @@ def test_downsampler_size_and_kernel(factor):
     assert no_pad(torch.rand(1, 1, 64, 64)).shape[-1] == (64 - 4 * factor) // factor + 1
 
 
-@pytest.mark.parametrize("kernel, phase, factor", [
-    ("lanczos2", 0.5, 4), ("lanczos2", 0.5, 8), ("lanczos2", 0, 4), ("lanczos3", 0.5, 2), ("box", 0.5, 4),
-    ("gauss", 0, 4), ("gauss", 0.5, 8), ("lanczos2", 0.5, 3),
-])
+@pytest.mark.parametrize(
+    "kernel, phase, factor",
+    [
+        ("lanczos2", 0.5, 4),
+        ("lanczos2", 0.5, 8),
+        ("lanczos2", 0, 4),
+        ("lanczos3", 0.5, 2),
+        ("box", 0.5, 4),
+        ("gauss", 0, 4),
+        ("gauss", 0.5, 8),
+        ("lanczos2", 0.5, 3),
+    ],
+)
 def test_downsampler_kernels_sum_to_one_and_keep_constants(kernel, phase, factor):
     ds = dn.Downsampler(factor, kernel, phase, sigma=1.5)
     assert ds.kernel.sum().item() == pytest.approx(1.0, abs=1e-6)

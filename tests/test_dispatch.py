@@ -1,4 +1,5 @@
 """Backend choice: automatic order, use_backend, PERCEPTUAL_KERNELS_BACKEND, info()."""
+
 from __future__ import annotations
 
 import subprocess
@@ -50,11 +51,18 @@ def test_environment_variable_forces_a_backend(monkeypatch):
 
 
 def test_triton_on_cpu_needs_the_interpreter():
-    code = ("import torch, perceptual_kernels as pk\n"
-            "from perceptual_kernels.backends import unavailable_reason as r\n"
-            "print(r('triton', torch.device('cpu'), torch.float32))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={"PATH": "/usr/bin:/bin", "TRITON_INTERPRET": "0"}).stdout
+    code = (
+        "import torch, perceptual_kernels as pk\n"
+        "from perceptual_kernels.backends import unavailable_reason as r\n"
+        "print(r('triton', torch.device('cpu'), torch.float32))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": "/usr/bin:/bin", "TRITON_INTERPRET": "0"},
+    ).stdout
     assert "TRITON_INTERPRET=1" in out
 
 

@@ -1,14 +1,15 @@
 """The Gatys loop: same losses as the plain-PyTorch loop, options, determinism, bad input, the CLI and demo."""
+
 from __future__ import annotations
 
 import warnings
 
 import pytest
 import torch
+from plain_gatys import plain_stylize
 
 from perceptual_kernels.api import cli, gatys, images
 from perceptual_kernels.api.vgg import VGGFeatures
-from plain_gatys import plain_stylize
 
 SIZE = 32  # relu5_1 needs 16 pixels
 CONTENT_LAYERS, STYLE_LAYERS = ("relu4_2",), ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -31,16 +32,16 @@ def pictures(tmp_path):
 
 
 def run(content, style, extractor, **kwargs):
-    kwargs = {"size": SIZE + 8, "iterations": 3, "progress": False, "device": "cpu", "extractor": extractor,
-              **kwargs}
+    kwargs = {"size": SIZE + 8, "iterations": 3, "progress": False, "device": "cpu", "extractor": extractor, **kwargs}
     return gatys.stylize(content, style, **kwargs)
 
 
 def test_same_losses_as_the_plain_pytorch_loop(extractor, pictures):
     content, style, _ = pictures
     _, history = run(content, style, extractor, iterations=6)
-    _, plain_losses = plain_stylize(extractor, content, images.resize_long_side(style, SIZE + 8), CONTENT_LAYERS,
-                                    STYLE_LAYERS, iterations=6)
+    _, plain_losses = plain_stylize(
+        extractor, content, images.resize_long_side(style, SIZE + 8), CONTENT_LAYERS, STYLE_LAYERS, iterations=6
+    )
     assert len(history.loss) == len(plain_losses) == 6
     for ours, plain in zip(history.loss, plain_losses):
         assert abs(ours - plain) <= 1e-3 * abs(plain)
@@ -58,10 +59,20 @@ def test_seed_makes_runs_repeatable(extractor, pictures):
 def test_options(extractor, pictures, tmp_path):
     content, style, _ = pictures
     seen = []
-    image, history = run(content, [style, style.flip(-1)], extractor, style_blend_weights=[0.7, 0.3],
-                         multiscale=[SIZE, SIZE + 8], optimizer="adam", preserve_colors="luminance",
-                         style_layer_weights=[1, 1, 2, 2, 1], tv_weight=1.0, callback=seen.append,
-                         save_every=2, save_path=tmp_path / "step{iteration}.png")
+    image, history = run(
+        content,
+        [style, style.flip(-1)],
+        extractor,
+        style_blend_weights=[0.7, 0.3],
+        multiscale=[SIZE, SIZE + 8],
+        optimizer="adam",
+        preserve_colors="luminance",
+        style_layer_weights=[1, 1, 2, 2, 1],
+        tv_weight=1.0,
+        callback=seen.append,
+        save_every=2,
+        save_path=tmp_path / "step{iteration}.png",
+    )
     assert image.shape == (1, 3, SIZE, SIZE + 8) and 0 <= image.min() and image.max() <= 1
     assert history.scale == [SIZE] * 3 + [SIZE + 8] * 3 and len(seen) == 6 and seen[-1]["iteration"] == 5
     assert sorted(p.name for p in tmp_path.glob("step*.png")) == ["step2.png", "step4.png", "step6.png"]
@@ -70,8 +81,9 @@ def test_options(extractor, pictures, tmp_path):
 
 def test_texture(extractor, pictures):
     _, style, _ = pictures
-    texture, history = gatys.synthesize_texture(style, (SIZE, SIZE + 16), iterations=3, extractor=extractor,
-                                                progress=False, device="cpu")
+    texture, history = gatys.synthesize_texture(
+        style, (SIZE, SIZE + 16), iterations=3, extractor=extractor, progress=False, device="cpu"
+    )
     assert texture.shape == (1, 3, SIZE, SIZE + 16) and history.content == [0.0] * 3
 
 
@@ -87,14 +99,17 @@ def test_ctrl_c_keeps_the_last_image(extractor, pictures, tmp_path):
     assert images.load_image(tmp_path / "last.png").shape == (1, 3, SIZE, SIZE + 8)
 
 
-@pytest.mark.parametrize("kwargs,error,text", [
-    ({"style_layers": ("relu9_1",)}, ValueError, "relu9_1"),
-    ({"size": 8}, ValueError, "smaller than"),
-    ({"style_blend_weights": [1.0, 2.0]}, ValueError, "style_blend_weights needs 1"),
-    ({"optimizer": "sgd"}, ValueError, "optimizer must be one of"),
-    ({"init": "zeros"}, ValueError, "init must be one of"),
-    ({"preserve_colors": "yes"}, ValueError, "preserve_colors"),
-])
+@pytest.mark.parametrize(
+    "kwargs,error,text",
+    [
+        ({"style_layers": ("relu9_1",)}, ValueError, "relu9_1"),
+        ({"size": 8}, ValueError, "smaller than"),
+        ({"style_blend_weights": [1.0, 2.0]}, ValueError, "style_blend_weights needs 1"),
+        ({"optimizer": "sgd"}, ValueError, "optimizer must be one of"),
+        ({"init": "zeros"}, ValueError, "init must be one of"),
+        ({"preserve_colors": "yes"}, ValueError, "preserve_colors"),
+    ],
+)
 def test_bad_input(pictures, kwargs, error, text):
     content, style, _ = pictures
     with pytest.raises(error, match=text), warnings.catch_warnings():
@@ -124,8 +139,10 @@ def test_cli_stylize_texture_and_errors(pictures, tmp_path, capsys):
 
 def test_cli_info_and_demo(tmp_path, capsys):
     assert cli.main(["info"]) == 0
-    assert cli.main(["demo", "-o", str(tmp_path / "demo"), "--size", "32", "--iterations", "2",
-                     "--weights", "random"]) == 0
+    assert (
+        cli.main(["demo", "-o", str(tmp_path / "demo"), "--size", "32", "--iterations", "2", "--weights", "random"])
+        == 0
+    )
     names = {p.name for p in (tmp_path / "demo").iterdir()}
     assert {"content.png", "style.png", "stylized.png", "texture.png", "report.md"} <= names
     report = (tmp_path / "demo" / "report.md").read_text()
@@ -137,6 +154,7 @@ def test_loop_on_the_triton_kernels_matches_reference(extractor, pictures):
     """The same 3 iterations with the losses on the Triton kernels (interpreter on CPU) and on the reference."""
     import perceptual_kernels as pk
     from perceptual_kernels.backends import unavailable_reason
+
     content, style, _ = pictures
     if reason := unavailable_reason("triton", content.device, torch.float32):
         pytest.skip(reason)
@@ -150,8 +168,14 @@ def test_loop_on_the_triton_kernels_matches_reference(extractor, pictures):
 
 def test_bench_quick_table():
     from perceptual_kernels.api import bench
+
     table = bench.run("cpu", quick=True, min_run_time=0.01)
     rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert [r.split("|")[1].strip() for r in rows] == ["gram_matrix", "style_loss", "content_loss", "tv_loss",
-                                                        "conditional_instance_norm"]
+    assert [r.split("|")[1].strip() for r in rows] == [
+        "gram_matrix",
+        "style_loss",
+        "content_loss",
+        "tv_loss",
+        "conditional_instance_norm",
+    ]
     assert all(r.rstrip(" |").endswith("x") for r in rows)

@@ -1,4 +1,5 @@
 """Image I/O and colour utilities (perceptual_kernels.api.images): offline, on images generated in tmp_path."""
+
 from __future__ import annotations
 
 import math
@@ -10,11 +11,10 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DATA
 from PIL import Image, ImageOps
 
 from perceptual_kernels.api import images
-
-from conftest import SHARED_DATA  # noqa: E402
 
 STYLES = SHARED_DATA / "styles"
 LUMA = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64).view(1, 3, 1, 1)
@@ -24,6 +24,7 @@ EXIF_ORIENTATION = 0x0112
 # ---------------------------------------------------------------------------------------------------------------
 # helpers: files Pillow cannot write (16-bit RGB(A) / grey+alpha PNG, 16-bit RGB TIFF)
 # ---------------------------------------------------------------------------------------------------------------
+
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
@@ -65,8 +66,18 @@ def write_tiff16_rgb(path: pathlib.Path, arr: np.ndarray) -> None:
     h, w, c = arr.shape
     pixels = arr.astype("<u2").tobytes()
     data_offset = 16
-    entries = [(256, 3, 1, w), (257, 3, 1, h), (258, 3, 3, 8), (259, 3, 1, 1), (262, 3, 1, 2),
-               (273, 4, 1, data_offset), (277, 3, 1, c), (278, 3, 1, h), (279, 4, 1, len(pixels)), (284, 3, 1, 1)]
+    entries = [
+        (256, 3, 1, w),
+        (257, 3, 1, h),
+        (258, 3, 3, 8),
+        (259, 3, 1, 1),
+        (262, 3, 1, 2),
+        (273, 4, 1, data_offset),
+        (277, 3, 1, c),
+        (278, 3, 1, h),
+        (279, 4, 1, len(pixels)),
+        (284, 3, 1, 1),
+    ]
     out = b"II*\x00" + struct.pack("<I", data_offset + len(pixels)) + struct.pack("<4H", 16, 16, 16, 0) + pixels
     out += struct.pack("<H", len(entries))
     for tag, kind, count, value in entries:
@@ -115,6 +126,7 @@ def rng(fresh_seed) -> np.random.Generator:
 # ---------------------------------------------------------------------------------------------------------------
 # loading
 # ---------------------------------------------------------------------------------------------------------------
+
 
 def test_load_rgb_png_exact(tmp_path, rng):
     arr = rand_u8(rng, 13, 21, 3)
@@ -201,8 +213,8 @@ def test_rgba_composited_over_white(tmp_path):
     Image.fromarray(arr, "RGBA").save(tmp_path / "rgba.png")
     out = hwc(images.load_image(tmp_path / "rgba.png"))
     colour = np.array([200, 40, 10]) / 255
-    np.testing.assert_allclose(out[0, 0], 1.0, atol=1e-6)              # fully transparent -> white
-    np.testing.assert_allclose(out[0, 2], colour, atol=1e-6)           # opaque -> the colour
+    np.testing.assert_allclose(out[0, 0], 1.0, atol=1e-6)  # fully transparent -> white
+    np.testing.assert_allclose(out[0, 2], colour, atol=1e-6)  # opaque -> the colour
     a = 128 / 255
     np.testing.assert_allclose(out[0, 1], colour * a + (1 - a), atol=1e-6)
     np.testing.assert_allclose(out[1], np.broadcast_to(colour, (3, 3)), atol=1e-6)
@@ -240,7 +252,7 @@ def test_palette_with_and_without_transparency(tmp_path):
 
 def test_cmyk_to_rgb(tmp_path):
     cmyk = Image.new("CMYK", (6, 4), (0, 255, 255, 0))  # no cyan/black, full magenta + yellow: red
-    cmyk.paste((0, 0, 0, 0), (0, 0, 3, 4))                # nothing: white
+    cmyk.paste((0, 0, 0, 0), (0, 0, 3, 4))  # nothing: white
     for name in ("c.tif", "c.jpg"):
         cmyk.save(tmp_path / name)
         out = hwc(images.load_image(tmp_path / name))
@@ -334,6 +346,7 @@ def test_truncated_png_and_directory(tmp_path, rng):
 # saving
 # ---------------------------------------------------------------------------------------------------------------
 
+
 def test_save_load_round_trip_png(tmp_path):
     img = torch.rand(1, 3, 17, 23)
     saved = images.save_image(img, tmp_path / "out.png")
@@ -341,15 +354,18 @@ def test_save_load_round_trip_png(tmp_path):
     back = images.load_image(saved)
     assert (back - img).abs().max() <= 0.5 / 255 + 1e-6
     # quantisation is round(x * 255)
-    np.testing.assert_array_equal(np.asarray(Image.open(saved)),
-                                  (img[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy())
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(saved)), (img[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    )
     # saving what was loaded reproduces the file's pixels exactly
     again = images.save_image(back[0], tmp_path / "again.png")  # (3, H, W) accepted
     np.testing.assert_array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(saved)))
 
 
-@pytest.mark.parametrize("suffix,tol", [(".png", 0.5), (".bmp", 0.5), (".tif", 0.5), (".TIFF", 0.5),
-                                        (".jpg", 12), (".JPEG", 12), (".webp", 12)])
+@pytest.mark.parametrize(
+    "suffix,tol",
+    [(".png", 0.5), (".bmp", 0.5), (".tif", 0.5), (".TIFF", 0.5), (".jpg", 12), (".JPEG", 12), (".webp", 12)],
+)
 def test_save_formats(tmp_path, suffix, tol):
     yy, xx = torch.meshgrid(torch.linspace(0, 1, 32), torch.linspace(0, 1, 48), indexing="ij")
     img = torch.stack([yy, xx, (yy + xx) / 2]).unsqueeze(0)  # smooth, so lossy formats stay close
@@ -469,13 +485,14 @@ def test_save_refuses_to_overwrite_inputs(tmp_path, monkeypatch, rng):
 # resizing
 # ---------------------------------------------------------------------------------------------------------------
 
+
 def test_resize_long_side_shapes():
     assert images.resize_long_side(torch.rand(1, 3, 30, 40), 20).shape == (1, 3, 15, 20)
     assert images.resize_long_side(torch.rand(2, 3, 40, 30), 100).shape == (2, 3, 100, 75)
     assert images.resize_long_side(torch.rand(3, 33, 33), 10).shape == (3, 10, 10)
-    assert images.resize_long_side(torch.rand(1, 3, 3, 1000), 10).shape == (1, 3, 1, 10)   # at least 1 pixel
-    assert images.resize_long_side(torch.rand(1, 3, 100, 7), 20).shape == (1, 3, 20, 1)    # 1.4 -> 1
-    assert images.resize_long_side(torch.rand(1, 3, 100, 9), 10).shape == (1, 3, 10, 1)    # 0.9 -> 1
+    assert images.resize_long_side(torch.rand(1, 3, 3, 1000), 10).shape == (1, 3, 1, 10)  # at least 1 pixel
+    assert images.resize_long_side(torch.rand(1, 3, 100, 7), 20).shape == (1, 3, 20, 1)  # 1.4 -> 1
+    assert images.resize_long_side(torch.rand(1, 3, 100, 9), 10).shape == (1, 3, 10, 1)  # 0.9 -> 1
     assert images.resize_long_side(torch.rand(1, 3, 64, 96), 48).shape == (1, 3, 32, 48)
     with pytest.raises(ValueError):
         images.resize_long_side(torch.rand(1, 3, 4, 4), 0)
@@ -512,6 +529,7 @@ def test_downscaling_checkerboard_is_antialiased():
 # colour preservation
 # ---------------------------------------------------------------------------------------------------------------
 
+
 def test_luminance_transfer_in_gamut():
     result = 0.25 + 0.5 * torch.rand(2, 3, 16, 12)
     content = 0.5 + 0.1 * (torch.rand(2, 3, 16, 12) - 0.5)  # low chroma: result's Y + content's chroma in gamut
@@ -526,7 +544,7 @@ def test_luminance_transfer_in_gamut():
 def test_luminance_transfer_keeps_luminance_of_saturated_colours():
     result = torch.rand(1, 3, 20, 20)
     content = torch.rand(1, 3, 20, 20)
-    content[..., :5, :] = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)   # saturated red rows
+    content[..., :5, :] = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)  # saturated red rows
     out = images.luminance_transfer(result, content)
     assert float(out.min()) >= 0 and float(out.max()) <= 1
     torch.testing.assert_close(luma(out), luma(result), rtol=0, atol=1e-6)
@@ -586,8 +604,7 @@ def test_mean_cov_in_gamut_default_and_batched():
     # a constant result (singular covariance) stays finite
     flat = images.match_color(torch.full((1, 3, 8, 8), 0.3), content[:1])
     assert torch.isfinite(flat).all()
-    torch.testing.assert_close(flat.double().mean(dim=(2, 3)), content[:1].double().mean(dim=(2, 3)),
-                               rtol=0, atol=1e-4)
+    torch.testing.assert_close(flat.double().mean(dim=(2, 3)), content[:1].double().mean(dim=(2, 3)), rtol=0, atol=1e-4)
 
 
 def test_histogram_matching_equal_sizes():
@@ -596,8 +613,9 @@ def test_histogram_matching_equal_sizes():
     content = torch.rand(2, 3, 20, 25) ** 2
     out = images.match_color(result, content, "histogram")
     assert out.shape == result.shape
-    torch.testing.assert_close(out.reshape(2, 3, -1).sort(dim=2).values,
-                               content.reshape(2, 3, -1).sort(dim=2).values, rtol=0, atol=0)
+    torch.testing.assert_close(
+        out.reshape(2, 3, -1).sort(dim=2).values, content.reshape(2, 3, -1).sort(dim=2).values, rtol=0, atol=0
+    )
     # ranks of result are kept: the per-channel order is the same
     r_order = result.reshape(2, 3, -1).argsort(dim=2)
     assert bool((out.reshape(2, 3, -1).gather(2, r_order).diff(dim=2) >= 0).all())
@@ -618,10 +636,10 @@ def test_histogram_matching_different_sizes():
 
 def test_preserve_colors_dispatch_and_errors():
     result, content = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
-    assert torch.equal(images.preserve_colors(result, content, "luminance"),
-                       images.luminance_transfer(result, content))
-    assert torch.equal(images.preserve_colors(result, content, "mean_cov"),
-                       images.match_color(result, content, "mean_cov"))
+    assert torch.equal(images.preserve_colors(result, content, "luminance"), images.luminance_transfer(result, content))
+    assert torch.equal(
+        images.preserve_colors(result, content, "mean_cov"), images.match_color(result, content, "mean_cov")
+    )
     with pytest.raises(ValueError, match="luminance.*mean_cov.*histogram"):
         images.preserve_colors(result, content, "ycbcr")
     with pytest.raises(ValueError, match="mean_cov.*histogram"):
@@ -638,6 +656,7 @@ def test_preserve_colors_dispatch_and_errors():
 # ---------------------------------------------------------------------------------------------------------------
 # Pillow helpers and a real style image
 # ---------------------------------------------------------------------------------------------------------------
+
 
 def test_to_pil_from_pil_round_trip(rng):
     arr = rand_u8(rng, 6, 7, 3)
@@ -664,11 +683,12 @@ def test_candy_style_image():
 
 def test_psnr_conventions():
     from perceptual_kernels.api import metrics
+
     a = torch.full((1, 3, 8, 8), 0.5, dtype=torch.float64)
     assert metrics.psnr(a, a) == float("inf")
     assert abs(metrics.psnr(a, a + 0.1) - 20.0) < 1e-9  # MSE 0.01
     # Y = 16 + 219 * gray on 0-255 for gray RGB: a 0.1 grey step is 21.9 on the Y scale
-    assert abs(metrics.psnr_y(a, a + 0.1) - 10 * math.log10(255 ** 2 / 21.9 ** 2)) < 1e-6
+    assert abs(metrics.psnr_y(a, a + 0.1) - 10 * math.log10(255**2 / 21.9**2)) < 1e-6
     b = a.clone()
     b[..., 0, :] = 0  # a border row differs: shaving 1 pixel removes it
     assert metrics.psnr_y(a, b, shave=1) == float("inf")

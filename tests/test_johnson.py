@@ -1,5 +1,6 @@
 """Johnson training and inference on a tiny image folder: losses fall, resume equals an uninterrupted run, style
 mixing, saved models reload, unreadable files are skipped, the CLI."""
+
 from __future__ import annotations
 
 import warnings
@@ -30,8 +31,9 @@ def style_paths(tmp_path):
 
 
 def config(**kwargs) -> johnson.TrainConfig:
-    base = dict(iterations=6, batch_size=2, crop=CROP, vgg_weights="random", workers=0, checkpoint_every=3,
-                log_every=1, lr=1e-2)
+    base = dict(
+        iterations=6, batch_size=2, crop=CROP, vgg_weights="random", workers=0, checkpoint_every=3, log_every=1, lr=1e-2
+    )
     return johnson.TrainConfig(**{**base, **kwargs})
 
 
@@ -39,8 +41,7 @@ def train(data_dir, styles, out, **kwargs):
     resume = kwargs.pop("resume", False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # random VGG weights, the unreadable file
-        return johnson.train_style(data_dir, styles, out, config(**kwargs), resume=resume, device="cpu",
-                                   progress=False)
+        return johnson.train_style(data_dir, styles, out, config(**kwargs), resume=resume, device="cpu", progress=False)
 
 
 def optimizer_steps(state: dict) -> int:
@@ -101,9 +102,13 @@ def test_super_resolution_training_and_degradation(data_dir, tmp_path):
     assert johnson.degrade(hr, 4).shape == (2, 3, 8, 8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = johnson.train_super_resolution(data_dir, tmp_path / "sr", config(factor=4, pixel_weight=1.0,
-                                                content_weight=1.0, style_weight=0.0, iterations=3),
-                                                device="cpu", progress=False)
+        result = johnson.train_super_resolution(
+            data_dir,
+            tmp_path / "sr",
+            config(factor=4, pixel_weight=1.0, content_weight=1.0, style_weight=0.0, iterations=3),
+            device="cpu",
+            progress=False,
+        )
     model, metadata = johnson.load_model(result.model_path)
     assert metadata["factor"] == 4
     assert johnson.stylize_feedforward(model, torch.rand(1, 3, 9, 7), device="cpu").shape == (1, 3, 36, 28)
@@ -127,20 +132,36 @@ def test_ctrl_c_saves_a_checkpoint(data_dir, style_paths, tmp_path, monkeypatch)
 
 def test_cli_train_transfer(data_dir, style_paths, tmp_path):
     out = tmp_path / "cli"
-    common = ["--iterations", "2", "--batch-size", "2", "--crop", str(CROP), "--vgg-weights", "random",
-              "--workers", "0", "--no-progress", "--device", "cpu"]
+    common = [
+        "--iterations",
+        "2",
+        "--batch-size",
+        "2",
+        "--crop",
+        str(CROP),
+        "--vgg-weights",
+        "random",
+        "--workers",
+        "0",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert cli.main(["train", "style", str(data_dir), *map(str, style_paths), "-o", str(out), *common]) == 0
     image = images.save_image(torch.rand(1, 3, 20, 24), tmp_path / "in.png")
-    assert cli.main(["transfer", str(out / "model.pth"), str(image), "-o", str(tmp_path / "o.png"),
-                     "--style", "1"]) == 0
-    assert cli.main(["transfer", str(out / "model.pth"), str(image), "-o", str(tmp_path / "all.png"),
-                     "--all-styles"]) == 0
+    assert (
+        cli.main(["transfer", str(out / "model.pth"), str(image), "-o", str(tmp_path / "o.png"), "--style", "1"]) == 0
+    )
+    assert (
+        cli.main(["transfer", str(out / "model.pth"), str(image), "-o", str(tmp_path / "all.png"), "--all-styles"]) == 0
+    )
     assert images.load_image(tmp_path / "all.png").shape == (1, 3, 20, 48)
     assert cli.main(["transfer", str(out / "model.pth"), str(image), "-o", str(image), "--style", "0"]) == 2
-    assert cli.main(["transfer", str(out / "model.pth"), str(image), "-o", str(tmp_path / "x.png"),
-                     "--style", "7"]) == 2
+    assert (
+        cli.main(["transfer", str(out / "model.pth"), str(image), "-o", str(tmp_path / "x.png"), "--style", "7"]) == 2
+    )
 
 
 def test_cli_evaluate_sr_bicubic(tmp_path, capsys):

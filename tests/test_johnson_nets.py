@@ -1,4 +1,5 @@
 """Johnson et al.'s transform / super-resolution nets and their model files (perceptual_kernels.api.johnson_nets)."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,9 @@ import sys
 
 import pytest
 import torch
-from perceptual_kernels.api import johnson_nets as jn
 from torch import nn
+
+from perceptual_kernels.api import johnson_nets as jn
 
 
 def n_params(net: nn.Module) -> int:
@@ -21,8 +23,15 @@ def conv(i: int, o: int, k: int, bias: bool = False) -> int:
 
 def transform_params(c: int = 32, blocks: int = 5, styles: int = 1) -> int:
     """TransformNet's parameter count written out from the layer plan (bias-free convs before norms)."""
-    convs = (conv(3, c, 9) + conv(c, 2 * c, 3) + conv(2 * c, 4 * c, 3) + blocks * 2 * conv(4 * c, 4 * c, 3)
-             + conv(4 * c, 2 * c, 3) + conv(2 * c, c, 3) + conv(c, 3, 9, bias=True))
+    convs = (
+        conv(3, c, 9)
+        + conv(c, 2 * c, 3)
+        + conv(2 * c, 4 * c, 3)
+        + blocks * 2 * conv(4 * c, 4 * c, 3)
+        + conv(4 * c, 2 * c, 3)
+        + conv(2 * c, c, 3)
+        + conv(c, 3, 9, bias=True)
+    )
     norm_channels = c + 2 * c + 4 * c + blocks * 2 * 4 * c + 2 * c + c
     return convs + 2 * styles * norm_channels
 
@@ -50,6 +59,7 @@ def randomize_norms(net: nn.Module) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # TransformNet
 # ---------------------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("shape", [(1, 3, 33, 47), (2, 3, 64, 64), (1, 3, 5, 6)])
 @pytest.mark.parametrize("output", ["sigmoid", "tanh"])
@@ -81,8 +91,13 @@ def test_transform_input_checks():
 
 
 def test_transform_constructor_checks():
-    for kwargs in ({"output": "relu"}, {"channels": 0}, {"residual_blocks": 2.5}, {"num_styles": 0},
-                   {"num_styles": True}):
+    for kwargs in (
+        {"output": "relu"},
+        {"channels": 0},
+        {"residual_blocks": 2.5},
+        {"num_styles": 0},
+        {"num_styles": True},
+    ):
         with pytest.raises(ValueError):
             jn.TransformNet(**kwargs)
 
@@ -109,9 +124,9 @@ def test_conditional_row_equals_plain_instance_norm_net():
     state = {}
     for key, value in net.state_dict().items():
         if key.endswith(".gamma"):
-            key, value = key[:-len("gamma")] + "weight", value[2]
+            key, value = key[: -len("gamma")] + "weight", value[2]
         elif key.endswith(".beta"):
-            key, value = key[:-len("beta")] + "bias", value[2]
+            key, value = key[: -len("beta")] + "bias", value[2]
         state[key] = value
     plain.load_state_dict(state)
     x = torch.rand(1, 3, 19, 24)
@@ -123,8 +138,10 @@ def test_convex_mix_equals_model_with_mixed_parameters():
     randomize_norms(net)
     w = torch.tensor([0.0, 0.3, 0.0, 0.7])
     mixed = small_transform(num_styles=1)
-    state = {key: (w @ value)[None] if key.endswith((".gamma", ".beta")) else value
-             for key, value in net.state_dict().items()}
+    state = {
+        key: (w @ value)[None] if key.endswith((".gamma", ".beta")) else value
+        for key, value in net.state_dict().items()
+    }
     mixed.load_state_dict(state)
     x = torch.rand(2, 3, 17, 22)
     y = net(x, style_weights=w.expand(2, 4))
@@ -173,6 +190,7 @@ def test_transform_gradient_reaches_every_parameter(num_styles):
 # ---------------------------------------------------------------------------------------------------------------
 # SuperResolutionNet
 # ---------------------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("factor", [2, 4, 8])
 @pytest.mark.parametrize("norm", ["batch", "instance"])
@@ -227,8 +245,10 @@ def test_parameter_counts(capsys):
 # configs
 # ---------------------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("net", [jn.TransformNet(), jn.TransformNet(4, 16, 3, "tanh"),
-                                 jn.SuperResolutionNet(8, 32, 2, "instance")], ids=repr)
+
+@pytest.mark.parametrize(
+    "net", [jn.TransformNet(), jn.TransformNet(4, 16, 3, "tanh"), jn.SuperResolutionNet(8, 32, 2, "instance")], ids=repr
+)
 def test_config_round_trip(net):
     config = jn.model_config(net)
     assert json.loads(json.dumps(config)) == config
@@ -239,8 +259,15 @@ def test_config_round_trip(net):
 
 def test_config_defaults_and_errors():
     assert jn.model_config(jn.build_model({"kind": "transform"})) == jn.model_config(jn.TransformNet())
-    for bad in ({"kind": "gan"}, {}, [], {"kind": "transform", "width": 3}, {"kind": "transform", "channels": -1},
-                {"kind": "super_resolution", "factor": 3}, {"kind": "transform", "output": ["x"]}):
+    for bad in (
+        {"kind": "gan"},
+        {},
+        [],
+        {"kind": "transform", "width": 3},
+        {"kind": "transform", "channels": -1},
+        {"kind": "super_resolution", "factor": 3},
+        {"kind": "transform", "output": ["x"]},
+    ):
         with pytest.raises(ValueError):
             jn.build_model(bad)
     with pytest.raises(TypeError):
@@ -251,10 +278,12 @@ def test_config_defaults_and_errors():
 # model files
 # ---------------------------------------------------------------------------------------------------------------
 
+
 def suffixes() -> list:
     """Weight-file suffixes to test: a torch file always, safetensors when the package is installed."""
     try:
         import safetensors  # noqa: F401
+
         st = ".safetensors"
     except ImportError:
         st = pytest.param(".safetensors", marks=pytest.mark.skip(reason="safetensors not installed"))
@@ -309,8 +338,13 @@ def test_save_overwrites_and_config_contents(tmp_path):
     jn.save_model(small_transform(), path, metadata={"a": 1})
     jn.save_model(jn.SuperResolutionNet(2, channels=8, residual_blocks=1), path, metadata={"b": 2})
     document = json.loads((tmp_path / "m.json").read_text())
-    assert document["config"] == {"kind": "super_resolution", "factor": 2, "channels": 8, "residual_blocks": 1,
-                                  "norm": "batch"}
+    assert document["config"] == {
+        "kind": "super_resolution",
+        "factor": 2,
+        "channels": 8,
+        "residual_blocks": 1,
+        "norm": "batch",
+    }
     assert document["metadata"] == {"b": 2} and document["weights"] == "m.pth"
     assert isinstance(jn.load_model(path)[0], jn.SuperResolutionNet)
 

@@ -1,5 +1,6 @@
 """Super-resolution metrics (perceptual_kernels.api.metrics): SSIM, MATLAB's bicubic imresize, modcrop, the
 bicubic baseline and the Set5 x4 figures of the literature."""
+
 from __future__ import annotations
 
 import itertools
@@ -10,9 +11,10 @@ import pathlib
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+
 from perceptual_kernels.api import metrics
 from perceptual_kernels.api.images import load_image
-from PIL import Image
 
 SET5_NAMES = ("baby", "bird", "butterfly", "head", "woman")
 
@@ -28,11 +30,12 @@ def set5_folder() -> pathlib.Path:
 # SSIM
 # ---------------------------------------------------------------------------------------------------------------
 
+
 def slow_ssim(a: np.ndarray, b: np.ndarray, data_range: float, window: int = 11, sigma: float = 1.5) -> float:
     """Straightforward SSIM (Wang et al. 2004, ssim_index.m): loop over every window that fits in the image."""
     r = (window - 1) / 2
-    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
-    g = np.exp(-(xx ** 2 + yy ** 2) / (2 * sigma ** 2))
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    g = np.exp(-(xx**2 + yy**2) / (2 * sigma**2))
     g /= g.sum()
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     a = a.reshape(-1, *a.shape[-2:]).astype(np.float64)
@@ -42,12 +45,12 @@ def slow_ssim(a: np.ndarray, b: np.ndarray, data_range: float, window: int = 11,
         values = []
         for i in range(x_img.shape[0] - window + 1):
             for j in range(x_img.shape[1] - window + 1):
-                x = x_img[i:i + window, j:j + window]
-                y = y_img[i:i + window, j:j + window]
+                x = x_img[i : i + window, j : j + window]
+                y = y_img[i : i + window, j : j + window]
                 mx, my = (g * x).sum(), (g * y).sum()
                 vx, vy = (g * (x - mx) ** 2).sum(), (g * (y - my) ** 2).sum()
                 cov = (g * (x - mx) * (y - my)).sum()
-                values.append((2 * mx * my + c1) * (2 * cov + c2) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2)))
+                values.append((2 * mx * my + c1) * (2 * cov + c2) / ((mx**2 + my**2 + c1) * (vx + vy + c2)))
         means.append(np.mean(values))
     return float(np.mean(means))
 
@@ -106,6 +109,7 @@ def test_ssim_rejects_bad_input():
 # imresize
 # ---------------------------------------------------------------------------------------------------------------
 
+
 def test_imresize_identity_at_scale_one():
     x = torch.rand(2, 3, 17, 12, dtype=torch.float64)
     torch.testing.assert_close(metrics.imresize(x, 1.0), x, rtol=0, atol=1e-12)
@@ -120,10 +124,17 @@ def test_imresize_keeps_constants(scale):
     torch.testing.assert_close(out, torch.full_like(out, 0.37), rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize(("size", "scale", "expected"), [
-    ((10, 9), 0.25, (3, 3)), ((10, 7), 1 / 3, (4, 3)), ((7, 5), 1.5, (11, 8)), ((12, 8), 0.5, (6, 4)),
-    ((255, 257), 0.25, (64, 65)), ((5, 4), (2.0, 0.5), (10, 2)),
-])
+@pytest.mark.parametrize(
+    ("size", "scale", "expected"),
+    [
+        ((10, 9), 0.25, (3, 3)),
+        ((10, 7), 1 / 3, (4, 3)),
+        ((7, 5), 1.5, (11, 8)),
+        ((12, 8), 0.5, (6, 4)),
+        ((255, 257), 0.25, (64, 65)),
+        ((5, 4), (2.0, 0.5), (10, 2)),
+    ],
+)
 def test_imresize_output_size_is_ceil(size, scale, expected):
     assert metrics.imresize(torch.rand(1, 1, *size), scale).shape == (1, 1, *expected)
 
@@ -172,8 +183,10 @@ def test_imresize_double_uses_the_cubic_polyphase_taps():
     assert row[:2].tolist() == pytest.approx([0.90625, 1.1796875], abs=1e-12)
 
 
-@pytest.mark.parametrize(("shape", "size"), [((40, 36), (10, 9)), ((40, 36), (20, 18)), ((10, 9), (40, 36)),
-                                             ((37, 29), (13, 50)), ((64, 64), (21, 21))])
+@pytest.mark.parametrize(
+    ("shape", "size"),
+    [((40, 36), (10, 9)), ((40, 36), (20, 18)), ((10, 9), (40, 36)), ((37, 29), (13, 50)), ((64, 64), (21, 21))],
+)
 def test_imresize_interior_matches_pillow_bicubic(shape, size):
     # Pillow's BICUBIC is the same antialiased Keys a = -0.5 filter with the same pixel-centre mapping; it only
     # treats the borders differently (truncated, renormalised kernel instead of mirroring), so compare inside
@@ -204,15 +217,22 @@ def test_imresize_dtype_and_no_clamping():
 # modcrop, bicubic baseline, evaluate_sr
 # ---------------------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("shape", "scale", "expected"), [
-    ((1, 3, 255, 257), 4, (1, 3, 252, 256)), ((3, 228, 344), 3, (3, 228, 342)), ((1, 3, 16, 16), 4, (1, 3, 16, 16)),
-    ((2, 1, 9, 7), 1, (2, 1, 9, 7)), ((9, 11), 8, (8, 8)),
-])
+
+@pytest.mark.parametrize(
+    ("shape", "scale", "expected"),
+    [
+        ((1, 3, 255, 257), 4, (1, 3, 252, 256)),
+        ((3, 228, 344), 3, (3, 228, 342)),
+        ((1, 3, 16, 16), 4, (1, 3, 16, 16)),
+        ((2, 1, 9, 7), 1, (2, 1, 9, 7)),
+        ((9, 11), 8, (8, 8)),
+    ],
+)
 def test_modcrop_shapes(shape, scale, expected):
     x = torch.rand(shape)
     out = metrics.modcrop(x, scale)
     assert out.shape == expected
-    assert torch.equal(out, x[..., :expected[-2], :expected[-1]])  # top-left aligned
+    assert torch.equal(out, x[..., : expected[-2], : expected[-1]])  # top-left aligned
 
 
 def test_modcrop_rejects_bad_scale():

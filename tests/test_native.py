@@ -1,31 +1,42 @@
 """The compiled extension ``perceptual_kernels._C``: it is built (unless the install opted out), a build for
 another torch is refused with a clear message, and the ``cpu`` kernels pass float64 forward and gradcheck
 through the custom ops (the float32 / fp16 / bf16 sweeps are in test_ops.py)."""
+
 from __future__ import annotations
 
 import os
 
 import pytest
 import torch
+from conftest import LAYOUTS, assert_close, make_input
 
 import perceptual_kernels as pk
 from perceptual_kernels import _ops
 from perceptual_kernels.backends import native
 
-from conftest import LAYOUTS, assert_close, make_input
-
 f64 = torch.float64
-built = pytest.mark.skipif(os.environ.get("PERCEPTUAL_KERNELS_NO_EXT") == "1",
-                           reason="installed with PERCEPTUAL_KERNELS_NO_EXT=1 (no compiled extension)")
+built = pytest.mark.skipif(
+    os.environ.get("PERCEPTUAL_KERNELS_NO_EXT") == "1",
+    reason="installed with PERCEPTUAL_KERNELS_NO_EXT=1 (no compiled extension)",
+)
 
 
 @built
 def test_extension_is_built_with_every_cpu_kernel():
     assert native.load() is not None, native.LOAD_ERROR
     assert native.build_info()["torch"] == torch.__version__ == native.load().TORCH_VERSION
-    expected = {"gram_forward", "gram_backward", "style_loss_forward", "style_loss_backward",
-                "content_loss_forward", "content_loss_backward", "tv_forward", "tv_backward",
-                "instance_norm_forward", "instance_norm_backward"}
+    expected = {
+        "gram_forward",
+        "gram_backward",
+        "style_loss_forward",
+        "style_loss_backward",
+        "content_loss_forward",
+        "content_loss_backward",
+        "tv_forward",
+        "tv_backward",
+        "instance_norm_forward",
+        "instance_norm_backward",
+    }
     assert set(native.provided_ops("cpu")) == expected
 
 
@@ -47,14 +58,20 @@ def _cpu_backend():
 
 OPS = {
     "gram": lambda x: pk.gram_matrix(x, "hw"),
-    "style": lambda x: pk.style_loss(x, torch.randn(4, 5, 5, dtype=f64) * 0.1,
-                                     style_index=torch.tensor([3, 0, 3]), reduction="none"),
+    "style": lambda x: pk.style_loss(
+        x, torch.randn(4, 5, 5, dtype=f64) * 0.1, style_index=torch.tensor([3, 0, 3]), reduction="none"
+    ),
     "content": lambda x: pk.content_loss(x, torch.ones_like(x), reduction="sum"),
     "tv_squared": lambda x: pk.tv_loss(x, reduction="none"),
     "tv_l1": lambda x: pk.tv_loss(x, kind="l1", reduction="none"),
     "tv_isotropic": lambda x: pk.tv_loss(x, kind="isotropic", reduction="none"),
-    "cin": lambda x: pk.conditional_instance_norm(x, torch.randn(4, 5, dtype=f64), torch.randn(4, 5, dtype=f64),
-                                                  style_index=torch.tensor([1, 1, 2]), activation="relu"),
+    "cin": lambda x: pk.conditional_instance_norm(
+        x,
+        torch.randn(4, 5, dtype=f64),
+        torch.randn(4, 5, dtype=f64),
+        style_index=torch.tensor([1, 1, 2]),
+        activation="relu",
+    ),
 }
 
 
@@ -74,8 +91,12 @@ def test_float64_forward_and_backward_match_the_reference(op, layout):
     assert out.dtype == f64
     assert_close(out, expected, f64, "forward")
     probe = torch.randn_like(expected)
-    assert_close(torch.autograd.grad((out * probe).sum(), ours)[0],
-                 torch.autograd.grad((expected * probe).sum(), ref)[0], f64, "grad")
+    assert_close(
+        torch.autograd.grad((out * probe).sum(), ours)[0],
+        torch.autograd.grad((expected * probe).sum(), ref)[0],
+        f64,
+        "grad",
+    )
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
@@ -86,24 +107,28 @@ def test_gradcheck_through_the_custom_ops(layout):
     index = torch.tensor([1, 1])
     assert torch.autograd.gradcheck(lambda x: _ops.gram(x, 0.1, f64, backend), (x,))
     assert torch.autograd.gradcheck(lambda x, t: _ops.style_loss(x, t, index, 0.1, backend)[0], (x, targets))
-    assert torch.autograd.gradcheck(lambda x, t: _ops.content_loss(x, t, backend),
-                                    (x, torch.randn(2, 3, 4, 5, dtype=f64, requires_grad=True)))
+    assert torch.autograd.gradcheck(
+        lambda x, t: _ops.content_loss(x, t, backend), (x, torch.randn(2, 3, 4, 5, dtype=f64, requires_grad=True))
+    )
     for kind in ("squared", "isotropic"):
         assert torch.autograd.gradcheck(lambda x: _ops.tv_loss(x, kind, 1e-3, backend), (x,))
     gamma, beta = (torch.randn(4, 3, dtype=f64, requires_grad=True) for _ in range(2))
     for relu in (False, True):
         assert torch.autograd.gradcheck(
-            lambda x, g, b: _ops.instance_norm(x, g, b, index, 1e-5, relu, backend)[0], (x, gamma, beta))
+            lambda x, g, b: _ops.instance_norm(x, g, b, index, 1e-5, relu, backend)[0], (x, gamma, beta)
+        )
 
 
 def test_a_module_built_for_another_torch_is_dropped_after_import(monkeypatch):
     """Without _build_info.json (a copied build) the version the module reports is checked instead."""
     import types
+
     monkeypatch.setattr(native, "_module", None)
     monkeypatch.setattr(native, "_tried", False)
     monkeypatch.setattr(native, "LOAD_ERROR", None)
     monkeypatch.setattr(native, "build_info", lambda: None)
-    monkeypatch.setattr(native.importlib, "import_module",
-                        lambda name: types.SimpleNamespace(TORCH_VERSION="1.0.0", DEVICES=("cpu",)))
+    monkeypatch.setattr(
+        native.importlib, "import_module", lambda name: types.SimpleNamespace(TORCH_VERSION="1.0.0", DEVICES=("cpu",))
+    )
     assert native.load() is None
     assert "built against torch 1.0.0" in native.unavailable_reason("cpu")

@@ -1,12 +1,13 @@
 """The nn modules as drop-in replacements in the usual PyTorch style-transfer code, on every backend."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import DEVICE, KERNEL_BACKENDS, assert_close
 
 import perceptual_kernels as pk
-from conftest import DEVICE, KERNEL_BACKENDS, assert_close
 
 BACKENDS = ["reference"] + KERNEL_BACKENDS
 
@@ -14,6 +15,7 @@ BACKENDS = ["reference"] + KERNEL_BACKENDS
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     from perceptual_kernels.backends import unavailable_reason
+
     reason = unavailable_reason(request.param, DEVICE, torch.float32)
     if reason:
         pytest.skip(reason)

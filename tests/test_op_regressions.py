@@ -1,6 +1,7 @@
 """Regressions of the hostile-input review (issue 12), one test class per class of bug, on the ``cpu`` kernel
 backend (the Triton pair of the fp16 tests is in test_triton_tv_content_kernels.py). The table of covered cases
 is tests/BAD_INPUTS.md."""
+
 from __future__ import annotations
 
 import subprocess
@@ -10,12 +11,11 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from conftest import LAYOUTS, assert_close, make_input
 
 import perceptual_kernels as pk
 from perceptual_kernels import _ops
 from perceptual_kernels.backends import unavailable_reason
-
-from conftest import LAYOUTS, assert_close, make_input
 
 ALL_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
@@ -44,16 +44,22 @@ def _custom_op_calls(x: torch.Tensor, backend: str) -> dict[str, tuple]:
         "gram": (_ops.gram, (xg, 0.1, dt, backend)),
         "gram_backward": (_ops.gram_backward, (torch.randn(B, C, C, dtype=dt), x, 0.1, backend)),
         "style_loss": (_ops.style_loss, (xg, torch.randn(4, C, C, dtype=dt), index, 0.1, backend)),
-        "style_loss_backward": (_ops.style_loss_backward,
-                                (torch.rand(B, dtype=acc), torch.randn(B, C, C, dtype=acc), x, backend)),
+        "style_loss_backward": (
+            _ops.style_loss_backward,
+            (torch.rand(B, dtype=acc), torch.randn(B, C, C, dtype=acc), x, backend),
+        ),
         "content_loss": (_ops.content_loss, (xg, torch.randn_like(x), backend)),
-        "content_loss_backward": (_ops.content_loss_backward,
-                                  (x, torch.randn_like(x), torch.tensor(0.3, dtype=acc), backend)),
+        "content_loss_backward": (
+            _ops.content_loss_backward,
+            (x, torch.randn_like(x), torch.tensor(0.3, dtype=acc), backend),
+        ),
         "tv_loss": (_ops.tv_loss, (xg, "isotropic", 1e-3, backend)),
         "tv_loss_backward": (_ops.tv_loss_backward, (x, "squared", 1e-3, torch.rand(B, dtype=acc), backend)),
         "instance_norm": (_ops.instance_norm, (xg, rows, rows, index, 1e-5, True, backend)),
-        "instance_norm_backward": (_ops.instance_norm_backward,
-                                   (torch.randn_like(x), x, stats, stats, rows, rows, index, True, True, backend)),
+        "instance_norm_backward": (
+            _ops.instance_norm_backward,
+            (torch.randn_like(x), x, stats, stats, rows, rows, index, True, True, backend),
+        ),
     }
 
 
@@ -84,9 +90,13 @@ def test_fake_kernels_match_the_real_kernels(cpu_backend, dtype, layout):
 
 
 def _all_losses(x, target, content_target, gamma, beta, index):
-    return (pk.style_loss(x, target, style_index=index) + pk.content_loss(x, content_target)
-            + pk.tv_loss(x, kind="isotropic") + pk.gram_matrix(x).float().square().mean()
-            + pk.conditional_instance_norm(x, gamma, beta, style_index=index).float().square().mean())
+    return (
+        pk.style_loss(x, target, style_index=index)
+        + pk.content_loss(x, content_target)
+        + pk.tv_loss(x, kind="isotropic")
+        + pk.gram_matrix(x).float().square().mean()
+        + pk.conditional_instance_norm(x, gamma, beta, style_index=index).float().square().mean()
+    )
 
 
 @pytest.mark.slow
@@ -95,8 +105,14 @@ def test_inductor_matches_eager_for_every_dtype(cpu_backend, dtype):
     """The float64 case returned 1.9e30 for 0.33 when the fake kernels declared fp32 outputs."""
     torch._dynamo.reset()
     x = make_input((2, 3, 6, 5), "channels_last", dtype).requires_grad_()
-    args = (x, torch.rand(4, 3, 3, dtype=dtype), torch.randn(2, 3, 6, 5, dtype=dtype),
-            torch.randn(4, 3, dtype=dtype), torch.randn(4, 3, dtype=dtype), torch.tensor([1, 3]))
+    args = (
+        x,
+        torch.rand(4, 3, 3, dtype=dtype),
+        torch.randn(2, 3, 6, 5, dtype=dtype),
+        torch.randn(4, 3, dtype=dtype),
+        torch.randn(4, 3, dtype=dtype),
+        torch.tensor([1, 3]),
+    )
     with pk.use_backend(cpu_backend):
         eager = _all_losses(*args)
         (eager_grad,) = torch.autograd.grad(eager, x)
@@ -241,8 +257,11 @@ def _run_ops(x: torch.Tensor, gamma: torch.Tensor, probe: torch.Tensor) -> list[
     """The ops' outputs and their summed input gradient, with no torch reduction of ours in between (torch's own
     sums may depend on the thread count)."""
     x = x.detach().requires_grad_()
-    outs = [pk.content_loss(x, x.detach().flip(-1)), pk.tv_loss(x, kind="isotropic", reduction="none"),
-            pk.instance_norm(x, gamma, gamma, activation="relu")]
+    outs = [
+        pk.content_loss(x, x.detach().flip(-1)),
+        pk.tv_loss(x, kind="isotropic", reduction="none"),
+        pk.instance_norm(x, gamma, gamma, activation="relu"),
+    ]
     grad_outputs = [torch.ones(()), torch.ones(x.shape[0]), probe]
     return outs + list(torch.autograd.grad(outs, x, grad_outputs))
 
@@ -292,16 +311,24 @@ def test_fullgraph_compile_as_the_first_call_of_a_process():
 
 def test_dynamic_shapes_compile_and_match_eager():
     torch._dynamo.reset()
-    fn = torch.compile(lambda x, t: pk.style_loss(x, t, weight=2.0) + pk.tv_loss(x, eps=1e-6)
-                       + pk.content_loss(x, x.detach() * 0.5, weight=0.5), fullgraph=True, dynamic=True,
-                       backend="aot_eager")
+    fn = torch.compile(
+        lambda x, t: (
+            pk.style_loss(x, t, weight=2.0) + pk.tv_loss(x, eps=1e-6) + pk.content_loss(x, x.detach() * 0.5, weight=0.5)
+        ),
+        fullgraph=True,
+        dynamic=True,
+        backend="aot_eager",
+    )
     for shape in ((2, 3, 8, 8), (3, 3, 5, 9)):
         x = torch.randn(shape, requires_grad=True)
         target = torch.rand(3, 3)
         compiled = fn(x, target)
         (compiled_grad,) = torch.autograd.grad(compiled, x)
-        eager = pk.style_loss(x, target, weight=2.0) + pk.tv_loss(x, eps=1e-6) + pk.content_loss(
-            x, x.detach() * 0.5, weight=0.5)
+        eager = (
+            pk.style_loss(x, target, weight=2.0)
+            + pk.tv_loss(x, eps=1e-6)
+            + pk.content_loss(x, x.detach() * 0.5, weight=0.5)
+        )
         (eager_grad,) = torch.autograd.grad(eager, x)
         assert_close(compiled, eager, torch.float32, "loss")
         assert_close(compiled_grad, eager_grad, torch.float32, "grad")
@@ -313,8 +340,12 @@ def test_torch_func_grad_vmap_and_jacrev_match_autograd():
     target, gamma = torch.rand(3, 3), torch.rand(3) + 0.5
 
     def loss(v):
-        return (pk.style_loss(v, target) + pk.content_loss(v, v.detach() * 0.3) + pk.tv_loss(v)
-                + pk.instance_norm(v, gamma, gamma).square().mean())
+        return (
+            pk.style_loss(v, target)
+            + pk.content_loss(v, v.detach() * 0.3)
+            + pk.tv_loss(v)
+            + pk.instance_norm(v, gamma, gamma).square().mean()
+        )
 
     (expected,) = torch.autograd.grad(loss(x), x)
     assert_close(torch.func.grad(loss)(x.detach()), expected, torch.float32, "func.grad")
@@ -344,24 +375,41 @@ def test_meta_tensors_propagate_shapes_and_dtypes():
 
 
 # --- modules check their options when built, not at the first forward --------------------------------------------
-@pytest.mark.parametrize("build,error,message", [
-    (lambda: pk.nn.GramMatrix(normalize="c"), ValueError, "normalize must be one of"),
-    (lambda: pk.nn.GramMatrix(out_dtype=torch.int32), TypeError, "out_dtype must be a floating"),
-    (lambda: pk.nn.StyleLoss("features"), TypeError, "target_features must be a torch.Tensor"),
-    (lambda: pk.nn.StyleLoss(target_gram=torch.rand(3, 4)), ValueError, r"target_gram must be \(C, C\)"),
-    (lambda: pk.nn.StyleLoss(torch.rand(1, 3, 4, 4), weight=float("nan")), ValueError, "weight must be a finite"),
-    (lambda: pk.nn.StyleLoss(torch.rand(1, 3, 4, 4), reduction="avg"), ValueError, "reduction must be one of"),
-    (lambda: pk.nn.ContentLoss(None), TypeError, "target must be a torch.Tensor"),
-    (lambda: pk.nn.ContentLoss(torch.rand(1, 3, 4, 4), weight="1"), TypeError, "weight must be a real number"),
-    (lambda: pk.nn.TotalVariation(kind="tv"), ValueError, "kind must be one of"),
-    (lambda: pk.nn.TotalVariation(eps=0), ValueError, "eps must be a finite positive"),
-    (lambda: pk.nn.InstanceNorm2d(0), ValueError, "num_features must be >= 1"),
-    (lambda: pk.nn.InstanceNorm2d(8, activation="gelu"), ValueError, "activation must be one of"),
-    (lambda: pk.nn.ConditionalInstanceNorm2d(2.5, 8), TypeError, "num_styles must be an int"),
-    (lambda: pk.nn.ConditionalInstanceNorm2d(True, 8), TypeError, "num_styles must be an int"),
-], ids=["gram-normalize", "gram-out_dtype", "style-features", "style-gram-shape", "style-weight", "style-reduction",
-        "content-target", "content-weight", "tv-kind", "tv-eps", "in-features", "in-activation", "cin-float-styles",
-        "cin-bool-styles"])
+@pytest.mark.parametrize(
+    "build,error,message",
+    [
+        (lambda: pk.nn.GramMatrix(normalize="c"), ValueError, "normalize must be one of"),
+        (lambda: pk.nn.GramMatrix(out_dtype=torch.int32), TypeError, "out_dtype must be a floating"),
+        (lambda: pk.nn.StyleLoss("features"), TypeError, "target_features must be a torch.Tensor"),
+        (lambda: pk.nn.StyleLoss(target_gram=torch.rand(3, 4)), ValueError, r"target_gram must be \(C, C\)"),
+        (lambda: pk.nn.StyleLoss(torch.rand(1, 3, 4, 4), weight=float("nan")), ValueError, "weight must be a finite"),
+        (lambda: pk.nn.StyleLoss(torch.rand(1, 3, 4, 4), reduction="avg"), ValueError, "reduction must be one of"),
+        (lambda: pk.nn.ContentLoss(None), TypeError, "target must be a torch.Tensor"),
+        (lambda: pk.nn.ContentLoss(torch.rand(1, 3, 4, 4), weight="1"), TypeError, "weight must be a real number"),
+        (lambda: pk.nn.TotalVariation(kind="tv"), ValueError, "kind must be one of"),
+        (lambda: pk.nn.TotalVariation(eps=0), ValueError, "eps must be a finite positive"),
+        (lambda: pk.nn.InstanceNorm2d(0), ValueError, "num_features must be >= 1"),
+        (lambda: pk.nn.InstanceNorm2d(8, activation="gelu"), ValueError, "activation must be one of"),
+        (lambda: pk.nn.ConditionalInstanceNorm2d(2.5, 8), TypeError, "num_styles must be an int"),
+        (lambda: pk.nn.ConditionalInstanceNorm2d(True, 8), TypeError, "num_styles must be an int"),
+    ],
+    ids=[
+        "gram-normalize",
+        "gram-out_dtype",
+        "style-features",
+        "style-gram-shape",
+        "style-weight",
+        "style-reduction",
+        "content-target",
+        "content-weight",
+        "tv-kind",
+        "tv-eps",
+        "in-features",
+        "in-activation",
+        "cin-float-styles",
+        "cin-bool-styles",
+    ],
+)
 def test_modules_refuse_bad_options_when_built(build, error, message):
     with pytest.raises(error, match=message):
         build()
@@ -378,12 +426,16 @@ def test_numpy_scalars_are_real_numbers_and_tensors_are_refused_clearly():
         pk.style_loss(x, torch.eye(3), weight=np.bool_(True))
 
 
-@pytest.mark.parametrize("call", [
-    lambda x: pk.instance_norm(x, eps=1e-50),
-    lambda x: pk.tv_loss(x, kind="isotropic", eps=1e-45),
-    lambda x: pk.gram_matrix(x, normalize=1e-50),
-    lambda x: pk.style_loss(x, torch.eye(3), normalize=1e-40),
-], ids=["in-eps", "tv-eps", "gram-normalize", "style-normalize"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda x: pk.instance_norm(x, eps=1e-50),
+        lambda x: pk.tv_loss(x, kind="isotropic", eps=1e-45),
+        lambda x: pk.gram_matrix(x, normalize=1e-50),
+        lambda x: pk.style_loss(x, torch.eye(3), normalize=1e-40),
+    ],
+    ids=["in-eps", "tv-eps", "gram-normalize", "style-normalize"],
+)
 def test_values_that_float32_would_silently_round_away_are_refused(call):
     """An explicit eps of 1e-50 would become 0 in the fp32 kernels (inf / NaN on constant planes)."""
     with pytest.raises(ValueError, match="not representable in float32"):

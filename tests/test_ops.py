@@ -3,28 +3,37 @@
 Inputs: fresh random seeds, odd sizes (C in {1, 3, 17, 64}, H, W in {1, 2, 7, 31}), B in {1, 3},
 contiguous / channels_last / sliced, every kernel dtype of the device.
 """
+
 from __future__ import annotations
 
 import itertools
 
 import pytest
 import torch
+from conftest import DEVICE, KERNEL_BACKEND_DTYPES, KERNEL_BACKENDS, LAYOUTS, assert_close, make_input
 
 import perceptual_kernels as pk
-from conftest import DEVICE, KERNEL_BACKEND_DTYPES, KERNEL_BACKENDS, LAYOUTS, assert_close, make_input
 
 SHAPES = [(1, 1, 1, 1), (3, 3, 7, 31), (1, 17, 31, 2), (3, 64, 2, 7)]
 CASES = list(itertools.product(SHAPES, LAYOUTS))
 per_backend = pytest.mark.parametrize("kernel_backend", KERNEL_BACKENDS, indirect=True)
-per_backend_and_dtype = pytest.mark.parametrize("kernel_backend,dtype", KERNEL_BACKEND_DTYPES,
-                                                indirect=["kernel_backend"])
+per_backend_and_dtype = pytest.mark.parametrize(
+    "kernel_backend,dtype", KERNEL_BACKEND_DTYPES, indirect=["kernel_backend"]
+)
 
 
-def check_against_reference(fn, inputs: dict, backend: str, dtype: torch.dtype, grad_names: tuple[str, ...],
-                            out_dtype: torch.dtype | None = None) -> None:
+def check_against_reference(
+    fn,
+    inputs: dict,
+    backend: str,
+    dtype: torch.dtype,
+    grad_names: tuple[str, ...],
+    out_dtype: torch.dtype | None = None,
+) -> None:
     """Run ``fn(**inputs)`` on ``backend`` and on the reference in float64; compare the output (whose dtype must
     be ``out_dtype``, default: ``dtype``) and the gradients of ``(out * probe).sum()`` for the inputs named in
     ``grad_names`` (probe: random, the same for both)."""
+
     def prepare(to64: bool) -> dict:
         prepared = {}
         for name, value in inputs.items():
@@ -46,8 +55,9 @@ def check_against_reference(fn, inputs: dict, backend: str, dtype: torch.dtype, 
     if not grad_names:
         return
     # random signs, magnitudes in [0.5, 1.5]: a near-zero probe would push fp16 gradients into underflow
-    probe = ((torch.rand(out.shape, device=out.device) + 0.5)
-             * (torch.randint(0, 2, out.shape, device=out.device) * 2 - 1)).to(out.dtype)
+    probe = (
+        (torch.rand(out.shape, device=out.device) + 0.5) * (torch.randint(0, 2, out.shape, device=out.device) * 2 - 1)
+    ).to(out.dtype)
     grads = torch.autograd.grad((out * probe).sum(), [ours[n] for n in grad_names])
     expected_grads = torch.autograd.grad((expected * probe.double()).sum(), [ref[n] for n in grad_names])
     for name, grad, expected_grad in zip(grad_names, grads, expected_grads):
@@ -61,8 +71,13 @@ def test_gram_matrix(kernel_backend, shape, layout, dtype):
     x = make_input(shape, layout, dtype)
     for normalize, out_dtype in (("chw", None), ("none", torch.float32), (3.5, None)):
         check_against_reference(
-            lambda x: pk.gram_matrix(x, normalize, out_dtype), {"x": x}, kernel_backend, dtype, ("x",),
-            out_dtype=out_dtype or dtype)
+            lambda x: pk.gram_matrix(x, normalize, out_dtype),
+            {"x": x},
+            kernel_backend,
+            dtype,
+            ("x",),
+            out_dtype=out_dtype or dtype,
+        )
 
 
 @per_backend
@@ -86,17 +101,28 @@ def test_style_loss(kernel_backend, shape, layout, target_kind, dtype):
     mean_weight = float(C * C) if dtype == torch.float16 else 1.0
     for reduction, weight, normalize in (("mean", mean_weight, "chw"), ("sum", 0.25, "hw"), ("none", 3.0, "chw")):
         check_against_reference(
-            lambda x, target: pk.style_loss(x, target, normalize=normalize, weight=weight, reduction=reduction,
-                                            style_index=index),
-            {"x": x, "target": target}, kernel_backend, dtype, ("x", "target"), out_dtype=torch.float32)
+            lambda x, target: pk.style_loss(
+                x, target, normalize=normalize, weight=weight, reduction=reduction, style_index=index
+            ),
+            {"x": x, "target": target},
+            kernel_backend,
+            dtype,
+            ("x", "target"),
+            out_dtype=torch.float32,
+        )
 
 
 @per_backend
 def test_style_loss_3d_input_and_asymmetric_target(kernel_backend):
     x = make_input((2, 17, 40))
     target = torch.randn(17, 17, device=DEVICE)  # not symmetric: the backward must use D + D^T
-    check_against_reference(lambda x, target: pk.style_loss(x, target), {"x": x, "target": target},
-                            kernel_backend, torch.float32, ("x", "target"))
+    check_against_reference(
+        lambda x, target: pk.style_loss(x, target),
+        {"x": x, "target": target},
+        kernel_backend,
+        torch.float32,
+        ("x", "target"),
+    )
 
 
 @per_backend_and_dtype
@@ -108,15 +134,25 @@ def test_content_loss(kernel_backend, shape, layout, target_layout, dtype):
     for reduction, weight in (("mean", 1.0), ("sum", 0.5), ("none", 2.0)):
         check_against_reference(
             lambda x, target: pk.content_loss(x, target, weight=weight, reduction=reduction),
-            {"x": x, "target": target}, kernel_backend, dtype, ("x", "target"), out_dtype=torch.float32)
+            {"x": x, "target": target},
+            kernel_backend,
+            dtype,
+            ("x", "target"),
+            out_dtype=torch.float32,
+        )
 
 
 @per_backend
 @pytest.mark.parametrize("shape", [(5,), (3, 17), (2, 3, 7, 4, 5)])
 def test_content_loss_other_ranks(kernel_backend, shape):
     x, target = torch.randn(shape, device=DEVICE), torch.randn(shape, device=DEVICE)
-    check_against_reference(lambda x, target: pk.content_loss(x, target), {"x": x, "target": target},
-                            kernel_backend, torch.float32, ("x", "target"))
+    check_against_reference(
+        lambda x, target: pk.content_loss(x, target),
+        {"x": x, "target": target},
+        kernel_backend,
+        torch.float32,
+        ("x", "target"),
+    )
 
 
 @per_backend_and_dtype
@@ -125,8 +161,14 @@ def test_content_loss_other_ranks(kernel_backend, shape):
 def test_tv_loss(kernel_backend, shape, layout, kind, dtype):
     x = make_input(shape, layout, dtype)
     for reduction, weight in (("mean", 1.0), ("sum", 0.5), ("none", 2.0)):
-        check_against_reference(lambda x: pk.tv_loss(x, kind=kind, weight=weight, reduction=reduction),
-                                {"x": x}, kernel_backend, dtype, ("x",), out_dtype=torch.float32)
+        check_against_reference(
+            lambda x: pk.tv_loss(x, kind=kind, weight=weight, reduction=reduction),
+            {"x": x},
+            kernel_backend,
+            dtype,
+            ("x",),
+            out_dtype=torch.float32,
+        )
 
 
 def off_the_relu_kink(make, *pre_activations):
@@ -151,13 +193,21 @@ def off_the_relu_kink(make, *pre_activations):
 def test_instance_norm(kernel_backend, shape, layout, activation, dtype):
     C = shape[1]
     weight, bias = torch.randn(C, device=DEVICE), torch.randn(C, device=DEVICE)
-    x = off_the_relu_kink(lambda: make_input(shape, layout, dtype, scale=3.0) + 2.0, pk.instance_norm,
-                          lambda x: pk.instance_norm(x, weight.double(), bias.double(), eps=1e-3))
-    check_against_reference(lambda x: pk.instance_norm(x, activation=activation), {"x": x},
-                            kernel_backend, dtype, ("x",))
+    x = off_the_relu_kink(
+        lambda: make_input(shape, layout, dtype, scale=3.0) + 2.0,
+        pk.instance_norm,
+        lambda x: pk.instance_norm(x, weight.double(), bias.double(), eps=1e-3),
+    )
+    check_against_reference(
+        lambda x: pk.instance_norm(x, activation=activation), {"x": x}, kernel_backend, dtype, ("x",)
+    )
     check_against_reference(
         lambda x, weight, bias: pk.instance_norm(x, weight, bias, eps=1e-3, activation=activation),
-        {"x": x, "weight": weight, "bias": bias}, kernel_backend, dtype, ("x", "weight", "bias"))
+        {"x": x, "weight": weight, "bias": bias},
+        kernel_backend,
+        dtype,
+        ("x", "weight", "bias"),
+    )
 
 
 @per_backend_and_dtype
@@ -172,12 +222,18 @@ def test_conditional_instance_norm(kernel_backend, shape, layout, mode, dtype):
         kwargs["style_index"] = torch.tensor([3, 1, 3][:B], device=DEVICE)  # style 3 repeats: scatter-add
     elif mode == "weights":
         kwargs["style_weights"] = torch.rand(B, S, device=DEVICE)
-    x = off_the_relu_kink(lambda: make_input(shape, layout, dtype),
-                          lambda x: pk.conditional_instance_norm(x, gamma.double(), beta.double(), **kwargs))
+    x = off_the_relu_kink(
+        lambda: make_input(shape, layout, dtype),
+        lambda x: pk.conditional_instance_norm(x, gamma.double(), beta.double(), **kwargs),
+    )
     for activation in (None, "relu"):
         check_against_reference(
             lambda x, gamma, beta: pk.conditional_instance_norm(x, gamma, beta, activation=activation, **kwargs),
-            {"x": x, "gamma": gamma, "beta": beta}, kernel_backend, dtype, ("x", "gamma", "beta"))
+            {"x": x, "gamma": gamma, "beta": beta},
+            kernel_backend,
+            dtype,
+            ("x", "gamma", "beta"),
+        )
 
 
 def _nan_input(shape=(2, 3, 5, 6)):
@@ -198,8 +254,7 @@ def test_nan_propagates(kernel_backend, op):
         "tv_squared": lambda x: pk.tv_loss(x, reduction="none"),
         "tv_l1": lambda x: pk.tv_loss(x, kind="l1", reduction="none"),
         "tv_isotropic": lambda x: pk.tv_loss(x, kind="isotropic", reduction="none"),
-        "cin": lambda x: pk.conditional_instance_norm(x, torch.ones(3, device=DEVICE),
-                                                      torch.zeros(3, device=DEVICE)),
+        "cin": lambda x: pk.conditional_instance_norm(x, torch.ones(3, device=DEVICE), torch.zeros(3, device=DEVICE)),
     }
     ours = x.clone().requires_grad_()
     with pk.use_backend(kernel_backend):
@@ -230,9 +285,16 @@ HALF_OPS = {
     "style": (lambda x: pk.style_loss(x, torch.eye(17, device=DEVICE) * 0.05, weight=1e4), ("x",), torch.float32),
     "content": (lambda x: pk.content_loss(x, torch.ones_like(x)), ("x",), torch.float32),
     "tv": (lambda x: pk.tv_loss(x, kind="isotropic"), ("x",), torch.float32),
-    "cin": (lambda x: pk.conditional_instance_norm(
-        x, torch.linspace(0.5, 2, 17, device=DEVICE), torch.linspace(-1, 1, 17, device=DEVICE) + 0.03,  # no 0 row
-        activation="relu"), ("x",), None),
+    "cin": (
+        lambda x: pk.conditional_instance_norm(
+            x,
+            torch.linspace(0.5, 2, 17, device=DEVICE),
+            torch.linspace(-1, 1, 17, device=DEVICE) + 0.03,  # no 0 row
+            activation="relu",
+        ),
+        ("x",),
+        None,
+    ),
 }
 
 
@@ -243,5 +305,6 @@ HALF_OPS = {
 def test_half_precision(kernel_backend, op, layout, dtype):
     """fp16 / bf16 through the public ops on every device (the GPU pass also sweeps them in the tests above)."""
     fn, grads, out_dtype = HALF_OPS[op]
-    check_against_reference(fn, {"x": make_input((3, 17, 7, 31), layout, dtype)}, kernel_backend, dtype, grads,
-                            out_dtype=out_dtype)
+    check_against_reference(
+        fn, {"x": make_input((3, 17, 7, 31), layout, dtype)}, kernel_backend, dtype, grads, out_dtype=out_dtype
+    )

@@ -1,12 +1,13 @@
 """The float64 reference (the oracle of every other test) against independent formulations, plus gradcheck."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_close, make_input
 
 import perceptual_kernels as pk
-from conftest import assert_close, make_input
 
 f64 = torch.float64
 
@@ -40,7 +41,7 @@ def test_style_loss_is_mse_of_grams_and_gatys_layer_loss():
     # Gatys: E_l = 1 / (4 N^2 M^2) sum (G_raw - A_raw)^2
     N, M = 4, 15
     raw_G, raw_A = pk.gram_matrix(x, "none"), target * N * M
-    gatys = ((raw_G - raw_A) ** 2).sum() / (4 * N ** 2 * M ** 2)
+    gatys = ((raw_G - raw_A) ** 2).sum() / (4 * N**2 * M**2)
     assert_close(pk.style_loss(x, target, reduction="sum", weight=0.25), gatys, f64)
     index = torch.tensor([1, 1])
     assert_close(pk.style_loss(x, target, style_index=index), F.mse_loss(G, target[index]), f64)
@@ -63,13 +64,13 @@ def test_tv_loss_against_loops():
                 for j in range(W):
                     if i + 1 < H:
                         d = x[b, c, i + 1, j] - x[b, c, i, j]
-                        sq, l1 = sq + d ** 2, l1 + d.abs()
+                        sq, l1 = sq + d**2, l1 + d.abs()
                     if j + 1 < W:
                         d = x[b, c, i, j + 1] - x[b, c, i, j]
-                        sq, l1 = sq + d ** 2, l1 + d.abs()
+                        sq, l1 = sq + d**2, l1 + d.abs()
                     if i + 1 < H and j + 1 < W:
                         dh, dw = x[b, c, i + 1, j] - x[b, c, i, j], x[b, c, i, j + 1] - x[b, c, i, j]
-                        iso = iso + (dh ** 2 + dw ** 2 + 1e-8).sqrt()
+                        iso = iso + (dh**2 + dw**2 + 1e-8).sqrt()
     assert_close(pk.tv_loss(x, reduction="sum"), sq, f64)
     assert_close(pk.tv_loss(x, kind="l1", reduction="sum"), l1, f64)
     assert_close(pk.tv_loss(x, kind="isotropic", reduction="sum"), iso, f64)

@@ -4,6 +4,7 @@ Runs without a GPU (Triton compiles to cubin on the CPU), in the normal pass: un
 kernels are interpreted functions and cannot be compiled. Catches what the interpreter cannot: lowering of
 tl.dot for fp16 / bf16 / tf32, layouts, register pressure.
 """
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,9 @@ import os
 import pytest
 import torch
 
-pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1",
-                                reason="compiling needs Triton's compiler, not its interpreter")
+pytestmark = pytest.mark.skipif(
+    os.environ.get("TRITON_INTERPRET") == "1", reason="compiling needs Triton's compiler, not its interpreter"
+)
 triton = pytest.importorskip("triton")
 
 from perceptual_kernels.backends.triton import _aot, content, gram, instance_norm, tv  # noqa: E402
@@ -35,8 +37,14 @@ def kernel_calls(dtype: torch.dtype, layout: str) -> list:
         lambda: content.content_loss_backward(x, torch.randn(2, 64, 16, 16), torch.tensor(2.0)),
         lambda: instance_norm.instance_norm_forward(x, rows, rows, 1e-5, True),
         lambda: instance_norm.instance_norm_backward(x, x, rows, rows, rows, rows, True, True),
-    ] + [call for kind in tv._KINDS for call in (lambda kind=kind: tv.tv_forward(x, kind, 1e-8),
-                                                 lambda kind=kind: tv.tv_backward(x, kind, 1e-8, torch.ones(2)))]
+    ] + [
+        call
+        for kind in tv._KINDS
+        for call in (
+            lambda kind=kind: tv.tv_forward(x, kind, 1e-8),
+            lambda kind=kind: tv.tv_backward(x, kind, 1e-8, torch.ones(2)),
+        )
+    ]
     return [launch for call in calls for launch in _aot.launches_of(call)]
 
 

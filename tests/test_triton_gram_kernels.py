@@ -1,9 +1,9 @@
 """Triton Gram / style-loss kernels: split-K, multi-tile symmetric mirroring, determinism, precision policy."""
+
 from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import DEVICE, assert_close, make_input
 
 pytestmark = pytest.mark.triton
@@ -16,8 +16,9 @@ def _reference(x, scale):
 
 
 @pytest.mark.parametrize("splits", [1, 2, 5])
-@pytest.mark.parametrize("shape,layout", [((2, 130, 5, 9), "contiguous"), ((1, 65, 17, 3), "channels_last"),
-                                          ((3, 17, 31, 7), "sliced")])
+@pytest.mark.parametrize(
+    "shape,layout", [((2, 130, 5, 9), "contiguous"), ((1, 65, 17, 3), "channels_last"), ((3, 17, 31, 7), "sliced")]
+)
 def test_split_k_and_mirrored_tiles(monkeypatch, splits, shape, layout):
     monkeypatch.setattr(gram, "_FORCE_SPLIT", splits)
     x = make_input(shape, layout)
@@ -30,7 +31,7 @@ def test_split_k_and_mirrored_tiles(monkeypatch, splits, shape, layout):
     per_sample, diff = gram.style_loss_forward(x, target, index, scale)
     expected_diff = expected - target.double()[index]
     assert_close(diff, expected_diff, torch.float32, "D")
-    assert_close(per_sample, (expected_diff ** 2).sum((1, 2)), torch.float32, "loss")
+    assert_close(per_sample, (expected_diff**2).sum((1, 2)), torch.float32, "loss")
     coef = torch.rand(shape[0], device=DEVICE)
     dx = gram.style_loss_backward(coef, diff, x)
     f = x.double().flatten(2)
@@ -59,6 +60,7 @@ def test_results_are_deterministic(monkeypatch):
 
 def test_fp32_precision_policy():
     from perceptual_kernels.backends.triton._common import dot_precision
+
     previous = torch.get_float32_matmul_precision()
     try:
         torch.set_float32_matmul_precision("highest")

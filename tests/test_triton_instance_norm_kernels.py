@@ -2,6 +2,7 @@
 
 Runs on the CPU with ``TRITON_INTERPRET=1`` (set here when no GPU is present), or on a GPU.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,7 +15,7 @@ if not torch.cuda.is_available():
 
 pytest.importorskip("triton")
 
-from perceptual_kernels.backends.triton.instance_norm import (  # noqa: E402
+from perceptual_kernels.backends.triton.instance_norm import (
     instance_norm_backward,
     instance_norm_forward,
 )
@@ -25,8 +26,12 @@ EPS = 1e-5
 SHAPES = [(1, 1, 1, 1), (3, 17, 7, 31), (2, 3, 31, 2), (1, 64, 2, 7), (3, 1, 31, 31)]
 LAYOUTS = ["contiguous", "channels_last", "sliced_hw", "sliced_c"]
 # grad_y gets a layout different from x's.
-GRAD_LAYOUT = {"contiguous": "channels_last", "channels_last": "contiguous",
-               "sliced_hw": "sliced_c", "sliced_c": "sliced_hw"}
+GRAD_LAYOUT = {
+    "contiguous": "channels_last",
+    "channels_last": "contiguous",
+    "sliced_hw": "sliced_c",
+    "sliced_c": "sliced_hw",
+}
 
 
 def _make(shape, layout, dtype=torch.float32, seed=0, offset=3.0, scale=2.0):
@@ -96,7 +101,7 @@ def test_forward_backward_fp32(shape, layout):
     x = _make(shape, layout, seed=1)
     grad_y = _make(shape, GRAD_LAYOUT[layout], seed=2, offset=0.0, scale=1.0)
     HW = shape[2] * shape[3]
-    sum_atol = 1e-5 * max(1.0, HW ** 0.5)
+    sum_atol = 1e-5 * max(1.0, HW**0.5)
     for affine in (False, True):
         gamma, beta = _affine(shape, seed=3) if affine else (None, None)
         for relu in (False, True):
@@ -108,7 +113,7 @@ def test_forward_backward_fp32(shape, layout):
             _close(mean, mean_ref, atol=1e-5, rtol=1e-5)
             _close(rstd, rstd_ref, atol=1e-5, rtol=1e-4)
 
-            for need in ((False, True) if relu else (True,)):  # need=False once per affine setting
+            for need in (False, True) if relu else (True,):  # need=False once per affine setting
                 dx, dgamma, dbeta = instance_norm_backward(grad_y, x, mean, rstd, gamma, beta, relu, need)
                 assert dx.dtype == x.dtype and dx.stride() == torch.empty_like(x).stride()
                 _close(dx, dx_ref, atol=1e-5 * max(1.0, dx_ref.abs().max().item()), rtol=1e-4)
@@ -122,8 +127,13 @@ def test_forward_backward_fp32(shape, layout):
                     _close(dbeta, db_ref, atol=sum_atol, rtol=1e-4)
                 else:  # no affine: the sums are still the gradients of an identity affine
                     _, _, _, _, dg1, db1 = _reference(
-                        x, torch.ones(shape[:2], device=DEVICE), torch.zeros(shape[:2], device=DEVICE),
-                        EPS, relu, grad_y)
+                        x,
+                        torch.ones(shape[:2], device=DEVICE),
+                        torch.zeros(shape[:2], device=DEVICE),
+                        EPS,
+                        relu,
+                        grad_y,
+                    )
                     _close(dgamma, dg1, atol=sum_atol, rtol=1e-4)
                     _close(dbeta, db1, atol=sum_atol, rtol=1e-4)
 

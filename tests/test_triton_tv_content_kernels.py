@@ -1,4 +1,5 @@
 """Triton TV and content kernels against float64 torch references (run with TRITON_INTERPRET=1 on CPU)."""
+
 from __future__ import annotations
 
 import os
@@ -10,7 +11,7 @@ pytest.importorskip("triton")
 if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1":
     pytest.skip("Triton kernels need a GPU or TRITON_INTERPRET=1", allow_module_level=True)
 
-from perceptual_kernels.backends.triton import content, tv  # noqa: E402
+from perceptual_kernels.backends.triton import content, tv
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TOL = {  # (rtol, atol relative to the scale of the values)
@@ -19,8 +20,15 @@ TOL = {  # (rtol, atol relative to the scale of the values)
     torch.bfloat16: (5e-2, 5e-2),
 }
 KINDS = ("squared", "l1", "isotropic")
-SHAPES = [(1, 1, 1, 1), (3, 17, 7, 31), (2, 3, 31, 2), (1, 64, 2, 7), (3, 1, 1, 31), (2, 3, 31, 1),
-          (1, 2, 37, 70)]  # the last one spans several tiles in both directions
+SHAPES = [
+    (1, 1, 1, 1),
+    (3, 17, 7, 31),
+    (2, 3, 31, 2),
+    (1, 64, 2, 7),
+    (3, 1, 1, 31),
+    (2, 3, 31, 1),
+    (1, 2, 37, 70),
+]  # the last one spans several tiles in both directions
 
 
 def tv_forward(x, kind, eps, grad_scale, need_grad):
@@ -78,8 +86,9 @@ def close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, what
     rtol, atol = TOL[dtype]
     expected = expected.to(torch.float64)
     scale = max(expected.abs().max().item(), 1.0) if expected.numel() else 1.0
-    torch.testing.assert_close(actual.cpu().to(torch.float64), expected.cpu(), rtol=rtol, atol=atol * scale,
-                               msg=lambda m: f"{what}: {m}")
+    torch.testing.assert_close(
+        actual.cpu().to(torch.float64), expected.cpu(), rtol=rtol, atol=atol * scale, msg=lambda m: f"{what}: {m}"
+    )
 
 
 def make(shape, layout: str, dtype: torch.dtype, seed: int = 0) -> torch.Tensor:
@@ -242,10 +251,17 @@ def test_content_fp32(shape, layouts, need_grad):
 
 
 @pytest.mark.triton
-@pytest.mark.parametrize("x_dtype,t_dtype", [
-    (torch.float16, torch.float16), (torch.bfloat16, torch.bfloat16),
-    (torch.bfloat16, torch.float32), (torch.float16, torch.float32), (torch.float32, torch.bfloat16),
-], ids=str)
+@pytest.mark.parametrize(
+    "x_dtype,t_dtype",
+    [
+        (torch.float16, torch.float16),
+        (torch.bfloat16, torch.bfloat16),
+        (torch.bfloat16, torch.float32),
+        (torch.float16, torch.float32),
+        (torch.float32, torch.bfloat16),
+    ],
+    ids=str,
+)
 @pytest.mark.parametrize("layouts", [("contiguous", "contiguous"), ("channels_last", "sliced_hw")], ids="-".join)
 def test_content_mixed_dtypes(layouts, x_dtype, t_dtype):
     shape = (2, 9, 13, 21)

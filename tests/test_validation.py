@@ -1,4 +1,5 @@
 """Bad input gets a clear error naming the argument, raised before any kernel runs."""
+
 from __future__ import annotations
 
 import pytest
@@ -25,14 +26,26 @@ BAD_CALLS = [
     (lambda: pk.style_loss(x4, torch.randn(3)), ValueError, "target must be 2-D or 3-D"),
     (lambda: pk.style_loss(x4, torch.randn(5, 3, 3)), ValueError, "needs style_index"),
     (lambda: pk.style_loss(x4, A, style_index=torch.tensor([0, 0])), ValueError, "style_index needs a stack"),
-    (lambda: pk.style_loss(x4, torch.randn(5, 3, 3), style_index=torch.tensor([0, 5])), ValueError,
-     "style_index values must lie in [0, 5)"),
-    (lambda: pk.style_loss(x4, torch.randn(5, 3, 3), style_index=torch.tensor([-1, 0])), ValueError,
-     "style_index values must lie in [0, 5)"),
-    (lambda: pk.style_loss(x4, torch.randn(5, 3, 3), style_index=torch.tensor([0.0, 1.0])), TypeError,
-     "style_index must have an integer dtype"),
-    (lambda: pk.style_loss(x4, torch.randn(5, 3, 3), style_index=torch.tensor([0, 1, 2])), ValueError,
-     "style_index must have shape (2,)"),
+    (
+        lambda: pk.style_loss(x4, torch.randn(5, 3, 3), style_index=torch.tensor([0, 5])),
+        ValueError,
+        "style_index values must lie in [0, 5)",
+    ),
+    (
+        lambda: pk.style_loss(x4, torch.randn(5, 3, 3), style_index=torch.tensor([-1, 0])),
+        ValueError,
+        "style_index values must lie in [0, 5)",
+    ),
+    (
+        lambda: pk.style_loss(x4, torch.randn(5, 3, 3), style_index=torch.tensor([0.0, 1.0])),
+        TypeError,
+        "style_index must have an integer dtype",
+    ),
+    (
+        lambda: pk.style_loss(x4, torch.randn(5, 3, 3), style_index=torch.tensor([0, 1, 2])),
+        ValueError,
+        "style_index must have shape (2,)",
+    ),
     (lambda: pk.style_loss(x4, A, reduction="avg"), ValueError, "reduction must be one of"),
     (lambda: pk.style_loss(x4, A, weight="1"), TypeError, "weight must be a real number"),
     (lambda: pk.style_loss(x4, A, weight=float("nan")), ValueError, "weight must be a finite"),
@@ -50,19 +63,35 @@ BAD_CALLS = [
     (lambda: pk.instance_norm(x4, activation="gelu"), ValueError, "activation must be one of"),
     (lambda: pk.instance_norm(torch.randn(2, 3, 5)), ValueError, "x must be 4-D"),
     (lambda: pk.conditional_instance_norm(x4, G, Bt), ValueError, "gamma has 4 style rows"),
-    (lambda: pk.conditional_instance_norm(x4, G, Bt[:3], style_index=torch.tensor([0, 1])), ValueError,
-     "gamma and beta must have one shape"),
-    (lambda: pk.conditional_instance_norm(x4, torch.ones(4, 2), torch.ones(4, 2)), ValueError,
-     "gamma must be (S, 3)"),
-    (lambda: pk.conditional_instance_norm(x4, G, Bt, style_index=torch.tensor([0, 4])), ValueError,
-     "style_index values must lie in [0, 4)"),
-    (lambda: pk.conditional_instance_norm(x4, G, Bt, style_weights=torch.rand(2, 3)), ValueError,
-     "style_weights must have shape (B, S) = (2, 4)"),
-    (lambda: pk.conditional_instance_norm(x4, G, Bt, style_index=torch.tensor([0, 1]),
-                                          style_weights=torch.rand(2, 4)), ValueError, "not both"),
+    (
+        lambda: pk.conditional_instance_norm(x4, G, Bt[:3], style_index=torch.tensor([0, 1])),
+        ValueError,
+        "gamma and beta must have one shape",
+    ),
+    (lambda: pk.conditional_instance_norm(x4, torch.ones(4, 2), torch.ones(4, 2)), ValueError, "gamma must be (S, 3)"),
+    (
+        lambda: pk.conditional_instance_norm(x4, G, Bt, style_index=torch.tensor([0, 4])),
+        ValueError,
+        "style_index values must lie in [0, 4)",
+    ),
+    (
+        lambda: pk.conditional_instance_norm(x4, G, Bt, style_weights=torch.rand(2, 3)),
+        ValueError,
+        "style_weights must have shape (B, S) = (2, 4)",
+    ),
+    (
+        lambda: pk.conditional_instance_norm(
+            x4, G, Bt, style_index=torch.tensor([0, 1]), style_weights=torch.rand(2, 4)
+        ),
+        ValueError,
+        "not both",
+    ),
     (lambda: pk.conditional_instance_norm(x4, G.int(), Bt), TypeError, "gamma must have a floating"),
-    (lambda: pk.conditional_instance_norm(x4, G, Bt, style_index=torch.tensor([True, False])), TypeError,
-     "style_index must have an integer dtype"),
+    (
+        lambda: pk.conditional_instance_norm(x4, G, Bt, style_index=torch.tensor([True, False])),
+        TypeError,
+        "style_index must have an integer dtype",
+    ),
 ]
 
 

@@ -2,6 +2,7 @@
 preprocessing formats, the offline hub / download paths, validation errors and Gatys weight normalisation.
 
 Offline only: fake state dicts of the right shapes are saved to tmp_path; downloads are monkeypatched."""
+
 from __future__ import annotations
 
 import os
@@ -18,9 +19,10 @@ VGGFeatures = vgg.VGGFeatures
 _REAL_DOWNLOAD = vgg._download
 
 # torchvision's cfgs, written out independently of the module under test
-CFG = {"vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
-       "vgg19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
-                 512, 512, 512, 512, "M"]}
+CFG = {
+    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+    "vgg19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
+}
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 CAFFE_MEAN_BGR = torch.tensor([103.939, 116.779, 123.68]).view(1, 3, 1, 1)
@@ -126,8 +128,10 @@ def random_vgg(layers, **kwargs):
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
     """No test downloads anything: the download raises unless a test replaces it."""
+
     def offline(url, progress=True):
         raise urllib.error.URLError("no network in the tests")
+
     monkeypatch.setattr(vgg, "_download", offline)
 
 
@@ -221,10 +225,13 @@ def test_frozen_eval_and_input_gradients():
 
 
 # --------------------------------------------------------------------------------------- weights and outputs
-@pytest.mark.parametrize("arch,layers", [
-    ("vgg19", ["conv1_1", "relu1_2", "pool1", "relu2_1", "relu3_4"]),
-    ("vgg16", ["relu3_3", "relu1_1", "pool3"]),
-])
+@pytest.mark.parametrize(
+    "arch,layers",
+    [
+        ("vgg19", ["conv1_1", "relu1_2", "pool1", "relu2_1", "relu3_4"]),
+        ("vgg16", ["relu3_3", "relu1_1", "pool3"]),
+    ],
+)
 @pytest.mark.parametrize("layout", ["torchvision", "named"])
 @pytest.mark.parametrize("fmt", ["torchvision", "caffe"])
 def test_outputs_match_hand_built_sequential(tmp_path, arch, layers, layout, fmt):
@@ -260,8 +267,7 @@ def test_channels_last(tmp_path):
         out = model(x)
         for name in layers:
             assert out_cl[name].is_contiguous(memory_format=torch.channels_last), (fmt, name)
-            torch.testing.assert_close(out_cl[name], out[name], rtol=1e-5,
-                                       atol=1e-5 * out[name].abs().max().item())
+            torch.testing.assert_close(out_cl[name], out[name], rtol=1e-5, atol=1e-5 * out[name].abs().max().item())
 
 
 def test_state_dict_round_trip(tmp_path):
@@ -321,8 +327,12 @@ def test_shape_mismatch_names_key_and_shapes(tmp_path):
 
 
 def test_unrelated_state_dict(tmp_path):
-    resnet_like = {"conv1.weight": torch.randn(64, 3, 7, 7), "bn1.weight": torch.ones(64),
-                   "layer1.0.conv1.weight": torch.randn(64, 64, 3, 3), "fc.weight": torch.randn(10, 512)}
+    resnet_like = {
+        "conv1.weight": torch.randn(64, 3, 7, 7),
+        "bn1.weight": torch.ones(64),
+        "layer1.0.conv1.weight": torch.randn(64, 64, 3, 3),
+        "fc.weight": torch.randn(10, 512),
+    }
     path = save(resnet_like, tmp_path / "resnet.pth")
     with pytest.raises(ValueError) as info:
         VGGFeatures(["relu1_1"], weights=path)
@@ -340,13 +350,15 @@ def test_imagenet_from_hub_dir(hub_dir, monkeypatch):
 
     def must_not_download(url, progress=True):
         raise AssertionError("the file is in the hub dir: no download")
+
     monkeypatch.setattr(vgg, "_download", must_not_download)
     model = VGGFeatures(["relu1_1", "relu2_1"], weights="imagenet")
     assert model.weights_format == "torchvision"
     assert str(hub_dir / "vgg19-dcbb9e9d.pth") in model.weights_description
     x = torch.rand(1, 3, 16, 16)
-    assert_outputs_close(model(x), reference_outputs("vgg19", sd, "torchvision", ["relu1_1", "relu2_1"], x,
-                                                     "torchvision"))
+    assert_outputs_close(
+        model(x), reference_outputs("vgg19", sd, "torchvision", ["relu1_1", "relu2_1"], x, "torchvision")
+    )
 
 
 def test_imagenet_download_call(hub_dir, monkeypatch):
@@ -356,20 +368,28 @@ def test_imagenet_download_call(hub_dir, monkeypatch):
     def fake_load_state_dict_from_url(url, **kwargs):
         calls.append((url, kwargs))
         return sd
+
     monkeypatch.setattr(vgg, "_download", _REAL_DOWNLOAD)
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fake_load_state_dict_from_url)
     model = VGGFeatures(["relu1_1"], arch="vgg16", weights="imagenet", progress=False)
-    assert calls == [("https://download.pytorch.org/models/vgg16-397923af.pth",
-                      {"progress": False, "check_hash": True, "weights_only": True})]
+    assert calls == [
+        (
+            "https://download.pytorch.org/models/vgg16-397923af.pth",
+            {"progress": False, "check_hash": True, "weights_only": True},
+        )
+    ]
     x = torch.rand(1, 3, 4, 4)
     assert_outputs_close(model(x), reference_outputs("vgg16", sd, "torchvision", ["relu1_1"], x, "torchvision"))
 
 
-@pytest.mark.parametrize("error", [urllib.error.URLError("[Errno -3] Temporary failure in name resolution"),
-                                   OSError("Network is unreachable")])
+@pytest.mark.parametrize(
+    "error",
+    [urllib.error.URLError("[Errno -3] Temporary failure in name resolution"), OSError("Network is unreachable")],
+)
 def test_imagenet_offline_error(hub_dir, monkeypatch, error):
     def offline(url, progress=True):
         raise error
+
     monkeypatch.setattr(vgg, "_download", offline)
     with pytest.raises(RuntimeError) as info:
         VGGFeatures(["relu1_1"], weights="imagenet")
@@ -468,8 +488,12 @@ def test_normalize_weights(pooling):
         assert torch.all(means[~alive] == 0)
         # the function is unchanged up to a positive per-filter scale
         ratio = (_channel_means(after[name]) / _channel_means(before[name]).clamp_min(1e-300)).view(1, -1, 1, 1)
-        torch.testing.assert_close(after[name].double(), before[name].double() * ratio * alive.view(1, -1, 1, 1),
-                                   rtol=1e-4, atol=1e-4 * after[name].abs().max().item())
+        torch.testing.assert_close(
+            after[name].double(),
+            before[name].double() * ratio * alive.view(1, -1, 1, 1),
+            rtol=1e-4,
+            atol=1e-4 * after[name].abs().max().item(),
+        )
 
 
 def test_normalize_weights_deepest_conv_and_caffe(tmp_path):

@@ -1,6 +1,7 @@
 """The kernel interface of a backend (what ``perceptual_kernels.backends.kernels(name)`` returns), written in plain
 torch and float64-capable. Registered under the name "torch-test", it lets the custom ops' hand-written backward
 (``perceptual_kernels._ops``) be gradchecked in float64 and their dispatch overhead be measured without a GPU."""
+
 from __future__ import annotations
 
 import torch
@@ -108,8 +109,7 @@ def instance_norm_backward(grad_y, x, mean, rstd, gamma, beta, relu, need_affine
         y = xhat * (gamma if gamma is not None else 1) + (beta if beta is not None else 0)
         g = g * (y > 0)
     scale = rstd[:, :, None, None] * (gamma if gamma is not None else 1)
-    dx = scale * (g - g.mean((2, 3), keepdim=True)
-                                    - xhat * (g * xhat).mean((2, 3), keepdim=True))
+    dx = scale * (g - g.mean((2, 3), keepdim=True) - xhat * (g * xhat).mean((2, 3), keepdim=True))
     if not need_affine_grad:
         return dx.to(x.dtype), None, None
     return dx.to(x.dtype), (g * xhat).sum((2, 3)), g.sum((2, 3))

@@ -24,9 +24,9 @@
 namespace perceptual_kernels::cpu {
 namespace {
 
-constexpr int kLanes = 64;            // independent partial sums: the loop vectorises across them
-constexpr int64_t kChunk = 8192;      // elements per partial sum
-constexpr int64_t kTaskChunks = 8;    // minimum chunks per parallel task
+constexpr int kLanes = 64;          // independent partial sums: the loop vectorises across them
+constexpr int64_t kChunk = 8192;    // elements per partial sum
+constexpr int64_t kTaskChunks = 8;  // minimum chunks per parallel task
 
 // (x - t)^2 of element i; with NeedGrad writes g[i] = gs * (x - t).
 template <typename scalar_t, typename target_t, bool NeedGrad, typename T>
@@ -66,13 +66,13 @@ PK_INLINE double content_chunk_impl(const void* x, const void* target, void* gra
 using ChunkFn = double (*)(const void*, const void*, void*, int64_t, int64_t, double);
 
 // The chunk kernel of one instruction set: content_chunk_impl compiled with TARGET.
-#define PK_CONTENT_ISA(NAME, TARGET)                                                                      \
-  struct NAME {                                                                                           \
-    template <typename scalar_t, typename target_t, bool NeedGrad>                                        \
-    TARGET static double chunk(const void* x, const void* target, void* grad, int64_t i0, int64_t n,      \
-                               double grad_scale) {                                                       \
-      return content_chunk_impl<scalar_t, target_t, NeedGrad>(x, target, grad, i0, n, grad_scale);        \
-    }                                                                                                     \
+#define PK_CONTENT_ISA(NAME, TARGET)                                                                 \
+  struct NAME {                                                                                      \
+    template <typename scalar_t, typename target_t, bool NeedGrad>                                   \
+    TARGET static double chunk(const void* x, const void* target, void* grad, int64_t i0, int64_t n, \
+                               double grad_scale) {                                                  \
+      return content_chunk_impl<scalar_t, target_t, NeedGrad>(x, target, grad, i0, n, grad_scale);   \
+    }                                                                                                \
   };
 
 PK_CONTENT_ISA(IsaGeneric, )
@@ -102,9 +102,7 @@ bool same_strides(const Tensor& a, const Tensor& b) {
   return true;
 }
 
-bool supported(at::ScalarType t) {
-  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
-}
+bool supported(at::ScalarType t) { return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16; }
 
 // One pass over x and target: (sum (x - t)^2 as a 0-d acc tensor, grad_scale * (x - t) if need_grad).
 std::tuple<Tensor, Tensor> content_pass(const char* op, const Tensor& x, const Tensor& target, double grad_scale,
@@ -112,8 +110,9 @@ std::tuple<Tensor, Tensor> content_pass(const char* op, const Tensor& x, const T
   TORCH_CHECK(x.device().is_cpu() && target.device().is_cpu(), op, ": x and target must be CPU tensors, got ",
               x.device(), " and ", target.device());
   TORCH_CHECK(x.sizes() == target.sizes(), op, ": target must have x's shape ", x.sizes(), ", got ", target.sizes());
-  TORCH_CHECK(supported(x.scalar_type()) && supported(target.scalar_type()), op, ": x and target must be float32, "
-              "float64, float16 or bfloat16, got ", x.scalar_type(), " and ", target.scalar_type());
+  TORCH_CHECK(supported(x.scalar_type()) && supported(target.scalar_type()), op,
+              ": x and target must be float32, float64, float16 or bfloat16, got ", x.scalar_type(), " and ",
+              target.scalar_type());
 
   // Flat walk over one dense layout: a non-dense x is copied once to the memory format empty_like(x) gives it,
   // a target with other strides is copied once to x's strides (keeping its dtype).
@@ -153,8 +152,9 @@ Tensor content_loss_forward(const Tensor& x, const Tensor& target) {
 }
 
 Tensor content_loss_backward(const Tensor& x, const Tensor& target, const Tensor& coef) {
-  TORCH_CHECK(coef.numel() == 1 && coef.device().is_cpu(), "content_loss_backward: coef must be a one-element CPU "
-              "tensor, got shape ", coef.sizes(), " on ", coef.device());
+  TORCH_CHECK(coef.numel() == 1 && coef.device().is_cpu(),
+              "content_loss_backward: coef must be a one-element CPU tensor, got shape ", coef.sizes(), " on ",
+              coef.device());
   // The coefficient is applied in acc_t to the fp32 difference and the product cast once at the store.
   return std::get<1>(content_pass("content_loss_backward", x, target, coef.item<double>(), true));
 }

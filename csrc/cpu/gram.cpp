@@ -33,17 +33,15 @@ bool is_supported(at::ScalarType t) {
 void check_x(const Tensor& x, const char* op) {
   TORCH_CHECK(x.dim() == 4, op, ": x must be (B, C, H, W), got shape ", x.sizes());
   TORCH_CHECK(x.device().is_cpu(), op, ": x must be a CPU tensor, got ", x.device());
-  TORCH_CHECK(is_supported(x.scalar_type()), op, ": x must be float, double, half or bfloat16, got ",
-              x.scalar_type());
+  TORCH_CHECK(is_supported(x.scalar_type()), op, ": x must be float, double, half or bfloat16, got ", x.scalar_type());
 }
 
 void check_square(const Tensor& t, const char* op, const char* name, int64_t rows, int64_t C) {
   TORCH_CHECK(t.device().is_cpu(), op, ": ", name, " must be a CPU tensor, got ", t.device());
   TORCH_CHECK(is_supported(t.scalar_type()), op, ": ", name, " must be float, double, half or bfloat16, got ",
               t.scalar_type());
-  TORCH_CHECK(t.dim() == 3 && t.size(1) == C && t.size(2) == C && (rows < 0 || t.size(0) == rows), op, ": ",
-              name, " must be (", rows < 0 ? "R" : std::to_string(rows), ", ", C, ", ", C, "), got shape ",
-              t.sizes());
+  TORCH_CHECK(t.dim() == 3 && t.size(1) == C && t.size(2) == C && (rows < 0 || t.size(0) == rows), op, ": ", name,
+              " must be (", rows < 0 ? "R" : std::to_string(rows), ", ", C, ", ", C, "), got shape ", t.sizes());
 }
 
 // F = x as (B, C, M) in the acc dtype. Contiguous and channels_last x are views (channels_last gives strides
@@ -292,8 +290,8 @@ Tensor style_loss_backward(const Tensor& coef, const Tensor& diff, const Tensor&
   const int64_t B = x.size(0), C = x.size(1);
   check_square(diff, "style_loss_backward", "diff", B, C);
   TORCH_CHECK(coef.device().is_cpu() && coef.dim() == 1 && coef.size(0) == B && is_supported(coef.scalar_type()),
-              "style_loss_backward: coef must be a float CPU tensor of shape (", B, "), got ", coef.scalar_type(),
-              " ", coef.sizes(), " on ", coef.device());
+              "style_loss_backward: coef must be a float CPU tensor of shape (", B, "), got ", coef.scalar_type(), " ",
+              coef.sizes(), " on ", coef.device());
   const at::ScalarType acc = acc_dtype(x.scalar_type());
   return sym_product(symmetrise(diff, coef.to(acc).contiguous(), acc), x);
 }

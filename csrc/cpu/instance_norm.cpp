@@ -60,8 +60,16 @@ constexpr int64_t kGrain = 32768;  // values per parallel_for grain
 
 // ---- loads and stores of one vector (kLanes values), converted to / from the accumulation type ----
 
-PK_INLINE vf32 load(const float* p) { vf32 v; std::memcpy(&v, p, sizeof v); return v; }
-PK_INLINE vf64 load(const double* p) { vf64 v; std::memcpy(&v, p, sizeof v); return v; }
+PK_INLINE vf32 load(const float* p) {
+  vf32 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+PK_INLINE vf64 load(const double* p) {
+  vf64 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
 PK_INLINE vf32 load(const c10::BFloat16* p) {
   vu16 h;
   std::memcpy(&h, p, sizeof h);
@@ -132,7 +140,9 @@ PK_INLINE A hsum(vec_t<A> v) {  // fixed lane order
 }
 
 template <class V>
-PK_INLINE V relu_keep_nan(V y) { return y < V{} ? V{} : y; }
+PK_INLINE V relu_keep_nan(V y) {
+  return y < V{} ? V{} : y;
+}
 
 // Calls f(i, n) on [i, i + n) for consecutive groups of [0, len): n = kLanes except for a shorter last group.
 template <class A, class F>
@@ -567,8 +577,8 @@ void check_x(const Tensor& x, const char* op) {
               ": x must be float32, float64, float16 or bfloat16, got ", t);
 }
 
-void check_tables(const OptionalTensor& gamma, const OptionalTensor& beta, const OptionalTensor& style_index,
-                  int64_t B, int64_t C, const char* op) {
+void check_tables(const OptionalTensor& gamma, const OptionalTensor& beta, const OptionalTensor& style_index, int64_t B,
+                  int64_t C, const char* op) {
   int64_t lo = 0, hi = -1;  // range of the style_index values
   if (style_index) {
     const Tensor& idx = *style_index;
@@ -582,8 +592,8 @@ void check_tables(const OptionalTensor& gamma, const OptionalTensor& beta, const
     const Tensor& t = *table;
     TORCH_CHECK(t.device().is_cpu() && at::isFloatingType(t.scalar_type()), op, ": ", name,
                 " must be a floating-point CPU tensor, got ", t.scalar_type(), " on ", t.device());
-    TORCH_CHECK((t.dim() == 1 || t.dim() == 2) && t.size(-1) == C, op, ": ", name, " must be (C,) or (R, C) with C = ",
-                C, ", got shape ", t.sizes());
+    TORCH_CHECK((t.dim() == 1 || t.dim() == 2) && t.size(-1) == C, op, ": ", name,
+                " must be (C,) or (R, C) with C = ", C, ", got shape ", t.sizes());
     const int64_t rows = t.dim() == 2 ? t.size(0) : 1;
     if (style_index) {
       TORCH_CHECK(lo >= 0 && hi < rows, op, ": style_index values must index the ", rows, " rows of ", name,
@@ -636,9 +646,18 @@ std::tuple<Tensor, Tensor, Tensor> instance_norm_forward(const Tensor& x, const 
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "instance_norm_forward", [&] {
     using A = acc_t<scalar_t>;
-    const Forward<scalar_t> f{xw.data_ptr<scalar_t>(), yw.data_ptr<scalar_t>(), strides_of(xw), strides_of(yw), C, M,
-                              ptr_or_null<scalar_t>(g), ptr_or_null<scalar_t>(bt), static_cast<A>(eps), relu,
-                              mean.data_ptr<A>(), rstd.data_ptr<A>()};
+    const Forward<scalar_t> f{xw.data_ptr<scalar_t>(),
+                              yw.data_ptr<scalar_t>(),
+                              strides_of(xw),
+                              strides_of(yw),
+                              C,
+                              M,
+                              ptr_or_null<scalar_t>(g),
+                              ptr_or_null<scalar_t>(bt),
+                              static_cast<A>(eps),
+                              relu,
+                              mean.data_ptr<A>(),
+                              rstd.data_ptr<A>()};
     if (layout == Layout::kPlanar)
       parallel_run(B * C, kGrain / M, ForwardPlanar<scalar_t>{f});
     else
@@ -650,9 +669,8 @@ std::tuple<Tensor, Tensor, Tensor> instance_norm_forward(const Tensor& x, const 
 
 std::tuple<Tensor, Tensor, Tensor> instance_norm_backward(const Tensor& grad_y, const Tensor& x, const Tensor& mean,
                                                           const Tensor& rstd, const OptionalTensor& gamma,
-                                                          const OptionalTensor& beta,
-                                                          const OptionalTensor& style_index, bool relu,
-                                                          bool need_affine_grad) {
+                                                          const OptionalTensor& beta, const OptionalTensor& style_index,
+                                                          bool relu, bool need_affine_grad) {
   const char* op = "instance_norm_backward";
   check_x(x, op);
   const int64_t B = x.size(0), C = x.size(1), M = x.size(2) * x.size(3);
@@ -660,10 +678,9 @@ std::tuple<Tensor, Tensor, Tensor> instance_norm_backward(const Tensor& grad_y, 
               ": grad_y must be a floating-point CPU tensor of x's shape ", x.sizes(), ", got ", grad_y.scalar_type(),
               " of shape ", grad_y.sizes(), " on ", grad_y.device());
   for (const auto& [name, t] : {std::pair<const char*, const Tensor&>{"mean", mean}, {"rstd", rstd}})
-    TORCH_CHECK(t.device().is_cpu() && at::isFloatingType(t.scalar_type()) && t.dim() == 2 && t.size(0) == B &&
-                    t.size(1) == C,
-                op, ": ", name, " must be a floating-point CPU tensor of shape (B, C) = (", B, ", ", C, "), got ",
-                t.sizes());
+    TORCH_CHECK(
+        t.device().is_cpu() && at::isFloatingType(t.scalar_type()) && t.dim() == 2 && t.size(0) == B && t.size(1) == C,
+        op, ": ", name, " must be a floating-point CPU tensor of shape (B, C) = (", B, ", ", C, "), got ", t.sizes());
   check_tables(gamma, beta, style_index, B, C, op);
   const at::ScalarType acc = acc_type(x.scalar_type());
   const int64_t lanes = acc == at::kDouble ? kLanes<double> : kLanes<float>;
@@ -688,13 +705,20 @@ std::tuple<Tensor, Tensor, Tensor> instance_norm_backward(const Tensor& grad_y, 
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "instance_norm_backward", [&] {
     using A = acc_t<scalar_t>;
-    const Backward<scalar_t> f{gw.data_ptr<scalar_t>(),       xw.data_ptr<scalar_t>(),
-                               dxw.data_ptr<scalar_t>(),      strides_of(gw),
-                               strides_of(xw),                strides_of(dxw),
-                               C,                             M,
-                               m.data_ptr<A>(),               r.data_ptr<A>(),
-                               ptr_or_null<scalar_t>(g),      ptr_or_null<scalar_t>(bt),
-                               relu,                          need_affine_grad ? dgamma.data_ptr<A>() : nullptr,
+    const Backward<scalar_t> f{gw.data_ptr<scalar_t>(),
+                               xw.data_ptr<scalar_t>(),
+                               dxw.data_ptr<scalar_t>(),
+                               strides_of(gw),
+                               strides_of(xw),
+                               strides_of(dxw),
+                               C,
+                               M,
+                               m.data_ptr<A>(),
+                               r.data_ptr<A>(),
+                               ptr_or_null<scalar_t>(g),
+                               ptr_or_null<scalar_t>(bt),
+                               relu,
+                               need_affine_grad ? dgamma.data_ptr<A>() : nullptr,
                                need_affine_grad ? dbeta.data_ptr<A>() : nullptr};
     if (layout == Layout::kPlanar)
       parallel_run(B * C, kGrain / M, BackwardPlanar<scalar_t>{f});

@@ -43,12 +43,12 @@
 namespace perceptual_kernels::cpu {
 namespace {
 
-constexpr int kVec = 16;              // block of the vector loops
-constexpr int kLanes = 4 * kVec;      // partial sums: 4 independent vector accumulators
-constexpr int64_t kFlush = 4096;      // values summed in acc_t lanes before they are flushed into a double
-constexpr int64_t kItemElems = 8192;  // elements per work item (rounded to whole rows)
-constexpr int64_t kIsoBlockElems = 2048;  // isotropic: elements per block of rows (scratch rows stay in L1)
-constexpr int64_t kTaskElems = 65536; // minimum elements per parallel task
+constexpr int kVec = 16;                         // block of the vector loops
+constexpr int kLanes = 4 * kVec;                 // partial sums: 4 independent vector accumulators
+constexpr int64_t kFlush = 4096;                 // values summed in acc_t lanes before they are flushed into a double
+constexpr int64_t kItemElems = 8192;             // elements per work item (rounded to whole rows)
+constexpr int64_t kIsoBlockElems = 2048;         // isotropic: elements per block of rows (scratch rows stay in L1)
+constexpr int64_t kTaskElems = 65536;            // minimum elements per parallel task
 enum : uint8_t { kHasLeft = 1, kHasRight = 2 };  // flags of a row element: neighbours in the same row
 
 // keep ? v : +0, bitwise: no floating-point operation has to become conditional (without AVX-512 masking the compiler
@@ -115,22 +115,26 @@ PK_INLINE void sum_range(LaneSum<T>& s, int64_t j0, int64_t j1, const V& v) {
 // ---- squared / l1 -----------------------------------------------------------------------------------------
 template <int Kind, typename T>
 PK_INLINE T tv_f(T d) {
-  if constexpr (Kind == kTvSquared) return d * d;
-  else return std::abs(d);
+  if constexpr (Kind == kTvSquared)
+    return d * d;
+  else
+    return std::abs(d);
 }
 
 // Derivative of tv_f without squared's factor 2 (folded into the gradient scale); sign(0) = 0, sign(NaN) = NaN.
 template <int Kind, typename T>
 PK_INLINE T tv_df(T d) {
-  if constexpr (Kind == kTvSquared) return d;
-  else return std::islessgreater(d, T(0)) ? std::copysign(T(1), d) : d;  // +-1, or d itself when 0 or NaN
+  if constexpr (Kind == kTvSquared)
+    return d;
+  else
+    return std::islessgreater(d, T(0)) ? std::copysign(T(1), d) : d;  // +-1, or d itself when 0 or NaN
 }
 
 // Element j of row c with the neighbours present given by Up / Down / Left / Right: returns its loss terms (towards
 // the lower and right neighbours) and, with NeedGrad, writes g[j] = gs * dL/dx.
 template <int Kind, bool NeedGrad, bool Up, bool Down, bool Left, bool Right, typename T>
-PK_INLINE T sl_elem(const T* __restrict xu, const T* __restrict xc, const T* __restrict xd, T* __restrict g,
-                    int64_t j, int64_t S, T gs) {
+PK_INLINE T sl_elem(const T* __restrict xu, const T* __restrict xc, const T* __restrict xd, T* __restrict g, int64_t j,
+                    int64_t S, T gs) {
   const T c = xc[j];
   T loss = 0, dl = 0;
   if constexpr (Down) {
@@ -152,8 +156,8 @@ PK_INLINE T sl_elem(const T* __restrict xu, const T* __restrict xc, const T* __r
 }
 
 template <int Kind, bool NeedGrad, bool Up, bool Down, bool Left, bool Right, typename T>
-PK_INLINE void sl_segment(LaneSum<T>& s, const T* xu, const T* xc, const T* xd, T* g, int64_t j0, int64_t j1,
-                          int64_t S, T gs) {
+PK_INLINE void sl_segment(LaneSum<T>& s, const T* xu, const T* xc, const T* xd, T* g, int64_t j0, int64_t j1, int64_t S,
+                          T gs) {
   sum_range(s, j0, j1, [&](int64_t j) PK_INLINE_LAMBDA {
     return sl_elem<Kind, NeedGrad, Up, Down, Left, Right>(xu, xc, xd, g, j, S, gs);
   });
@@ -273,34 +277,33 @@ PK_TARGET_AVX512 inline void sqrt_avx512(double* p, int64_t n) {
 #endif
 
 // The kernels of one instruction set: the PK_INLINE bodies above compiled with TARGET.
-#define PK_TV_ISA(NAME, TARGET, SQRT)                                                                         \
-  struct NAME {                                                                                               \
-    template <typename T>                                                                                     \
-    TARGET static void sqrt_n(T* p, int64_t n) {                                                              \
-      SQRT(p, n);                                                                                             \
-    }                                                                                                         \
-    template <int Kind, bool NeedGrad, typename T>                                                            \
-    TARGET static double sl_edge_row(bool up, bool down, const T* x, T* g, int64_t L, int64_t S, T gs) {      \
-      return sl_edge_row_dispatch<Kind, NeedGrad>(up, down, x, g, L, S, gs);                                  \
-    }                                                                                                         \
-    template <int Kind, bool NeedGrad, typename T>                                                            \
-    TARGET static double sl_inner(const T* x, T* g, const uint8_t* flags, int64_t n, int64_t L, int64_t S,    \
-                                  T gs) {                                                                     \
-      return sl_inner_impl<Kind, NeedGrad>(x, g, flags, n, L, S, gs);                                         \
-    }                                                                                                         \
-    template <bool NeedGrad, typename T>                                                                      \
-    TARGET static double iso_terms(const T* x, const uint8_t* flags, T* a, T* b, T* q, int64_t n, int64_t L,  \
-                                   int64_t S, T eps) {                                                        \
-      return iso_terms_impl<NAME, NeedGrad>(x, flags, a, b, q, n, L, S, eps);                                 \
-    }                                                                                                         \
-    template <typename T>                                                                                     \
-    TARGET static void iso_grad(const T* a, const T* b, T* g, int64_t n, int64_t L, int64_t S, T gs) {        \
-      iso_grad_impl(a, b, g, n, L, S, gs);                                                                    \
-    }                                                                                                         \
-    template <typename From, typename To>                                                                     \
-    TARGET static void convert(const From* src, To* dst, int64_t n) {                                         \
-      convert_impl(src, dst, n);                                                                              \
-    }                                                                                                         \
+#define PK_TV_ISA(NAME, TARGET, SQRT)                                                                              \
+  struct NAME {                                                                                                    \
+    template <typename T>                                                                                          \
+    TARGET static void sqrt_n(T* p, int64_t n) {                                                                   \
+      SQRT(p, n);                                                                                                  \
+    }                                                                                                              \
+    template <int Kind, bool NeedGrad, typename T>                                                                 \
+    TARGET static double sl_edge_row(bool up, bool down, const T* x, T* g, int64_t L, int64_t S, T gs) {           \
+      return sl_edge_row_dispatch<Kind, NeedGrad>(up, down, x, g, L, S, gs);                                       \
+    }                                                                                                              \
+    template <int Kind, bool NeedGrad, typename T>                                                                 \
+    TARGET static double sl_inner(const T* x, T* g, const uint8_t* flags, int64_t n, int64_t L, int64_t S, T gs) { \
+      return sl_inner_impl<Kind, NeedGrad>(x, g, flags, n, L, S, gs);                                              \
+    }                                                                                                              \
+    template <bool NeedGrad, typename T>                                                                           \
+    TARGET static double iso_terms(const T* x, const uint8_t* flags, T* a, T* b, T* q, int64_t n, int64_t L,       \
+                                   int64_t S, T eps) {                                                             \
+      return iso_terms_impl<NAME, NeedGrad>(x, flags, a, b, q, n, L, S, eps);                                      \
+    }                                                                                                              \
+    template <typename T>                                                                                          \
+    TARGET static void iso_grad(const T* a, const T* b, T* g, int64_t n, int64_t L, int64_t S, T gs) {             \
+      iso_grad_impl(a, b, g, n, L, S, gs);                                                                         \
+    }                                                                                                              \
+    template <typename From, typename To>                                                                          \
+    TARGET static void convert(const From* src, To* dst, int64_t n) {                                              \
+      convert_impl(src, dst, n);                                                                                   \
+    }                                                                                                              \
   };
 
 PK_TV_ISA(IsaGeneric, , sqrt_generic)
@@ -314,11 +317,11 @@ PK_TV_ISA(IsaAvx512, PK_TARGET_AVX512, sqrt_avx512)
 struct TvJob {
   const void* x;
   void* grad;
-  int64_t H, L, S;                        // rows per plane, row length, w-neighbour offset
+  int64_t H, L, S;  // rows per plane, row length, w-neighbour offset
   int64_t rows_per_item, items_per_plane;
   int64_t items_per_sample;
-  const uint8_t* flags;                   // kHasLeft / kHasRight of the first rows_per_item * L row elements
-  const double* coef;                     // (B,) gradient coefficients (NeedGrad only)
+  const uint8_t* flags;  // kHasLeft / kHasRight of the first rows_per_item * L row elements
+  const double* coef;    // (B,) gradient coefficients (NeedGrad only)
   double eps;
 };
 
@@ -394,8 +397,8 @@ void tv_items(const TvJob& job, int64_t begin, int64_t end, double* partial) {
       }
       const int64_t inner_end = std::min(h1, H - 1);
       if (h < inner_end) {
-        loss += Isa::template sl_inner<Kind, NeedGrad>(x0 + (h - h0) * L, g_at(h), job.flags, (inner_end - h) * L,
-                                                       L, S, gs);
+        loss += Isa::template sl_inner<Kind, NeedGrad>(x0 + (h - h0) * L, g_at(h), job.flags, (inner_end - h) * L, L, S,
+                                                       gs);
       }
       if (h1 == H && H > 1) {  // last row of the plane
         loss += Isa::template sl_edge_row<Kind, NeedGrad>(true, false, x0 + (H - 1 - h0) * L, g_at(H - 1), L, S, gs);
@@ -413,11 +416,9 @@ ItemsFn pick_items(int64_t kind, bool need_grad) {
   switch (kind) {
     case kTvSquared:
       return need_grad ? &tv_items<Isa, scalar_t, kTvSquared, true> : &tv_items<Isa, scalar_t, kTvSquared, false>;
-    case kTvL1:
-      return need_grad ? &tv_items<Isa, scalar_t, kTvL1, true> : &tv_items<Isa, scalar_t, kTvL1, false>;
+    case kTvL1: return need_grad ? &tv_items<Isa, scalar_t, kTvL1, true> : &tv_items<Isa, scalar_t, kTvL1, false>;
     default:
-      return need_grad ? &tv_items<Isa, scalar_t, kTvIsotropic, true>
-                       : &tv_items<Isa, scalar_t, kTvIsotropic, false>;
+      return need_grad ? &tv_items<Isa, scalar_t, kTvIsotropic, true> : &tv_items<Isa, scalar_t, kTvIsotropic, false>;
   }
 }
 
@@ -438,16 +439,15 @@ ItemsFn pick_items_for_cpu(int64_t kind, bool need_grad) {
 namespace {
 
 // One pass over x: (per-sample TV (B,) acc, coef_b * dTV_b/dx if coef, a (B,) double array, is given).
-std::tuple<Tensor, Tensor> tv_pass(const char* op, const Tensor& x, int64_t kind, double eps,
-                                   const double* coef) {
+std::tuple<Tensor, Tensor> tv_pass(const char* op, const Tensor& x, int64_t kind, double eps, const double* coef) {
   const bool need_grad = coef != nullptr;
   TORCH_CHECK(x.dim() == 4, op, ": x must be 4-D (B, C, H, W), got ", x.dim(), " dims");
   TORCH_CHECK(x.device().is_cpu(), op, ": x must be a CPU tensor, got ", x.device());
   const auto dtype = x.scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16,
-              op, ": x must be float32, float64, float16 or bfloat16, got ", dtype);
-  TORCH_CHECK(kind == kTvSquared || kind == kTvL1 || kind == kTvIsotropic,
-              op, ": kind must be 0 (squared), 1 (l1) or 2 (isotropic), got ", kind);
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16, op,
+              ": x must be float32, float64, float16 or bfloat16, got ", dtype);
+  TORCH_CHECK(kind == kTvSquared || kind == kTvL1 || kind == kTvIsotropic, op,
+              ": kind must be 0 (squared), 1 (l1) or 2 (isotropic), got ", kind);
 
   // Dense NCHW and NHWC are read in place; any other layout (slices, other permutations) is copied once to the
   // memory format empty_like(x) would give it.
@@ -494,8 +494,10 @@ std::tuple<Tensor, Tensor> tv_pass(const char* op, const Tensor& x, int64_t kind
   for (int64_t s = 0; s < B; ++s) {
     double total = 0;
     for (int64_t i = s * items_per_sample; i < (s + 1) * items_per_sample; ++i) total += partial[i];
-    if (acc == at::kDouble) per_sample.data_ptr<double>()[s] = total;
-    else per_sample.data_ptr<float>()[s] = static_cast<float>(total);
+    if (acc == at::kDouble)
+      per_sample.data_ptr<double>()[s] = total;
+    else
+      per_sample.data_ptr<float>()[s] = static_cast<float>(total);
   }
   return {per_sample, grad};
 }

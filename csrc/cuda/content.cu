@@ -27,21 +27,17 @@ bool same_strides(const Tensor& a, const Tensor& b) {
 
 bool aligned(const Tensor& t, int64_t bytes) { return reinterpret_cast<uintptr_t>(t.const_data_ptr()) % bytes == 0; }
 
-content_kernels::Strides4 strides4(const Tensor& t) {
-  return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
-}
+content_kernels::Strides4 strides4(const Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
 
 // Forward (no coef): (sum (x - t)^2 as a 0-d fp32 tensor, undefined); backward: (undefined, coef * (x - t)).
 std::tuple<Tensor, Tensor> content_pass(const char* op, const Tensor& x, const Tensor& target, const Tensor* coef) {
   const bool need_grad = coef != nullptr;
   TORCH_CHECK(x.is_cuda(), op, ": x must be a CUDA tensor, got ", x.device());
-  TORCH_CHECK(target.device() == x.device(), op, ": target must be on x's device ", x.device(),
-              ", got ", target.device());
+  TORCH_CHECK(target.device() == x.device(), op, ": target must be on x's device ", x.device(), ", got ",
+              target.device());
   TORCH_CHECK(x.dim() == 4, op, ": x must be 4-D (B, C, H, W), got shape ", x.sizes());
-  TORCH_CHECK(target.sizes() == x.sizes(), op, ": target must have x's shape ", x.sizes(),
-              ", got ", target.sizes());
-  TORCH_CHECK(is_kernel_dtype(x.scalar_type()), op, ": x must be float32, float16 or bfloat16, got ",
-              x.scalar_type());
+  TORCH_CHECK(target.sizes() == x.sizes(), op, ": target must have x's shape ", x.sizes(), ", got ", target.sizes());
+  TORCH_CHECK(is_kernel_dtype(x.scalar_type()), op, ": x must be float32, float16 or bfloat16, got ", x.scalar_type());
   TORCH_CHECK(is_kernel_dtype(target.scalar_type()), op, ": target must be float32, float16 or bfloat16, got ",
               target.scalar_type());
 

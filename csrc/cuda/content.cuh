@@ -31,8 +31,8 @@
 namespace perceptual_kernels::cuda::content_kernels {
 
 constexpr int kThreads = 256;
-constexpr int kFlatUnroll = 4;     // vectors per thread in the flat kernel
-constexpr int kStridedItems = 8;   // elements per thread in the strided kernel
+constexpr int kFlatUnroll = 4;    // vectors per thread in the flat kernel
+constexpr int kStridedItems = 8;  // elements per thread in the strided kernel
 constexpr int kSumThreads = 512;
 
 // N elements of T loaded / stored as one aligned vector access.
@@ -43,7 +43,9 @@ struct alignas(sizeof(T) * N) Vec {
 
 // Elements per 16-byte vector of x.
 template <typename TX>
-__host__ __device__ constexpr int vec_width() { return 16 / static_cast<int>(sizeof(TX)); }
+__host__ __device__ constexpr int vec_width() {
+  return 16 / static_cast<int>(sizeof(TX));
+}
 
 struct Strides4 {
   int64_t b, c, h, w;
@@ -179,9 +181,9 @@ inline void launch_content_sum(const float* partials, int64_t n, float* out, cud
 #define PK_CONTENT_INSTANTIATE(TX, TT)                                                                        \
   template void launch_content<TX, TT>(const TX*, const TT*, TX*, float*, int64_t, int64_t, int64_t, int64_t, \
                                        Strides4, Strides4, Strides4, bool, bool, const float*, cudaStream_t);
-#define PK_CONTENT_INSTANTIATE_X(TX)       \
-  PK_CONTENT_INSTANTIATE(TX, float)         \
-  PK_CONTENT_INSTANTIATE(TX, __half)        \
+#define PK_CONTENT_INSTANTIATE_X(TX) \
+  PK_CONTENT_INSTANTIATE(TX, float)  \
+  PK_CONTENT_INSTANTIATE(TX, __half) \
   PK_CONTENT_INSTANTIATE(TX, __nv_bfloat16)
 PK_CONTENT_INSTANTIATE_X(float)
 PK_CONTENT_INSTANTIATE_X(__half)

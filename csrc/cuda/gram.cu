@@ -91,8 +91,7 @@ gk::XDesc x_desc(const Tensor& t, const char* op) {
 void check_x(const Tensor& x, const char* op) {
   TORCH_CHECK(x.is_cuda(), op, ": x must be a CUDA tensor, got ", x.device());
   TORCH_CHECK(x.dim() == 4, op, ": x must be 4-D (B, C, H, W), got shape ", x.sizes());
-  TORCH_CHECK(is_kernel_dtype(x.scalar_type()), op, ": x must be float32, float16 or bfloat16, got ",
-              x.scalar_type());
+  TORCH_CHECK(is_kernel_dtype(x.scalar_type()), op, ": x must be float32, float16 or bfloat16, got ", x.scalar_type());
 }
 
 // Forward launch configuration: upper-triangle tiles and split-K.
@@ -218,8 +217,8 @@ std::tuple<Tensor, Tensor> style_loss_forward(const Tensor& x, const Tensor& tar
                                               double scale) {
   check_x(x, "style_loss_forward");
   const int64_t B = x.size(0), C = x.size(1);
-  TORCH_CHECK(target.device() == x.device(), "style_loss_forward: target must be on x's device ", x.device(),
-              ", got ", target.device());
+  TORCH_CHECK(target.device() == x.device(), "style_loss_forward: target must be on x's device ", x.device(), ", got ",
+              target.device());
   TORCH_CHECK(target.dim() == 3 && target.size(1) == C && target.size(2) == C,
               "style_loss_forward: target must be (R, C, C) with C = ", C, ", got shape ", target.sizes());
   const int target_code = dtype_code(target.scalar_type(), "style_loss_forward: target");
@@ -286,8 +285,8 @@ Tensor style_loss_backward(const Tensor& coef, const Tensor& diff, const Tensor&
   check_x(x, "style_loss_backward");
   const int64_t B = x.size(0), C = x.size(1);
   TORCH_CHECK(coef.device() == x.device() && diff.device() == x.device(),
-              "style_loss_backward: coef and diff must be on x's device ", x.device(), ", got ", coef.device(),
-              " and ", diff.device());
+              "style_loss_backward: coef and diff must be on x's device ", x.device(), ", got ", coef.device(), " and ",
+              diff.device());
   TORCH_CHECK(coef.scalar_type() == at::kFloat && coef.dim() == 1 && coef.size(0) == B,
               "style_loss_backward: coef must be float32 of shape (", B, "), got ", coef.scalar_type(), " of shape ",
               coef.sizes());

@@ -51,10 +51,10 @@
 
 namespace perceptual_kernels::cuda::gram_kernels {
 
-constexpr int kTile = 64;        // output tile edge
-constexpr int kStep = 32;        // K per main-loop step
-constexpr int kThreads = 256;    // 8 warps per block
-constexpr int kLdC = kTile + 4;  // row pitch of the fp32 result tile sC
+constexpr int kTile = 64;                             // output tile edge
+constexpr int kStep = 32;                             // K per main-loop step
+constexpr int kThreads = 256;                         // 8 warps per block
+constexpr int kLdC = kTile + 4;                       // row pitch of the fp32 result tile sC
 constexpr int kPerThread = kTile * kStep / kThreads;  // 8 operand elements per thread and step
 
 enum Mode : int { kSimt = 0, kTf32 = 1, kWmma16 = 2 };
@@ -65,9 +65,8 @@ template <typename T>
 constexpr int kLd = kStep + 16 / int(sizeof(T));
 
 template <typename T>
-constexpr int kSmemBytes = (2 * kTile * kLd<T> * int(sizeof(T))) > (kTile * kLdC * 4)
-                               ? 2 * kTile * kLd<T> * int(sizeof(T))
-                               : kTile * kLdC * 4;
+constexpr int kSmemBytes =
+    (2 * kTile * kLd<T> * int(sizeof(T))) > (kTile * kLdC * 4) ? 2 * kTile * kLd<T> * int(sizeof(T)) : kTile * kLdC * 4;
 
 // Addressing of the H*W plane as one index m (see triton/_common.py hw_layout).
 // A split plane needs M < 2^32 (checked by the launcher): the division is 32-bit.
@@ -92,16 +91,16 @@ struct XDesc {
 struct FwdArgs {
   int64_t B, C, M;
   XDesc x;
-  int n_row;             // row tiles: ceil(C / 64)
-  uint32_t n_up;         // upper-triangle tiles: n_row (n_row + 1) / 2 (B * n_up * 64 < 2^31)
-  int64_t k_per_split;   // multiple of kStep
-  float* ws;             // (splits, B, C, C) partial tiles; nullptr when splits == 1
+  int n_row;            // row tiles: ceil(C / 64)
+  uint32_t n_up;        // upper-triangle tiles: n_row (n_row + 1) / 2 (B * n_up * 64 < 2^31)
+  int64_t k_per_split;  // multiple of kStep
+  float* ws;            // (splits, B, C, C) partial tiles; nullptr when splits == 1
 };
 
 struct Epilogue {
-  void* out;             // (B, C, C) contiguous: G (gram) or D (style, fp32)
-  int out_dtype;         // DType
-  const void* target;    // style: A rows (R, C, C) with strides s_tb (0: broadcast), s_tr, s_tc
+  void* out;           // (B, C, C) contiguous: G (gram) or D (style, fp32)
+  int out_dtype;       // DType
+  const void* target;  // style: A rows (R, C, C) with strides s_tb (0: broadcast), s_tr, s_tc
   int target_dtype;
   int64_t target_rows, s_tb, s_tr, s_tc;
   const int64_t* index;  // style: contiguous (B,) target row per sample, or nullptr (row b)
@@ -110,12 +109,12 @@ struct Epilogue {
 };
 
 struct BwdArgs {
-  int64_t b0, C, M;      // this launch covers samples b0 + blockIdx.z
+  int64_t b0, C, M;  // this launch covers samples b0 + blockIdx.z
   XDesc x, dx;
-  const float* d;        // D (B, C, C) fp32, strides s_db and (int32) s_dr, s_dc
+  const float* d;  // D (B, C, C) fp32, strides s_db and (int32) s_dr, s_dc
   int64_t s_db;
   int s_dr, s_dc;
-  const float* coef;     // (B,) fp32 with stride s_cb, or nullptr (coef_b = 1)
+  const float* coef;  // (B,) fp32 with stride s_cb, or nullptr (coef_b = 1)
   int64_t s_cb;
   float scale;
 };
@@ -239,8 +238,7 @@ struct WmmaIn<float> {  // fp32 operands rounded to tf32, k = 8
 // columns 32 (w & 1) + {0, 16}, two 16 x 16 fp32 accumulator fragments.
 template <typename T, int MODE>
 struct TileMma {
-  static_assert((MODE == kTf32 && std::is_same<T, float>::value) ||
-                    (MODE == kWmma16 && !std::is_same<T, float>::value),
+  static_assert((MODE == kTf32 && std::is_same<T, float>::value) || (MODE == kWmma16 && !std::is_same<T, float>::value),
                 "tensor-core variants: float with kTf32, half / bf16 with kWmma16");
 #if PK_GRAM_TENSOR_CORES
   using In = typename WmmaIn<T>::type;
@@ -356,8 +354,8 @@ __device__ __forceinline__ float emit(const Epilogue& ep, int64_t tb, int64_t ob
 
 // Epilogue of a complete tile held (unscaled) in sC: the tile, its mirror off the diagonal, and in style mode
 // the tile's share of the loss in loss_parts[b * n_up + t].
-__device__ __forceinline__ void tile_epilogue(const float* sC, const Epilogue& ep, int64_t b, uint32_t t,
-                                              uint32_t n_up, int64_t C, int64_t row0, int64_t col0, bool diag) {
+__device__ __forceinline__ void tile_epilogue(const float* sC, const Epilogue& ep, int64_t b, uint32_t t, uint32_t n_up,
+                                              int64_t C, int64_t row0, int64_t col0, bool diag) {
   const int tid = threadIdx.x;
   const int64_t ob = b * C * C;
   const int64_t tb = ep.loss_parts != nullptr ? target_base(ep, b) : 0;
@@ -427,8 +425,8 @@ __global__ void __launch_bounds__(kThreads, 2) gram_fwd_kernel(const T* __restri
 // Split-K reduction + epilogue. Grid (B * n_up * 64): block = row r of tile t of sample b. Thread (g, c),
 // g = tid >> 6 in 0..3, sums splits g, g + 4, ... of element (row0 + r, col0 + c); the 4 group sums are added
 // in the order 0..3. Style loss partials: loss_parts[(b * n_up + t) * 64 + r].
-__global__ void __launch_bounds__(kThreads) gram_reduce_kernel(const float* __restrict__ ws, int64_t splits,
-                                                               FwdArgs a, Epilogue ep) {
+__global__ void __launch_bounds__(kThreads)
+    gram_reduce_kernel(const float* __restrict__ ws, int64_t splits, FwdArgs a, Epilogue ep) {
   __shared__ float part[kThreads / kTile][kTile];
   const int r = int(blockIdx.x % kTile);
   const uint32_t t = (blockIdx.x / kTile) % a.n_up;
@@ -464,8 +462,8 @@ __global__ void __launch_bounds__(kThreads) gram_reduce_kernel(const float* __re
 }
 
 // loss[b] = sum of the n_parts partials of sample b (grid B), fixed order.
-__global__ void __launch_bounds__(kThreads) loss_sum_kernel(const float* __restrict__ parts, int64_t n_parts,
-                                                            float* __restrict__ loss) {
+__global__ void __launch_bounds__(kThreads)
+    loss_sum_kernel(const float* __restrict__ parts, int64_t n_parts, float* __restrict__ loss) {
   const int64_t b = blockIdx.x;
   float s = 0.f;
   for (int64_t p = threadIdx.x; p < n_parts; p += kThreads) s += parts[b * n_parts + p];
@@ -495,7 +493,8 @@ template <int MODE, typename T>
 __device__ __forceinline__ void store_sym(T* s, const float (&rs)[kPerThread]) {
   const int tid = threadIdx.x;
 #pragma unroll
-  for (int i = 0; i < kPerThread; ++i) s[((tid >> 5) + 8 * i) * kLd<T> + (tid & 31)] = staged<MODE>(from_float<T>(rs[i]));
+  for (int i = 0; i < kPerThread; ++i)
+    s[((tid >> 5) + 8 * i) * kLd<T> + (tid & 31)] = staged<MODE>(from_float<T>(rs[i]));
 }
 
 // B operand (F[k0 + k, m0 + m] stored [m][k]) and the output tile: each thread owns one plane position m of
@@ -531,8 +530,7 @@ __device__ __forceinline__ void store_xk(T* s, const T (&rf)[kPerThread], int ch
 // dF_b[row0 + r, m0 + m] = scale * coef_b * sum_k S[row0 + r, k] F[k, m0 + m]. Grid (ceil(M / 64),
 // ceil(C / 64), samples b0 .. b0 + gridDim.z - 1).
 template <typename T, int MODE>
-__global__ void __launch_bounds__(kThreads, 2) sym_dot_kernel(const T* __restrict__ x, T* __restrict__ dx,
-                                                               BwdArgs a) {
+__global__ void __launch_bounds__(kThreads, 2) sym_dot_kernel(const T* __restrict__ x, T* __restrict__ dx, BwdArgs a) {
   __shared__ __align__(128) unsigned char smem[kSmemBytes<T>];
   T* sA = reinterpret_cast<T*>(smem);
   T* sB = sA + kTile * kLd<T>;
@@ -578,7 +576,7 @@ __global__ void __launch_bounds__(kThreads, 2) sym_dot_kernel(const T* __restric
 }
 
 #ifdef PK_STANDALONE_INSTANTIATE
-#define PK_GRAM_INSTANTIATE(T, MODE)                                                    \
+#define PK_GRAM_INSTANTIATE(T, MODE)                                                           \
   template __global__ void gram_fwd_kernel<T, MODE>(const T* __restrict__, FwdArgs, Epilogue); \
   template __global__ void sym_dot_kernel<T, MODE>(const T* __restrict__, T* __restrict__, BwdArgs);
 PK_GRAM_INSTANTIATE(float, kSimt)

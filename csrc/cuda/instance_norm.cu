@@ -27,8 +27,7 @@ constexpr int64_t kMaxPlane = int64_t{1} << 30;  // plane indices are int32 in t
 void check_input(const Tensor& x, const char* op) {
   TORCH_CHECK(x.is_cuda(), op, ": x must be a CUDA tensor, got ", x.device());
   TORCH_CHECK(x.dim() == 4, op, ": x must be 4-D (B, C, H, W), got shape ", x.sizes());
-  TORCH_CHECK(is_kernel_dtype(x.scalar_type()), op, ": x must be float32, float16 or bfloat16, got ",
-              x.scalar_type());
+  TORCH_CHECK(is_kernel_dtype(x.scalar_type()), op, ": x must be float32, float16 or bfloat16, got ", x.scalar_type());
   TORCH_CHECK(x.size(2) * x.size(3) <= kMaxPlane, op, ": H * W must be at most 2^30, got shape ", x.sizes());
 }
 
@@ -38,8 +37,8 @@ Tensor check_index(const OptionalTensor& index, const Tensor& x, const char* op)
   TORCH_CHECK(index->device() == x.device(), op, ": style_index must be on x's device ", x.device(), ", got ",
               index->device());
   TORCH_CHECK(index->scalar_type() == at::kLong, op, ": style_index must be int64, got ", index->scalar_type());
-  TORCH_CHECK(index->dim() == 1 && index->size(0) == x.size(0), op, ": style_index must have shape (",
-              x.size(0), ",), got ", index->sizes());
+  TORCH_CHECK(index->dim() == 1 && index->size(0) == x.size(0), op, ": style_index must have shape (", x.size(0),
+              ",), got ", index->sizes());
   return index->contiguous();
 }
 
@@ -48,12 +47,11 @@ Tensor check_index(const OptionalTensor& index, const Tensor& x, const char* op)
 Tensor affine_table(const OptionalTensor& t, const char* name, const Tensor& x, bool has_index, const char* op) {
   if (!t.has_value() || !t->defined()) return Tensor();
   const int64_t B = x.size(0), C = x.size(1);
-  TORCH_CHECK(t->device() == x.device(), op, ": ", name, " must be on x's device ", x.device(), ", got ",
-              t->device());
+  TORCH_CHECK(t->device() == x.device(), op, ": ", name, " must be on x's device ", x.device(), ", got ", t->device());
   TORCH_CHECK(at::isFloatingType(t->scalar_type()), op, ": ", name, " must be a floating tensor, got ",
               t->scalar_type());
-  TORCH_CHECK((t->dim() == 1 || t->dim() == 2) && t->size(-1) == C, op, ": ", name, " must be (", C, ",) or (rows, ",
-              C, "), got shape ", t->sizes());
+  TORCH_CHECK((t->dim() == 1 || t->dim() == 2) && t->size(-1) == C, op, ": ", name, " must be (", C, ",) or (rows, ", C,
+              "), got shape ", t->sizes());
   const Tensor table = t->dim() == 1 ? t->unsqueeze(0) : *t;
   const int64_t rows = table.size(0);
   TORCH_CHECK(rows >= 1, op, ": ", name, " has no rows");
@@ -117,7 +115,8 @@ std::tuple<Tensor, Tensor, Tensor> instance_norm_forward(const Tensor& x, const 
   Tensor mean = at::empty({B, C}, stat_options);
   Tensor rstd = at::empty({B, C}, stat_options);
 
-  const auto plan = inorm_kernels::inorm_split_plan(static_cast<int32_t>(N), planes, device_attribute(cudaDevAttrMultiProcessorCount, x.get_device()));
+  const auto plan = inorm_kernels::inorm_split_plan(static_cast<int32_t>(N), planes,
+                                                    device_attribute(cudaDevAttrMultiProcessorCount, x.get_device()));
   TORCH_CHECK(planes * plan.splits <= std::numeric_limits<int32_t>::max(), op, ": x of shape ", x.sizes(),
               " needs more blocks than a CUDA grid holds");
   Tensor partials = plan.splits > 1 ? at::empty({planes * plan.splits * 3}, stat_options) : Tensor();
@@ -153,25 +152,22 @@ std::tuple<Tensor, Tensor, Tensor> instance_norm_forward(const Tensor& x, const 
 
 std::tuple<Tensor, Tensor, Tensor> instance_norm_backward(const Tensor& grad_y, const Tensor& x, const Tensor& mean,
                                                           const Tensor& rstd, const OptionalTensor& gamma,
-                                                          const OptionalTensor& beta,
-                                                          const OptionalTensor& style_index, bool relu,
-                                                          bool need_affine_grad) {
+                                                          const OptionalTensor& beta, const OptionalTensor& style_index,
+                                                          bool relu, bool need_affine_grad) {
   constexpr const char* op = "instance_norm_backward";
   check_input(x, op);
   const int64_t B = x.size(0), C = x.size(1), N = x.size(2) * x.size(3), planes = B * C;
   TORCH_CHECK(grad_y.device() == x.device(), op, ": grad_y must be on x's device ", x.device(), ", got ",
               grad_y.device());
-  TORCH_CHECK(grad_y.sizes() == x.sizes(), op, ": grad_y must have x's shape ", x.sizes(), ", got ",
-              grad_y.sizes());
-  TORCH_CHECK(grad_y.scalar_type() == x.scalar_type(), op, ": grad_y must have x's dtype ", x.scalar_type(),
-              ", got ", grad_y.scalar_type());
+  TORCH_CHECK(grad_y.sizes() == x.sizes(), op, ": grad_y must have x's shape ", x.sizes(), ", got ", grad_y.sizes());
+  TORCH_CHECK(grad_y.scalar_type() == x.scalar_type(), op, ": grad_y must have x's dtype ", x.scalar_type(), ", got ",
+              grad_y.scalar_type());
   for (const auto& [name, stat] : {std::pair<const char*, const Tensor&>{"mean", mean}, {"rstd", rstd}}) {
     TORCH_CHECK(stat.device() == x.device(), op, ": ", name, " must be on x's device ", x.device(), ", got ",
                 stat.device());
-    TORCH_CHECK(stat.dim() == 2 && stat.size(0) == B && stat.size(1) == C, op, ": ", name, " must have shape (",
-                B, ", ", C, "), got ", stat.sizes());
-    TORCH_CHECK(at::isFloatingType(stat.scalar_type()), op, ": ", name, " must be floating, got ",
-                stat.scalar_type());
+    TORCH_CHECK(stat.dim() == 2 && stat.size(0) == B && stat.size(1) == C, op, ": ", name, " must have shape (", B,
+                ", ", C, "), got ", stat.sizes());
+    TORCH_CHECK(at::isFloatingType(stat.scalar_type()), op, ": ", name, " must be floating, got ", stat.scalar_type());
   }
   const Tensor index = check_index(style_index, x, op);
   const Tensor gamma_t = affine_table(gamma, "gamma", x, index.defined(), op);
@@ -191,7 +187,8 @@ std::tuple<Tensor, Tensor, Tensor> instance_norm_backward(const Tensor& grad_y, 
   const Tensor mean_f = mean.to(at::kFloat).contiguous();  // no-ops for the forward's outputs
   const Tensor rstd_f = rstd.to(at::kFloat).contiguous();
 
-  const auto plan = inorm_kernels::inorm_split_plan(static_cast<int32_t>(N), planes, device_attribute(cudaDevAttrMultiProcessorCount, x.get_device()));
+  const auto plan = inorm_kernels::inorm_split_plan(static_cast<int32_t>(N), planes,
+                                                    device_attribute(cudaDevAttrMultiProcessorCount, x.get_device()));
   TORCH_CHECK(planes * plan.splits <= std::numeric_limits<int32_t>::max(), op, ": x of shape ", x.sizes(),
               " needs more blocks than a CUDA grid holds");
   Tensor partials = plan.splits > 1 ? at::empty({planes * plan.splits * 2}, stat_options) : Tensor();

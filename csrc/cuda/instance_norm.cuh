@@ -38,8 +38,8 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "common.cuh"
 #include <type_traits>
+#include "common.cuh"
 
 namespace perceptual_kernels::cuda::inorm_kernels {
 
@@ -48,7 +48,9 @@ constexpr int kSplitAlign = 1024;  // split chunks are multiples of this (and so
 
 // Elements of T per 16-byte vector.
 template <typename T>
-__host__ __device__ constexpr int vec_width() { return 16 / static_cast<int>(sizeof(T)); }
+__host__ __device__ constexpr int vec_width() {
+  return 16 / static_cast<int>(sizeof(T));
+}
 
 template <typename T>
 struct alignas(16) Vec {
@@ -408,9 +410,9 @@ __global__ void __launch_bounds__(kMaxThreads) inorm_bwd_split_sums_kernel(BwdAr
   const int32_t begin = static_cast<int32_t>(blockIdx.x % a.splits) * a.chunk;
   const int32_t end = min(begin + a.chunk, a.N);
   const PlaneCoef k = plane_coef(a.mean[plane], a.rstd[plane], a.affine, b, a.C, c);
-  const float2 s = chunk_grad_sums<T, VEC, RELU>(a.dy + b * a.dyl.sb + c * a.dyl.sc, a.dyl,
-                                                 a.x + b * a.xl.sb + c * a.xl.sc, a.xl, begin, end, k.mean, k.rstd,
-                                                 k.scale, k.shift);
+  const float2 s =
+      chunk_grad_sums<T, VEC, RELU>(a.dy + b * a.dyl.sb + c * a.dyl.sc, a.dyl, a.x + b * a.xl.sb + c * a.xl.sc, a.xl,
+                                    begin, end, k.mean, k.rstd, k.scale, k.shift);
   if (threadIdx.x == 0) {
     a.partials[static_cast<int64_t>(blockIdx.x) * 2] = s.x;
     a.partials[static_cast<int64_t>(blockIdx.x) * 2 + 1] = s.y;
@@ -495,9 +497,8 @@ void launch_inorm_forward(const FwdArgs<T>& a, int64_t planes, bool vec, bool re
 // Split normalisation kernel (splits > 1, after launch_inorm_forward).
 template <typename T>
 void launch_inorm_forward_split_apply(const FwdArgs<T>& a, int64_t planes, bool vec, bool relu, cudaStream_t stream) {
-  with_flags(vec, relu, [&](auto v, auto r) {
-    launch_one<v>(inorm_fwd_split_apply_kernel<T, v, r>, a, planes, stream);
-  });
+  with_flags(vec, relu,
+             [&](auto v, auto r) { launch_one<v>(inorm_fwd_split_apply_kernel<T, v, r>, a, planes, stream); });
 }
 
 // Fused kernel (splits == 1) or the split sums kernel.
@@ -514,11 +515,9 @@ void launch_inorm_backward(const BwdArgs<T>& a, int64_t planes, bool vec, bool r
 
 // Split input-gradient kernel (splits > 1, after launch_inorm_backward).
 template <typename T>
-void launch_inorm_backward_split_apply(const BwdArgs<T>& a, int64_t planes, bool vec, bool relu,
-                                       cudaStream_t stream) {
-  with_flags(vec, relu, [&](auto v, auto r) {
-    launch_one<v>(inorm_bwd_split_apply_kernel<T, v, r>, a, planes, stream);
-  });
+void launch_inorm_backward_split_apply(const BwdArgs<T>& a, int64_t planes, bool vec, bool relu, cudaStream_t stream) {
+  with_flags(vec, relu,
+             [&](auto v, auto r) { launch_one<v>(inorm_bwd_split_apply_kernel<T, v, r>, a, planes, stream); });
 }
 
 #ifdef PK_STANDALONE_INSTANTIATE

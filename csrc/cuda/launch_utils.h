@@ -10,9 +10,7 @@
 namespace perceptual_kernels::cuda {
 
 // The element types the CUDA kernels take.
-inline bool is_kernel_dtype(at::ScalarType st) {
-  return st == at::kFloat || st == at::kHalf || st == at::kBFloat16;
-}
+inline bool is_kernel_dtype(at::ScalarType st) { return st == at::kFloat || st == at::kHalf || st == at::kBFloat16; }
 
 // Calls f with a typed null pointer of the CUDA element type of st (float, __half, __nv_bfloat16).
 template <typename F>

@@ -21,14 +21,14 @@ std::tuple<Tensor, Tensor> tv_pass(const char* op, const Tensor& x, int64_t kind
   TORCH_CHECK(x.is_cuda(), op, ": x must be a CUDA tensor, got ", x.device());
   TORCH_CHECK(x.dim() == 4, op, ": x must be 4-D (B, C, H, W), got shape ", x.sizes());
   const auto st = x.scalar_type();
-  TORCH_CHECK(st == at::kFloat || st == at::kHalf || st == at::kBFloat16,
-              op, ": x must be float32, float16 or bfloat16, got ", st);
-  TORCH_CHECK(kind == kTvSquared || kind == kTvL1 || kind == kTvIsotropic,
-              op, ": kind must be 0 (squared), 1 (l1) or 2 (isotropic), got ", kind);
+  TORCH_CHECK(st == at::kFloat || st == at::kHalf || st == at::kBFloat16, op,
+              ": x must be float32, float16 or bfloat16, got ", st);
+  TORCH_CHECK(kind == kTvSquared || kind == kTvL1 || kind == kTvIsotropic, op,
+              ": kind must be 0 (squared), 1 (l1) or 2 (isotropic), got ", kind);
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t n_per_sample = C * tv_kernels::tv_num_tiles(H, W);
-  TORCH_CHECK(B * n_per_sample <= std::numeric_limits<int32_t>::max(),
-              op, ": x of shape ", x.sizes(), " needs more tiles than a CUDA grid holds");
+  TORCH_CHECK(B * n_per_sample <= std::numeric_limits<int32_t>::max(), op, ": x of shape ", x.sizes(),
+              " needs more tiles than a CUDA grid holds");
 
   c10::cuda::CUDAGuard guard(x.device());
   if (need_grad) {
@@ -46,9 +46,9 @@ std::tuple<Tensor, Tensor> tv_pass(const char* op, const Tensor& x, int64_t kind
   auto launch = [&](auto* x_ptr) {
     using T = std::remove_const_t<std::remove_pointer_t<decltype(x_ptr)>>;
     T* g_ptr = need_grad ? reinterpret_cast<T*>(grad.data_ptr()) : nullptr;
-    tv_kernels::launch_tv<T>(x_ptr, g_ptr, partials.data_ptr<float>(), B, C, H, W,
-                             x.strides().data(), g.strides().data(), static_cast<int>(kind), need_grad,
-                             static_cast<float>(eps), need_grad ? coef->const_data_ptr<float>() : nullptr, stream);
+    tv_kernels::launch_tv<T>(x_ptr, g_ptr, partials.data_ptr<float>(), B, C, H, W, x.strides().data(),
+                             g.strides().data(), static_cast<int>(kind), need_grad, static_cast<float>(eps),
+                             need_grad ? coef->const_data_ptr<float>() : nullptr, stream);
   };
   if (st == at::kFloat) {
     launch(x.const_data_ptr<float>());

@@ -44,10 +44,9 @@ __device__ __forceinline__ float sign_nan(float d) { return d > 0.f ? 1.f : (d <
 
 template <typename T, int KIND, bool NEED_GRAD>
 __global__ void __launch_bounds__(kThreads)
-    tv_fused_kernel(const T* __restrict__ x, T* __restrict__ grad, float* __restrict__ partials, int64_t C,
-                    int64_t H, int64_t W, int64_t n_tiles_w, int64_t n_tiles, int64_t sxb, int64_t sxc,
-                    int64_t sxh, int64_t sxw, int64_t sgb, int64_t sgc, int64_t sgh, int64_t sgw, float eps,
-                    const float* __restrict__ coef) {
+    tv_fused_kernel(const T* __restrict__ x, T* __restrict__ grad, float* __restrict__ partials, int64_t C, int64_t H,
+                    int64_t W, int64_t n_tiles_w, int64_t n_tiles, int64_t sxb, int64_t sxc, int64_t sxh, int64_t sxw,
+                    int64_t sgb, int64_t sgc, int64_t sgh, int64_t sgw, float eps, const float* __restrict__ coef) {
   __shared__ float tile[kTileH + 2][kTileW + 2];  // tile[r][q] = x[h0 - 1 + r, w0 - 1 + q] (0 outside)
   const int64_t pid = blockIdx.x;
   const int64_t plane = pid / n_tiles, t = pid % n_tiles;
@@ -88,12 +87,12 @@ __global__ void __launch_bounds__(kThreads)
       g = (has_up ? sign_nan(dh_up) : 0.f) - (has_dn ? sign_nan(dh) : 0.f) + (has_lf ? sign_nan(dw_lf) : 0.f) -
           (has_rt ? sign_nan(dw) : 0.f);
     } else {
-      const bool has_t = has_dn && has_rt;     // term (i, j)
+      const bool has_t = has_dn && has_rt;  // term (i, j)
       const float tn = sqrtf(dh * dh + dw * dw + eps);
       loss += has_t ? tn : 0.f;
       if constexpr (NEED_GRAD) {
-        const bool has_t_up = has_up && has_rt;  // term (i-1, j)
-        const bool has_t_lf = has_lf && has_dn;  // term (i, j-1)
+        const bool has_t_up = has_up && has_rt;                   // term (i-1, j)
+        const bool has_t_lf = has_lf && has_dn;                   // term (i, j-1)
         const float dw_up = tile[r - 1][q + 1] - tile[r - 1][q];  // dw(i-1, j)
         const float dh_lf = tile[r + 1][q - 1] - tile[r][q - 1];  // dh(i, j-1)
         const float t_up = sqrtf(dh_up * dh_up + dw_up * dw_up + eps);
@@ -119,22 +118,19 @@ __global__ void __launch_bounds__(kRowSumThreads)
   if (threadIdx.x == 0) out[blockIdx.x] = s;
 }
 
-inline int64_t tv_num_tiles(int64_t H, int64_t W) {
-  return ((H + kTileH - 1) / kTileH) * ((W + kTileW - 1) / kTileW);
-}
+inline int64_t tv_num_tiles(int64_t H, int64_t W) { return ((H + kTileH - 1) / kTileH) * ((W + kTileW - 1) / kTileW); }
 
 // partials (B, C * tv_num_tiles(H, W)) fp32 <- the per-block TV sums of x (strides sx); grad (strides sg) <-
 // coef[b] * dTV/dx when need_grad (grad and coef, a (B,) device array, may be null otherwise). The caller checks the block count fits grid.x.
 template <typename T>
-void launch_tv(const T* x, T* grad, float* partials, int64_t B, int64_t C, int64_t H, int64_t W,
-               const int64_t* sx, const int64_t* sg, int kind, bool need_grad, float eps, const float* coef,
-               cudaStream_t stream) {
+void launch_tv(const T* x, T* grad, float* partials, int64_t B, int64_t C, int64_t H, int64_t W, const int64_t* sx,
+               const int64_t* sg, int kind, bool need_grad, float eps, const float* coef, cudaStream_t stream) {
   const int64_t n_tiles_w = (W + kTileW - 1) / kTileW;
   const int64_t n_tiles = tv_num_tiles(H, W);
   const dim3 grid(static_cast<unsigned>(B * C * n_tiles));
   auto launch = [&](auto kernel) {
-    kernel<<<grid, kThreads, 0, stream>>>(x, grad, partials, C, H, W, n_tiles_w, n_tiles, sx[0], sx[1], sx[2],
-                                          sx[3], sg[0], sg[1], sg[2], sg[3], eps, coef);
+    kernel<<<grid, kThreads, 0, stream>>>(x, grad, partials, C, H, W, n_tiles_w, n_tiles, sx[0], sx[1], sx[2], sx[3],
+                                          sg[0], sg[1], sg[2], sg[3], eps, coef);
   };
   if (kind == 0) {
     need_grad ? launch(tv_fused_kernel<T, 0, true>) : launch(tv_fused_kernel<T, 0, false>);
@@ -152,13 +148,12 @@ inline void launch_tv_row_sum(const float* partials, int64_t n, int64_t B, float
 
 #ifdef PK_STANDALONE_INSTANTIATE
 // Every kernel variant, through the launchers that select them.
-template void launch_tv<float>(const float*, float*, float*, int64_t, int64_t, int64_t, int64_t,
-                               const int64_t*, const int64_t*, int, bool, float, const float*, cudaStream_t);
-template void launch_tv<__half>(const __half*, __half*, float*, int64_t, int64_t, int64_t, int64_t,
-                                const int64_t*, const int64_t*, int, bool, float, const float*, cudaStream_t);
-template void launch_tv<__nv_bfloat16>(const __nv_bfloat16*, __nv_bfloat16*, float*, int64_t, int64_t,
-                                       int64_t, int64_t, const int64_t*, const int64_t*, int, bool, float, const float*,
-                                       cudaStream_t);
+template void launch_tv<float>(const float*, float*, float*, int64_t, int64_t, int64_t, int64_t, const int64_t*,
+                               const int64_t*, int, bool, float, const float*, cudaStream_t);
+template void launch_tv<__half>(const __half*, __half*, float*, int64_t, int64_t, int64_t, int64_t, const int64_t*,
+                                const int64_t*, int, bool, float, const float*, cudaStream_t);
+template void launch_tv<__nv_bfloat16>(const __nv_bfloat16*, __nv_bfloat16*, float*, int64_t, int64_t, int64_t, int64_t,
+                                       const int64_t*, const int64_t*, int, bool, float, const float*, cudaStream_t);
 #endif
 
 }  // namespace perceptual_kernels::cuda::tv_kernels

@@ -6,6 +6,7 @@ Force one with :func:`use_backend` or the environment variable ``PERCEPTUAL_KERN
 backend that cannot run raises :class:`BackendUnavailableError` with the reason, never falls back silently.
 Inside ``torch.func`` transforms (grad, vmap, jacrev, ...) the automatic choice is ``reference``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -42,8 +43,9 @@ def forced_backend() -> str | None:
         return _forced[-1] or None
     env = os.environ.get("PERCEPTUAL_KERNELS_BACKEND", "").strip()
     if env and env not in BACKENDS:
-        raise ValueError(f"the environment variable PERCEPTUAL_KERNELS_BACKEND must be one of {BACKENDS} "
-                         f"(or unset), got {env!r}")
+        raise ValueError(
+            f"the environment variable PERCEPTUAL_KERNELS_BACKEND must be one of {BACKENDS} (or unset), got {env!r}"
+        )
     return env or None
 
 
@@ -102,6 +104,7 @@ def unavailable_reason(name: str, device: torch.device, dtype: torch.dtype) -> s
             return f"triton runs cuda tensors, got a {device.type} tensor"
         return _triton_import_error()
     from . import native
+
     return native.unavailable_reason(name)
 
 
@@ -112,7 +115,8 @@ def select(device: torch.device, dtype: torch.dtype) -> str:
         if forced not in (None, "reference"):
             raise BackendUnavailableError(
                 f"backend {forced!r} cannot run this op: inside a torch.func transform (grad, vmap, jacrev, ...) "
-                "only the reference backend runs; force 'reference' or none")
+                "only the reference backend runs; force 'reference' or none"
+            )
         return "reference"
     if forced:
         reason = unavailable_reason(forced, device, dtype)

@@ -1,6 +1,7 @@
 """The kernel interface of the compiled backends ``cpu`` and ``cuda``: thin calls into ``torch.ops.pk_native``
 (C++ in ``csrc/``, registered per device, so one function serves both). Only the Python conventions differ from
 the C++ ones: TV kinds are names here and "no gradient" is None rather than an empty tensor."""
+
 from __future__ import annotations
 
 import torch
@@ -11,8 +12,18 @@ if native.load() is None:  # importing _C registers torch.ops.pk_native
     raise ImportError(native.LOAD_ERROR)
 _native = torch.ops.pk_native
 TV_KINDS = {"squared": 0, "l1": 1, "isotropic": 2}
-__all__ = ["content_loss_backward", "content_loss_forward", "gram_backward", "gram_forward", "instance_norm_backward",
-           "instance_norm_forward", "style_loss_backward", "style_loss_forward", "tv_backward", "tv_forward"]
+__all__ = [
+    "content_loss_backward",
+    "content_loss_forward",
+    "gram_backward",
+    "gram_forward",
+    "instance_norm_backward",
+    "instance_norm_forward",
+    "style_loss_backward",
+    "style_loss_forward",
+    "tv_backward",
+    "tv_forward",
+]
 
 
 def gram_forward(x, scale, out_dtype):
@@ -57,6 +68,7 @@ def instance_norm_forward(x, gamma, beta, eps, relu, style_index=None):
 
 
 def instance_norm_backward(grad_y, x, mean, rstd, gamma, beta, relu, need_affine_grad, style_index=None):
-    dx, dgamma, dbeta = _native.instance_norm_backward(grad_y, x, mean, rstd, gamma, beta, style_index, relu,
-                                                        need_affine_grad)
+    dx, dgamma, dbeta = _native.instance_norm_backward(
+        grad_y, x, mean, rstd, gamma, beta, style_index, relu, need_affine_grad
+    )
     return (dx, dgamma, dbeta) if need_affine_grad else (dx, None, None)

@@ -5,6 +5,7 @@ Before importing ``_C`` the torch version it was built against (``_build_info.js
 compared with the running torch: a mismatch is reported and the extension is not loaded (an extension built
 against another torch can crash the process on import instead of raising).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -32,8 +33,10 @@ def _version_mismatch(info: dict | None) -> str | None:
     if info is None:
         return None
     if info.get("torch") != torch.__version__:
-        return (f"perceptual_kernels._C was built against torch {info.get('torch')} but torch {torch.__version__} "
-                "is running; rebuild it (pip install --no-build-isolation -e .) to use the cpu/cuda backends")
+        return (
+            f"perceptual_kernels._C was built against torch {info.get('torch')} but torch {torch.__version__} "
+            "is running; rebuild it (pip install --no-build-isolation -e .) to use the cpu/cuda backends"
+        )
     return None
 
 
@@ -47,8 +50,10 @@ def load() -> ModuleType | None:
             try:
                 _module = importlib.import_module("perceptual_kernels._C")
             except ImportError as exc:
-                LOAD_ERROR = ("the compiled extension perceptual_kernels._C is not built "
-                              f"(reinstall without PERCEPTUAL_KERNELS_NO_EXT; import said: {exc})")
+                LOAD_ERROR = (
+                    "the compiled extension perceptual_kernels._C is not built "
+                    f"(reinstall without PERCEPTUAL_KERNELS_NO_EXT; import said: {exc})"
+                )
             except Exception as exc:  # a mismatched build can surface as OSError / RuntimeError
                 LOAD_ERROR = f"perceptual_kernels._C failed to load ({type(exc).__name__}: {exc})"
         if _module is not None:  # no _build_info.json (a copied build): the module knows its torch too
@@ -73,6 +78,9 @@ def provided_ops(device_type: str) -> list[str]:
     if unavailable_reason(device_type):
         return []
     key = {"cpu": "CPU", "cuda": "CUDA"}[device_type]
-    names = [schema.name.split("::", 1)[1] for schema in torch._C._jit_get_all_schemas()
-             if schema.name.startswith("pk_native::")]
+    names = [
+        schema.name.split("::", 1)[1]
+        for schema in torch._C._jit_get_all_schemas()
+        if schema.name.startswith("pk_native::")
+    ]
     return sorted(n for n in names if torch._C._dispatch_has_kernel_for_dispatch_key(f"pk_native::{n}", key))

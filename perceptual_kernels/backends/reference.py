@@ -7,6 +7,7 @@ hand-written formulas.
 Shapes: ``x`` is (B, C, H, W); ``F_b`` is ``x[b]`` viewed as a C x M matrix, M = H*W. Arguments arrive
 validated by :mod:`perceptual_kernels.functional`.
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,8 +29,9 @@ def _reduce(per_sample: torch.Tensor, reduction: str, count: int) -> torch.Tenso
     return per_sample
 
 
-def style_loss(x: torch.Tensor, target: torch.Tensor, style_index: torch.Tensor | None, scale: float,
-               weight: float, reduction: str) -> torch.Tensor:
+def style_loss(
+    x: torch.Tensor, target: torch.Tensor, style_index: torch.Tensor | None, scale: float, weight: float, reduction: str
+) -> torch.Tensor:
     """``w * reduce_b sum_ij (G_b - A_b)^2``; A is (C, C), (B, C, C) or (S, C, C) picked by ``style_index``.
 
     ``"mean"`` divides by B*C*C (like ``F.mse_loss(G, A)``); ``"none"`` returns (B,).
@@ -63,7 +65,7 @@ def tv_loss(x: torch.Tensor, kind: str, eps: float, weight: float, reduction: st
     dh = xf[:, :, 1:, :] - xf[:, :, :-1, :]
     dw = xf[:, :, :, 1:] - xf[:, :, :, :-1]
     if kind == "squared":
-        per_sample = (dh ** 2).sum(dim=(1, 2, 3)) + (dw ** 2).sum(dim=(1, 2, 3))
+        per_sample = (dh**2).sum(dim=(1, 2, 3)) + (dw**2).sum(dim=(1, 2, 3))
     elif kind == "l1":
         per_sample = _abs(dh).sum(dim=(1, 2, 3)) + _abs(dw).sum(dim=(1, 2, 3))
     else:
@@ -72,8 +74,9 @@ def tv_loss(x: torch.Tensor, kind: str, eps: float, weight: float, reduction: st
     return weight * _reduce(per_sample, reduction, x.numel())
 
 
-def instance_norm(x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tensor | None, eps: float,
-                  relu: bool) -> torch.Tensor:
+def instance_norm(
+    x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tensor | None, eps: float, relu: bool
+) -> torch.Tensor:
     """``y = gamma_bc * (x - mu_bc) / sqrt(var_bc + eps) + beta_bc`` (biased variance over H*W), then ReLU.
 
     ``gamma`` / ``beta`` are per-sample rows (B, C) or None; statistics in fp32 (fp64 for fp64 input).
@@ -83,7 +86,7 @@ def instance_norm(x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tenso
     if x.shape[2] * x.shape[3] > 1:
         y = F.instance_norm(xa, eps=eps)
     else:  # one pixel per plane (F.instance_norm refuses it): x - mean = 0, the output is beta
-        y = (xa - xa.mean(dim=(2, 3), keepdim=True)) * (1.0 / eps ** 0.5)
+        y = (xa - xa.mean(dim=(2, 3), keepdim=True)) * (1.0 / eps**0.5)
     if gamma is not None:
         y = y * gamma.to(acc_dtype)[:, :, None, None]
     if beta is not None:

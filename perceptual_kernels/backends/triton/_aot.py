@@ -5,6 +5,7 @@ but records each ``kernel[grid](...)`` call instead of running it; :func:`compil
 call for ``sm_XX`` and reads the register / spill report of the cubin. Used by the tests (every kernel variant
 must compile for sm_80 and sm_90) and by ``benchmarks/triton_resources.py``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,8 +21,14 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-_PTR_TYPES = {torch.float32: "*fp32", torch.float16: "*fp16", torch.bfloat16: "*bf16", torch.int64: "*i64",
-              torch.int32: "*i32", torch.float64: "*fp64"}
+_PTR_TYPES = {
+    torch.float32: "*fp32",
+    torch.float16: "*fp16",
+    torch.bfloat16: "*bf16",
+    torch.int64: "*i64",
+    torch.int32: "*i32",
+    torch.float64: "*fp64",
+}
 
 
 @dataclass
@@ -53,7 +60,7 @@ def _arg_type(value: object) -> str:
     if isinstance(value, bool):
         return "i1"
     if isinstance(value, int):
-        return "i32" if -2**31 <= value < 2**31 else "i64"
+        return "i32" if -(2**31) <= value < 2**31 else "i64"
     if isinstance(value, float):
         return "fp32"
     raise TypeError(f"cannot type kernel argument {value!r}")
@@ -68,8 +75,13 @@ def compile_for(launch: Launch, arch: int) -> dict:
     signature.update({name: "constexpr" for name in constexprs})
     source = ASTSource(fn=launch.kernel, signature=signature, constexprs=constexprs)
     compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
-    report = {"kernel": launch.kernel.__name__, "arch": f"sm_{arch}", "constexprs": constexprs, **options,
-              "shared_bytes": compiled.metadata.shared}
+    report = {
+        "kernel": launch.kernel.__name__,
+        "arch": f"sm_{arch}",
+        "constexprs": constexprs,
+        **options,
+        "shared_bytes": compiled.metadata.shared,
+    }
     report.update(_resource_usage(compiled.asm["cubin"]))
     return report
 
@@ -80,8 +92,9 @@ def _resource_usage(cubin: bytes) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
-        text = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True,
-                              check=True).stdout
+        text = subprocess.run(
+            [tool, "--dump-resource-usage", f.name], capture_output=True, text=True, check=True
+        ).stdout
     regs = re.search(r"REG:(\d+)", text)
     local = re.search(r"LOCAL:(\d+)", text)
     return {"registers": int(regs.group(1)) if regs else None, "local_bytes": int(local.group(1)) if local else None}

@@ -1,4 +1,5 @@
 """Helpers shared by the Triton kernels: strides, launch sizes, precision policy."""
+
 from __future__ import annotations
 
 import os

@@ -13,6 +13,7 @@ Two addressings:
 * strided: the logical linear index over (B, C, H, W) is split into (b, c, h, w) and each tensor is
   addressed with its own strides.
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,8 +24,9 @@ from ._common import TRITON_DTYPES, interpreting
 
 
 @triton.jit
-def _content_flat_kernel(x_ptr, t_ptr, grad_ptr, partials_ptr, N, coef_ptr,
-                         NEED_GRAD: tl.constexpr, BLOCK: tl.constexpr):
+def _content_flat_kernel(
+    x_ptr, t_ptr, grad_ptr, partials_ptr, N, coef_ptr, NEED_GRAD: tl.constexpr, BLOCK: tl.constexpr
+):
     pid = tl.program_id(0).to(tl.int64)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     mask = offs < N
@@ -37,13 +39,33 @@ def _content_flat_kernel(x_ptr, t_ptr, grad_ptr, partials_ptr, N, coef_ptr,
 
 
 @triton.jit
-def _content_strided_kernel(x_ptr, t_ptr, grad_ptr, partials_ptr, N, C, H, W, coef_ptr,
-                            sxb, sxc, sxh, sxw,
-                            stb, stc, sth, stw,
-                            sgb, sgc, sgh, sgw,
-                            NEED_GRAD: tl.constexpr, BLOCK: tl.constexpr):
+def _content_strided_kernel(
+    x_ptr,
+    t_ptr,
+    grad_ptr,
+    partials_ptr,
+    N,
+    C,
+    H,
+    W,
+    coef_ptr,
+    sxb,
+    sxc,
+    sxh,
+    sxw,
+    stb,
+    stc,
+    sth,
+    stw,
+    sgb,
+    sgc,
+    sgh,
+    sgw,
+    NEED_GRAD: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     pid = tl.program_id(0).to(tl.int64)
-    idx = pid * BLOCK + tl.arange(0, BLOCK)   # logical row-major index over (B, C, H, W)
+    idx = pid * BLOCK + tl.arange(0, BLOCK)  # logical row-major index over (B, C, H, W)
     mask = idx < N
     w = idx % W
     rest = idx // W
@@ -82,20 +104,24 @@ def _launch_config() -> tuple[int, int]:
     return 4096, 8
 
 
-def _content_pass(x: torch.Tensor, target: torch.Tensor, coef: torch.Tensor | None
-                  ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+def _content_pass(
+    x: torch.Tensor, target: torch.Tensor, coef: torch.Tensor | None
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Forward (no ``coef``): ``(sum (x - target)^2`` 0-d fp32, None); backward (``coef`` one fp32 element):
-    ``(None, coef * (x - target))`` in x's dtype (``torch.empty_like(x)``). 4-D tensors of one shape, any strides; target may have another
-    floating dtype than x."""
+    ``(None, coef * (x - target))`` in x's dtype (``torch.empty_like(x)``). 4-D tensors of one shape, any
+    strides; target may have another floating dtype than x."""
     if x.dim() != 4 or target.shape != x.shape:
-        raise ValueError(f"content_loss: expected two 4-D tensors of the same shape, "
-                         f"got {tuple(x.shape)} and {tuple(target.shape)}")
+        raise ValueError(
+            f"content_loss: expected two 4-D tensors of the same shape, got {tuple(x.shape)} and {tuple(target.shape)}"
+        )
     if x.dtype not in TRITON_DTYPES or target.dtype not in TRITON_DTYPES:
         raise TypeError(f"content_loss: unsupported dtypes {x.dtype}, {target.dtype}")
     need_grad = coef is not None
     if need_grad and (coef.numel() != 1 or coef.dtype != torch.float32 or coef.device != x.device):
-        raise ValueError(f"content_loss_backward: coef must be one float32 element on {x.device}, "
-                         f"got {coef.dtype} {tuple(coef.shape)} on {coef.device}")
+        raise ValueError(
+            f"content_loss_backward: coef must be one float32 element on {x.device}, "
+            f"got {coef.dtype} {tuple(coef.shape)} on {coef.device}"
+        )
     grad = torch.empty_like(x) if need_grad else None
     N = x.numel()
     BLOCK, num_warps = _launch_config()
@@ -107,15 +133,34 @@ def _content_pass(x: torch.Tensor, target: torch.Tensor, coef: torch.Tensor | No
     flat = _dense(x) and _same_strides(x, target) and _same_strides(x, g)
     if flat:  # _same_strides + _dense(x) imply target and grad are dense over the same offsets
         _content_flat_kernel[(n_programs,)](
-            x, target, g, partials, N, coef_arg,
-            NEED_GRAD=need_grad, BLOCK=BLOCK, num_warps=num_warps,
+            x,
+            target,
+            g,
+            partials,
+            N,
+            coef_arg,
+            NEED_GRAD=need_grad,
+            BLOCK=BLOCK,
+            num_warps=num_warps,
         )
     else:
         _, C, H, W = x.shape
         _content_strided_kernel[(n_programs,)](
-            x, target, g, partials, N, C, H, W, coef_arg,
-            *x.stride(), *target.stride(), *g.stride(),
-            NEED_GRAD=need_grad, BLOCK=BLOCK, num_warps=num_warps,
+            x,
+            target,
+            g,
+            partials,
+            N,
+            C,
+            H,
+            W,
+            coef_arg,
+            *x.stride(),
+            *target.stride(),
+            *g.stride(),
+            NEED_GRAD=need_grad,
+            BLOCK=BLOCK,
+            num_warps=num_warps,
         )
     return (None if need_grad else partials.sum()), grad  # the backward does not use the loss
 

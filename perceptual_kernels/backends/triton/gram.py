@@ -12,6 +12,7 @@ Backward, one product per sample (autograd of ``bmm(F, F^T)`` would do two):
     dF_b = coef_b * (D_b + D_b^T) F_b
 with ``D = dG`` and ``coef = 1/s`` for the Gram, and ``coef_b = 2 w r dL_b / s`` for the style loss.
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,10 +27,26 @@ _GRAM, _STYLE = 0, 1
 
 
 @triton.jit
-def _gram_epilogue(acc, b, ti, tj, C, rows, cols,
-                   out_ptr, target_ptr, index_ptr, loss_ptr, n_tiles, tile_id,
-                   s_tb, s_tr, s_tc,
-                   MODE: tl.constexpr, HAS_INDEX: tl.constexpr):
+def _gram_epilogue(
+    acc,
+    b,
+    ti,
+    tj,
+    C,
+    rows,
+    cols,
+    out_ptr,
+    target_ptr,
+    index_ptr,
+    loss_ptr,
+    n_tiles,
+    tile_id,
+    s_tb,
+    s_tr,
+    s_tc,
+    MODE: tl.constexpr,
+    HAS_INDEX: tl.constexpr,
+):
     """Write one (rows x cols) tile of G (gram) or of D = G - A plus its share of the loss (style).
 
     ``acc`` is already scaled by 1/s. Off-diagonal tiles are also written mirrored. ``out`` is a contiguous
@@ -62,13 +79,35 @@ def _gram_epilogue(acc, b, ti, tj, C, rows, cols,
 
 
 @triton.jit
-def _gram_fwd_kernel(x_ptr, out_ptr, ws_ptr, target_ptr, index_ptr, loss_ptr,
-                     C, M, W, s_xb, s_xc, s_xh, s_xw,
-                     s_tb, s_tr, s_tc,
-                     n_row_tiles, k_per_split, scale,
-                     MODE: tl.constexpr, HAS_INDEX: tl.constexpr, SPLIT: tl.constexpr,
-                     SPLIT_HW: tl.constexpr, PRECISION: tl.constexpr, DOT_FP32: tl.constexpr,
-                     BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr):
+def _gram_fwd_kernel(
+    x_ptr,
+    out_ptr,
+    ws_ptr,
+    target_ptr,
+    index_ptr,
+    loss_ptr,
+    C,
+    M,
+    W,
+    s_xb,
+    s_xc,
+    s_xh,
+    s_xw,
+    s_tb,
+    s_tr,
+    s_tc,
+    n_row_tiles,
+    k_per_split,
+    scale,
+    MODE: tl.constexpr,
+    HAS_INDEX: tl.constexpr,
+    SPLIT: tl.constexpr,
+    SPLIT_HW: tl.constexpr,
+    PRECISION: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
     """Grid (tiles * tiles, splits, B). Tile (ti, tj) with ti <= tj of ``F_b F_b^T`` over one K range.
 
     SPLIT == 1: the tile is complete, run the epilogue here. SPLIT > 1: store the partial tile into the
@@ -102,8 +141,26 @@ def _gram_fwd_kernel(x_ptr, out_ptr, ws_ptr, target_ptr, index_ptr, loss_ptr,
                 a, bt = a.to(tl.float32), bt.to(tl.float32)
             acc = tl.dot(a, bt, acc, input_precision=PRECISION)
         if SPLIT == 1:
-            _gram_epilogue(acc * scale, b, ti, tj, C, rows, cols, out_ptr, target_ptr, index_ptr, loss_ptr,
-                           n_tiles, tile_id, s_tb, s_tr, s_tc, MODE, HAS_INDEX)
+            _gram_epilogue(
+                acc * scale,
+                b,
+                ti,
+                tj,
+                C,
+                rows,
+                cols,
+                out_ptr,
+                target_ptr,
+                index_ptr,
+                loss_ptr,
+                n_tiles,
+                tile_id,
+                s_tb,
+                s_tr,
+                s_tc,
+                MODE,
+                HAS_INDEX,
+            )
         else:
             n_batch = tl.num_programs(2)
             ws = ws_ptr + (split * n_batch + b) * C * C
@@ -112,10 +169,23 @@ def _gram_fwd_kernel(x_ptr, out_ptr, ws_ptr, target_ptr, index_ptr, loss_ptr,
 
 
 @triton.jit
-def _gram_reduce_kernel(ws_ptr, out_ptr, target_ptr, index_ptr, loss_ptr,
-                        C, n_splits, n_row_tiles, scale,
-                        s_tb, s_tr, s_tc,
-                        MODE: tl.constexpr, HAS_INDEX: tl.constexpr, BLOCK_C: tl.constexpr):
+def _gram_reduce_kernel(
+    ws_ptr,
+    out_ptr,
+    target_ptr,
+    index_ptr,
+    loss_ptr,
+    C,
+    n_splits,
+    n_row_tiles,
+    scale,
+    s_tb,
+    s_tr,
+    s_tc,
+    MODE: tl.constexpr,
+    HAS_INDEX: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
     """Grid (tiles * tiles, B): sum the split-K partial tiles in a fixed order, then run the epilogue."""
     tile_id = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -132,19 +202,60 @@ def _gram_reduce_kernel(ws_ptr, out_ptr, target_ptr, index_ptr, loss_ptr,
         mask = (rows[:, None] < C) & (cols[None, :] < C)
         offs = rows[:, None] * C + cols[None, :]
         acc = tl.zeros((BLOCK_C, BLOCK_C), dtype=tl.float32)
-        for s in range(0, n_splits):
+        for s in range(n_splits):
             acc += tl.load(ws_ptr + (s * n_batch + b) * C * C + offs, mask=mask, other=0.0)
-        _gram_epilogue(acc * scale, b, ti, tj, C, rows, cols, out_ptr, target_ptr, index_ptr, loss_ptr,
-                       n_tiles, tile_id, s_tb, s_tr, s_tc, MODE, HAS_INDEX)
+        _gram_epilogue(
+            acc * scale,
+            b,
+            ti,
+            tj,
+            C,
+            rows,
+            cols,
+            out_ptr,
+            target_ptr,
+            index_ptr,
+            loss_ptr,
+            n_tiles,
+            tile_id,
+            s_tb,
+            s_tr,
+            s_tc,
+            MODE,
+            HAS_INDEX,
+        )
 
 
 @triton.jit
-def _sym_dot_kernel(d_ptr, x_ptr, out_ptr, coef_ptr, scale,
-                    C, M, W, s_db, s_dr, s_dc,
-                    s_xb, s_xc, s_xh, s_xw, s_ob, s_oc, s_oh, s_ow,
-                    HAS_COEF: tl.constexpr, X_SPLIT_HW: tl.constexpr, OUT_SPLIT_HW: tl.constexpr,
-                    PRECISION: tl.constexpr, DOT_FP32: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr,
-                    BLOCK_M: tl.constexpr):
+def _sym_dot_kernel(
+    d_ptr,
+    x_ptr,
+    out_ptr,
+    coef_ptr,
+    scale,
+    C,
+    M,
+    W,
+    s_db,
+    s_dr,
+    s_dc,
+    s_xb,
+    s_xc,
+    s_xh,
+    s_xw,
+    s_ob,
+    s_oc,
+    s_oh,
+    s_ow,
+    HAS_COEF: tl.constexpr,
+    X_SPLIT_HW: tl.constexpr,
+    OUT_SPLIT_HW: tl.constexpr,
+    PRECISION: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+):
     """Grid (M tiles, C tiles, B):
     ``out_b[rows, ms] = scale * coef_b * sum_k (D_b + D_b^T)[rows, k] F_b[k, ms]`` (coef_b = 1 without it)."""
     m_tile = tl.program_id(0)
@@ -162,8 +273,11 @@ def _sym_dot_kernel(d_ptr, x_ptr, out_ptr, coef_ptr, scale,
         dmask = row_ok[:, None] & (ks[None, :] < C)
         d = tl.load(d_base + rows[:, None] * s_dr + ks[None, :] * s_dc, mask=dmask, other=0.0).to(tl.float32)
         d_t = tl.load(d_base + ks[None, :] * s_dr + rows[:, None] * s_dc, mask=dmask, other=0.0).to(tl.float32)
-        f = tl.load(x_ptr + b * s_xb + ks.to(tl.int64)[:, None] * s_xc + x_m_off[None, :],
-                    mask=(ks[:, None] < C) & m_ok[None, :], other=0.0)
+        f = tl.load(
+            x_ptr + b * s_xb + ks.to(tl.int64)[:, None] * s_xc + x_m_off[None, :],
+            mask=(ks[:, None] < C) & m_ok[None, :],
+            other=0.0,
+        )
         if DOT_FP32:
             f = f.to(tl.float32)
         acc = tl.dot((d + d_t).to(f.dtype), f, acc, input_precision=PRECISION)
@@ -204,9 +318,15 @@ def _num_splits(tiles: int, batch: int, M: int, block_k: int, device: torch.devi
     return triton.cdiv(M, per_split), per_split
 
 
-def _gram_launch(x: torch.Tensor, scale: float, out: torch.Tensor, mode: int,
-                 target: torch.Tensor | None = None, style_index: torch.Tensor | None = None,
-                 loss_parts: torch.Tensor | None = None) -> None:
+def _gram_launch(
+    x: torch.Tensor,
+    scale: float,
+    out: torch.Tensor,
+    mode: int,
+    target: torch.Tensor | None = None,
+    style_index: torch.Tensor | None = None,
+    loss_parts: torch.Tensor | None = None,
+) -> None:
     B, C, H, W = x.shape
     M = H * W
     block_c, block_k, warps = _gram_blocks(C, x.dtype)
@@ -223,16 +343,50 @@ def _gram_launch(x: torch.Tensor, scale: float, out: torch.Tensor, mode: int,
     loss = loss_parts if loss_parts is not None else out
     ws = out if splits == 1 else torch.empty((splits, B, C, C), device=x.device, dtype=torch.float32)
     _gram_fwd_kernel[(n_row * n_row, splits, B)](
-        x, out, ws, target_args[0], index, loss,
-        C, M, w, s_xb, s_xc, s_h, s_w, *target_args[1:],
-        n_row, per_split, scale,
-        MODE=mode, HAS_INDEX=style_index is not None, SPLIT=splits, SPLIT_HW=split_hw,
-        PRECISION=dot_precision(x.dtype), DOT_FP32=_dot_in_fp32(x.dtype), BLOCK_C=block_c, BLOCK_K=block_k,
-        num_warps=warps)
+        x,
+        out,
+        ws,
+        target_args[0],
+        index,
+        loss,
+        C,
+        M,
+        w,
+        s_xb,
+        s_xc,
+        s_h,
+        s_w,
+        *target_args[1:],
+        n_row,
+        per_split,
+        scale,
+        MODE=mode,
+        HAS_INDEX=style_index is not None,
+        SPLIT=splits,
+        SPLIT_HW=split_hw,
+        PRECISION=dot_precision(x.dtype),
+        DOT_FP32=_dot_in_fp32(x.dtype),
+        BLOCK_C=block_c,
+        BLOCK_K=block_k,
+        num_warps=warps,
+    )
     if splits > 1:
         _gram_reduce_kernel[(n_row * n_row, B)](
-            ws, out, target_args[0], index, loss, C, splits, n_row, scale, *target_args[1:],
-            MODE=mode, HAS_INDEX=style_index is not None, BLOCK_C=block_c, num_warps=warps)
+            ws,
+            out,
+            target_args[0],
+            index,
+            loss,
+            C,
+            splits,
+            n_row,
+            scale,
+            *target_args[1:],
+            MODE=mode,
+            HAS_INDEX=style_index is not None,
+            BLOCK_C=block_c,
+            num_warps=warps,
+        )
 
 
 def gram_forward(x: torch.Tensor, scale: float, out_dtype: torch.dtype) -> torch.Tensor:
@@ -243,8 +397,9 @@ def gram_forward(x: torch.Tensor, scale: float, out_dtype: torch.dtype) -> torch
     return out
 
 
-def style_loss_forward(x: torch.Tensor, target: torch.Tensor, style_index: torch.Tensor | None,
-                       scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+def style_loss_forward(
+    x: torch.Tensor, target: torch.Tensor, style_index: torch.Tensor | None, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample ``sum_ij (G_b - A_b)^2`` (B,) fp32 and ``D = G - A`` (B, C, C) fp32 in one pass over x.
 
     ``target`` is (1, C, C) (broadcast), (B, C, C), or (S, C, C) with ``style_index`` (B,) int64.
@@ -268,11 +423,33 @@ def _sym_dot(d: torch.Tensor, x: torch.Tensor, scale: float, coef: torch.Tensor 
     _, os_h, os_w, o_split = hw_layout(out)
     grid = (triton.cdiv(H * W, block_m), triton.cdiv(C, block_c), B)
     _sym_dot_kernel[grid](
-        d, x, out, coef if coef is not None else d, scale, C, H * W, w, *d.stride(),
-        x.stride(0), x.stride(1), xs_h, xs_w, out.stride(0), out.stride(1), os_h, os_w,
-        HAS_COEF=coef is not None, X_SPLIT_HW=x_split, OUT_SPLIT_HW=o_split, PRECISION=dot_precision(x.dtype),
+        d,
+        x,
+        out,
+        coef if coef is not None else d,
+        scale,
+        C,
+        H * W,
+        w,
+        *d.stride(),
+        x.stride(0),
+        x.stride(1),
+        xs_h,
+        xs_w,
+        out.stride(0),
+        out.stride(1),
+        os_h,
+        os_w,
+        HAS_COEF=coef is not None,
+        X_SPLIT_HW=x_split,
+        OUT_SPLIT_HW=o_split,
+        PRECISION=dot_precision(x.dtype),
         DOT_FP32=_dot_in_fp32(x.dtype),
-        BLOCK_C=block_c, BLOCK_K=block_k, BLOCK_M=block_m, num_warps=8 if block_c == 128 else 4)
+        BLOCK_C=block_c,
+        BLOCK_K=block_k,
+        BLOCK_M=block_m,
+        num_warps=8 if block_c == 128 else 4,
+    )
     return out
 
 

@@ -27,6 +27,7 @@ Design (both kernels):
   writes dx.
 * Math is fp32 for every input dtype; offsets are int64 (b * stride_b and c * stride_c may pass 2^31).
 """
+
 from __future__ import annotations
 
 import torch
@@ -48,10 +49,27 @@ def _param_offsets(b, chans, index_ptr, s_row, HAS_INDEX: tl.constexpr):
 
 @triton.jit
 def _instance_norm_fwd_kernel(
-    x_ptr, y_ptr, gamma_ptr, beta_ptr, index_ptr, mean_ptr, rstd_ptr,
-    C, HW, n_cblocks, s_row,
-    sxb, sxc, x_W, sxh, sxw,
-    syb, syc, y_W, syh, syw,
+    x_ptr,
+    y_ptr,
+    gamma_ptr,
+    beta_ptr,
+    index_ptr,
+    mean_ptr,
+    rstd_ptr,
+    C,
+    HW,
+    n_cblocks,
+    s_row,
+    sxb,
+    sxc,
+    x_W,
+    sxh,
+    sxw,
+    syb,
+    syc,
+    y_W,
+    syh,
+    syw,
     eps,
     HAS_GAMMA: tl.constexpr,
     HAS_BETA: tl.constexpr,
@@ -123,11 +141,35 @@ def _instance_norm_fwd_kernel(
 
 @triton.jit
 def _instance_norm_bwd_kernel(
-    dy_ptr, x_ptr, dx_ptr, mean_ptr, rstd_ptr, gamma_ptr, beta_ptr, index_ptr, dgamma_ptr, dbeta_ptr,
-    C, HW, n_cblocks, s_row,
-    sdyb, sdyc, dy_W, sdyh, sdyw,
-    sxb, sxc, x_W, sxh, sxw,
-    sdxb, sdxc, dx_W, sdxh, sdxw,
+    dy_ptr,
+    x_ptr,
+    dx_ptr,
+    mean_ptr,
+    rstd_ptr,
+    gamma_ptr,
+    beta_ptr,
+    index_ptr,
+    dgamma_ptr,
+    dbeta_ptr,
+    C,
+    HW,
+    n_cblocks,
+    s_row,
+    sdyb,
+    sdyc,
+    dy_W,
+    sdyh,
+    sdyw,
+    sxb,
+    sxc,
+    x_W,
+    sxh,
+    sxw,
+    sdxb,
+    sdxc,
+    dx_W,
+    sdxh,
+    sdxw,
     HAS_GAMMA: tl.constexpr,
     HAS_BETA: tl.constexpr,
     HAS_INDEX: tl.constexpr,
@@ -249,8 +291,9 @@ def _per_plane(t: torch.Tensor | None, B: int, C: int) -> torch.Tensor | None:
     return t.to(torch.float32).contiguous()
 
 
-def _param_tables(gamma: torch.Tensor | None, beta: torch.Tensor | None, B: int, C: int,
-                  style_index: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None, int]:
+def _param_tables(
+    gamma: torch.Tensor | None, beta: torch.Tensor | None, B: int, C: int, style_index: torch.Tensor | None
+) -> tuple[torch.Tensor | None, torch.Tensor | None, int]:
     """Affine tables as float32 contiguous (rows, C) and the row stride: rows = 1 (shared, stride 0), B (one
     per sample) or S (picked by ``style_index``)."""
     tables = []
@@ -267,9 +310,14 @@ def _param_tables(gamma: torch.Tensor | None, beta: torch.Tensor | None, B: int,
     return tables[0], tables[1], 0 if shared else C
 
 
-def instance_norm_forward(x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tensor | None,
-                          eps: float, relu: bool, style_index: torch.Tensor | None = None
-                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def instance_norm_forward(
+    x: torch.Tensor,
+    gamma: torch.Tensor | None,
+    beta: torch.Tensor | None,
+    eps: float,
+    relu: bool,
+    style_index: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Instance norm of ``x`` (B, C, H, W) with per-sample affine and optional ReLU.
 
     Returns ``(y, mean, rstd)``: ``y = gamma_bc * (x - mean_bc) * rstd_bc + beta_bc`` (then ``max(y, 0)``
@@ -291,12 +339,27 @@ def instance_norm_forward(x: torch.Tensor, gamma: torch.Tensor | None, beta: tor
     x_W, sxh, sxw, x_split = hw_layout(x)
     y_W, syh, syw, y_split = hw_layout(y)
     _instance_norm_fwd_kernel[(B * n_cblocks,)](
-        x, y,
-        gamma if gamma is not None else mean, beta if beta is not None else mean,
-        style_index if style_index is not None else mean, mean, rstd,
-        C, H * W, n_cblocks, s_row,
-        x.stride(0), x.stride(1), x_W, sxh, sxw,
-        y.stride(0), y.stride(1), y_W, syh, syw,
+        x,
+        y,
+        gamma if gamma is not None else mean,
+        beta if beta is not None else mean,
+        style_index if style_index is not None else mean,
+        mean,
+        rstd,
+        C,
+        H * W,
+        n_cblocks,
+        s_row,
+        x.stride(0),
+        x.stride(1),
+        x_W,
+        sxh,
+        sxw,
+        y.stride(0),
+        y.stride(1),
+        y_W,
+        syh,
+        syw,
         float(eps),
         HAS_GAMMA=gamma is not None,
         HAS_BETA=beta is not None,
@@ -311,10 +374,17 @@ def instance_norm_forward(x: torch.Tensor, gamma: torch.Tensor | None, beta: tor
     return y, mean, rstd
 
 
-def instance_norm_backward(grad_y: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor,
-                           gamma: torch.Tensor | None, beta: torch.Tensor | None, relu: bool,
-                           need_affine_grad: bool, style_index: torch.Tensor | None = None
-                           ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+def instance_norm_backward(
+    grad_y: torch.Tensor,
+    x: torch.Tensor,
+    mean: torch.Tensor,
+    rstd: torch.Tensor,
+    gamma: torch.Tensor | None,
+    beta: torch.Tensor | None,
+    relu: bool,
+    need_affine_grad: bool,
+    style_index: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Gradients of :func:`instance_norm_forward`: ``(dx, dgamma, dbeta)``.
 
     With ``g = grad_y * [y > 0]`` (``relu``; y recomputed from x, mean, rstd, gamma, beta) or
@@ -346,14 +416,35 @@ def instance_norm_backward(grad_y: torch.Tensor, x: torch.Tensor, mean: torch.Te
     x_W, sxh, sxw, x_split = hw_layout(x)
     dx_W, sdxh, sdxw, dx_split = hw_layout(dx)
     _instance_norm_bwd_kernel[(B * n_cblocks,)](
-        grad_y, x, dx, mean, rstd,
-        gamma if gamma is not None else mean, beta if beta is not None else mean,
+        grad_y,
+        x,
+        dx,
+        mean,
+        rstd,
+        gamma if gamma is not None else mean,
+        beta if beta is not None else mean,
         style_index if style_index is not None else mean,
-        dgamma if dgamma is not None else mean, dbeta if dbeta is not None else mean,
-        C, H * W, n_cblocks, s_row,
-        grad_y.stride(0), grad_y.stride(1), dy_W, sdyh, sdyw,
-        x.stride(0), x.stride(1), x_W, sxh, sxw,
-        dx.stride(0), dx.stride(1), dx_W, sdxh, sdxw,
+        dgamma if dgamma is not None else mean,
+        dbeta if dbeta is not None else mean,
+        C,
+        H * W,
+        n_cblocks,
+        s_row,
+        grad_y.stride(0),
+        grad_y.stride(1),
+        dy_W,
+        sdyh,
+        sdyw,
+        x.stride(0),
+        x.stride(1),
+        x_W,
+        sxh,
+        sxw,
+        dx.stride(0),
+        dx.stride(1),
+        dx_W,
+        sdxh,
+        sdxw,
         HAS_GAMMA=gamma is not None,
         HAS_BETA=beta is not None,
         HAS_INDEX=style_index is not None,

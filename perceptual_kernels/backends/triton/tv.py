@@ -20,6 +20,7 @@ Layout note: a tile walks one (b, c) plane with ``stride_h`` / ``stride_w``. For
 rows of a tile are coalesced; for channels_last inputs ``stride_w == C`` so the loads are strided
 (correct, but not bandwidth optimal; a channels-inner tiling would fix that).
 """
+
 from __future__ import annotations
 
 import torch
@@ -39,12 +40,25 @@ def _sign(d):
 
 @triton.jit
 def _tv_fwd_bwd_kernel(
-    x_ptr, grad_ptr, partials_ptr,
-    C, H, W, n_tiles_w, n_tiles,
-    sxb, sxc, sxh, sxw,
-    sgb, sgc, sgh, sgw,
-    eps, coef_ptr,
-    KIND: tl.constexpr,        # 0 squared, 1 l1, 2 isotropic
+    x_ptr,
+    grad_ptr,
+    partials_ptr,
+    C,
+    H,
+    W,
+    n_tiles_w,
+    n_tiles,
+    sxb,
+    sxc,
+    sxh,
+    sxw,
+    sgb,
+    sgc,
+    sgh,
+    sgw,
+    eps,
+    coef_ptr,
+    KIND: tl.constexpr,  # 0 squared, 1 l1, 2 isotropic
     NEED_GRAD: tl.constexpr,
     BLOCK_H: tl.constexpr,
     BLOCK_W: tl.constexpr,
@@ -76,39 +90,49 @@ def _tv_fwd_bwd_kernel(
     x_rt = tl.load(xp + sxw, mask=has_rt, other=0.0).to(tl.float32)
     x_lf = tl.load(xp - sxw, mask=has_lf, other=0.0).to(tl.float32)
 
-    dh = x_dn - xc      # term dh at (i, j)
-    dw = x_rt - xc      # term dw at (i, j)
-    dh_up = xc - x_up   # term dh at (i-1, j)
-    dw_lf = xc - x_lf   # term dw at (i, j-1)
+    dh = x_dn - xc  # term dh at (i, j)
+    dw = x_rt - xc  # term dw at (i, j)
+    dh_up = xc - x_up  # term dh at (i-1, j)
+    dw_lf = xc - x_lf  # term dw at (i, j-1)
 
     if KIND == 0:
         # L = sum dh^2 + dw^2 ; dL/dx_ij = 2 (dh_{i-1,j} - dh_ij + dw_{i,j-1} - dw_ij)
         loss = tl.where(has_dn, dh * dh, 0.0) + tl.where(has_rt, dw * dw, 0.0)
-        g = (tl.where(has_up, dh_up, 0.0) - tl.where(has_dn, dh, 0.0)
-             + tl.where(has_lf, dw_lf, 0.0) - tl.where(has_rt, dw, 0.0)) * 2.0
+        g = (
+            tl.where(has_up, dh_up, 0.0)
+            - tl.where(has_dn, dh, 0.0)
+            + tl.where(has_lf, dw_lf, 0.0)
+            - tl.where(has_rt, dw, 0.0)
+        ) * 2.0
     elif KIND == 1:
         # L = sum |dh| + |dw| ; dL/dx_ij = sign(dh_{i-1,j}) - sign(dh_ij) + sign(dw_{i,j-1}) - sign(dw_ij)
         loss = tl.where(has_dn, tl.abs(dh), 0.0) + tl.where(has_rt, tl.abs(dw), 0.0)
-        g = (tl.where(has_up, _sign(dh_up), 0.0) - tl.where(has_dn, _sign(dh), 0.0)
-             + tl.where(has_lf, _sign(dw_lf), 0.0) - tl.where(has_rt, _sign(dw), 0.0))
+        g = (
+            tl.where(has_up, _sign(dh_up), 0.0)
+            - tl.where(has_dn, _sign(dh), 0.0)
+            + tl.where(has_lf, _sign(dw_lf), 0.0)
+            - tl.where(has_rt, _sign(dw), 0.0)
+        )
     else:
         # L = sum_{i<H-1, j<W-1} t_ij, t_ij = sqrt(dh_ij^2 + dw_ij^2 + eps)
         # dL/dx_ij = -(dh_ij + dw_ij) / t_ij + dh_{i-1,j} / t_{i-1,j} + dw_{i,j-1} / t_{i,j-1}
-        has_t = has_dn & has_rt        # term (i, j) exists
-        has_t_up = has_up & has_rt     # term (i-1, j) exists
-        has_t_lf = has_lf & has_dn     # term (i, j-1) exists
+        has_t = has_dn & has_rt  # term (i, j) exists
+        has_t_up = has_up & has_rt  # term (i-1, j) exists
+        has_t_lf = has_lf & has_dn  # term (i, j-1) exists
         t = tl.sqrt(dh * dh + dw * dw + eps)
         loss = tl.where(has_t, t, 0.0)
         if NEED_GRAD:
             x_ur = tl.load(xp - sxh + sxw, mask=has_t_up, other=0.0).to(tl.float32)
             x_dl = tl.load(xp + sxh - sxw, mask=has_t_lf, other=0.0).to(tl.float32)
-            dw_up = x_ur - x_up             # dw at (i-1, j)
-            dh_lf = x_dl - x_lf             # dh at (i, j-1)
+            dw_up = x_ur - x_up  # dw at (i-1, j)
+            dh_lf = x_dl - x_lf  # dh at (i, j-1)
             t_up = tl.sqrt(dh_up * dh_up + dw_up * dw_up + eps)
             t_lf = tl.sqrt(dh_lf * dh_lf + dw_lf * dw_lf + eps)
-            g = (tl.where(has_t, -(dh + dw) / t, 0.0)
-                 + tl.where(has_t_up, dh_up / t_up, 0.0)
-                 + tl.where(has_t_lf, dw_lf / t_lf, 0.0))
+            g = (
+                tl.where(has_t, -(dh + dw) / t, 0.0)
+                + tl.where(has_t_up, dh_up / t_up, 0.0)
+                + tl.where(has_t_lf, dw_lf / t_lf, 0.0)
+            )
         else:
             g = loss  # unused
 
@@ -126,8 +150,9 @@ def _launch_config() -> tuple[int, int, int]:
     return 32, 64, 4
 
 
-def _tv_pass(x: torch.Tensor, kind: str, eps: float, coef: torch.Tensor | None
-             ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+def _tv_pass(
+    x: torch.Tensor, kind: str, eps: float, coef: torch.Tensor | None
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Forward (no ``coef``): ``(per_sample, None)``, the per-sample TV (B,) fp32; backward (``coef`` (B,) fp32):
     ``(None, coef_b * dTV_b/dx)`` in x's dtype (``torch.empty_like(x)``). Math is fp32 for every input dtype."""
     if x.dim() != 4:
@@ -139,8 +164,10 @@ def _tv_pass(x: torch.Tensor, kind: str, eps: float, coef: torch.Tensor | None
     B, C, H, W = x.shape
     need_grad = coef is not None
     if need_grad and (coef.shape != (B,) or coef.dtype != torch.float32 or coef.device != x.device):
-        raise ValueError(f"tv_backward: coef must be a ({B},) float32 tensor on {x.device}, "
-                         f"got {coef.dtype} {tuple(coef.shape)} on {coef.device}")
+        raise ValueError(
+            f"tv_backward: coef must be a ({B},) float32 tensor on {x.device}, "
+            f"got {coef.dtype} {tuple(coef.shape)} on {coef.device}"
+        )
     grad = torch.empty_like(x) if need_grad else None
 
     BLOCK_H, BLOCK_W, num_warps = _launch_config()
@@ -150,11 +177,18 @@ def _tv_pass(x: torch.Tensor, kind: str, eps: float, coef: torch.Tensor | None
     partials = torch.empty(n_programs, dtype=torch.float32, device=x.device)
     g = grad if need_grad else x  # dummy pointer / strides when no gradient is written
     _tv_fwd_bwd_kernel[(n_programs,)](
-        x, g, partials,
-        C, H, W, n_tiles_w, n_tiles,
+        x,
+        g,
+        partials,
+        C,
+        H,
+        W,
+        n_tiles_w,
+        n_tiles,
         *x.stride(),
         *g.stride(),
-        float(eps), coef.contiguous() if need_grad else partials,
+        float(eps),
+        coef.contiguous() if need_grad else partials,
         KIND=_KINDS[kind],
         NEED_GRAD=need_grad,
         BLOCK_H=BLOCK_H,
