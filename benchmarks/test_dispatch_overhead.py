@@ -9,20 +9,15 @@ kernel path minus the kernel function. Run:
 
 from __future__ import annotations
 
-import pathlib
-import sys
-
 import pytest
 import torch
+import torch_kernels
 
 import perceptual_kernels as pk
 from perceptual_kernels import _ops
-from perceptual_kernels.backends import _kernel_modules, reference
+from perceptual_kernels.backends import reference, register_backend
 
-sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "tests"))
-import torch_kernels
-
-_kernel_modules["torch-test"] = torch_kernels
+register_backend("torch-test", torch_kernels)
 x = torch.randn(2, 4, 4, 4, requires_grad=True)
 target, index = torch.randn(3, 4, 4), torch.tensor([2, 0])
 gamma, beta = torch.randn(3, 4, requires_grad=True), torch.randn(3, 4)

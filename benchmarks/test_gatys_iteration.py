@@ -6,14 +6,10 @@ Run: ``python -m pytest benchmarks/test_gatys_iteration.py --benchmark-only``.
 
 from __future__ import annotations
 
-import pathlib
-import sys
 import warnings
 
 import pytest
 import torch
-
-sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "tests"))
 from plain_gatys import gram, plain_loss
 
 from perceptual_kernels.api import gatys

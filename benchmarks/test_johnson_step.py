@@ -8,20 +8,16 @@ Run: ``python -m pytest benchmarks/test_johnson_step.py --benchmark-only``.
 from __future__ import annotations
 
 import copy
-import pathlib
-import sys
 import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
+from plain_gatys import gram
 
 import perceptual_kernels as pk
 from perceptual_kernels.api.johnson_nets import TransformNet
 from perceptual_kernels.api.vgg import VGGFeatures
-
-sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "tests"))
-from plain_gatys import gram
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 STYLE_LAYERS, CONTENT = ("relu1_2", "relu2_2", "relu3_3", "relu4_3"), "relu2_2"

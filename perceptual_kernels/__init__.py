@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 
 from . import functional, nn
 from ._info import info
-from .backends import BackendUnavailableError, use_backend
+from .backends import BackendUnavailableError, register_backend, use_backend
 from .functional import conditional_instance_norm, content_loss, gram_matrix, instance_norm, style_loss, tv_loss
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "info",
     "instance_norm",
     "nn",
+    "register_backend",
     "style_loss",
     "tv_loss",
     "use_backend",

@@ -12,6 +12,7 @@ import torch
 from torch.library import custom_op
 
 from .backends import kernels
+from .backends.interface import tv_kind_code
 
 _NS = "perceptual_kernels"
 
@@ -208,7 +209,7 @@ content_loss.register_autograd(_content_bwd, setup_context=_content_setup)
 @custom_op(f"{_NS}::tv_loss", mutates_args=())
 def tv_loss(x: torch.Tensor, kind: str, eps: float, backend: str) -> torch.Tensor:
     """Per-sample TV sums (B,) (fp32; float64 for float64 x)."""
-    return kernels(backend).tv_forward(x, kind, eps)
+    return kernels(backend).tv_forward(x, tv_kind_code(kind), eps)
 
 
 @tv_loss.register_fake
@@ -219,7 +220,7 @@ def _(x, kind, eps, backend):
 @custom_op(f"{_NS}::tv_loss_backward", mutates_args=())
 def tv_loss_backward(x: torch.Tensor, kind: str, eps: float, coef: torch.Tensor, backend: str) -> torch.Tensor:
     """``coef_b * dTV_b/dx`` in x's dtype, scaled in fp32 (float64) and cast once; ``coef`` (B,)."""
-    return kernels(backend).tv_backward(x, kind, eps, coef)
+    return kernels(backend).tv_backward(x, tv_kind_code(kind), eps, coef)
 
 
 @tv_loss_backward.register_fake
@@ -261,7 +262,7 @@ def instance_norm(
 
     ``gamma`` / ``beta``: tables of 1 row (shared), B rows, or S rows picked by ``style_index`` (B,).
     """
-    return kernels(backend).instance_norm_forward(x, gamma, beta, eps, relu, style_index)
+    return kernels(backend).instance_norm_forward(x, gamma, beta, style_index, eps, relu)
 
 
 @instance_norm.register_fake
@@ -284,12 +285,9 @@ def instance_norm_backward(
     backend: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``dx`` and the per-sample ``dgamma``, ``dbeta`` (B, C) in mean's dtype (empty unless ``need_affine_grad``)."""
-    dx, dgamma, dbeta = kernels(backend).instance_norm_backward(
-        grad_y, x, mean, rstd, gamma, beta, relu, need_affine_grad, style_index
+    return kernels(backend).instance_norm_backward(
+        grad_y, x, mean, rstd, gamma, beta, style_index, relu, need_affine_grad
     )
-    if dgamma is None:
-        dgamma, dbeta = mean.new_empty(0), mean.new_empty(0)
-    return dx, dgamma, dbeta
 
 
 @instance_norm_backward.register_fake

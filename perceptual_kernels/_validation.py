@@ -8,9 +8,10 @@ import numbers
 import numpy
 import torch
 
-REDUCTIONS = ("mean", "sum", "none")
+from ._reduction import REDUCTIONS
+from .backends.interface import TV_KINDS
+
 NORMALIZATIONS = ("chw", "hw", "none")
-TV_KINDS = ("squared", "l1", "isotropic")
 ACTIVATIONS = (None, "relu")
 
 
@@ -39,7 +40,17 @@ def same_device(x: torch.Tensor, **others: torch.Tensor | None) -> None:
 def choice(name: str, value: object, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-    return value  # type: ignore[return-value]
+    return value
+
+
+def reduction(value: object) -> str:
+    """A loss reduction name, one of :data:`REDUCTIONS`."""
+    return choice("reduction", value, REDUCTIONS)
+
+
+def tv_kind(value: object) -> str:
+    """A total-variation kind name, one of :data:`TV_KINDS`."""
+    return choice("kind", value, TV_KINDS)
 
 
 def real_number(name: str, value: object, *, positive: bool = False) -> float:

@@ -8,30 +8,25 @@ The ``reference`` backend is plain torch (autograd, float64); the others go thro
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from . import _ops
 from . import _validation as check
+from ._reduction import reduce_loss
 from .backends import reference, select
 
 __all__ = ["gram_matrix", "style_loss", "content_loss", "tv_loss", "instance_norm", "conditional_instance_norm"]
 
-TV_KINDS, ACTIVATIONS = check.TV_KINDS, check.ACTIVATIONS
 
-
-def _reference(fn, x: torch.Tensor, *args):
+def _reference(fn: Callable[..., torch.Tensor], x: torch.Tensor, *args: object) -> torch.Tensor:
     """Run a reference op with autocast off, so it computes like the kernels (fp32 math on the given dtypes).
     Devices without autocast (``meta`` for shape propagation) run it as it is."""
     if not torch.amp.is_autocast_available(x.device.type):
         return fn(x, *args)
     with torch.autocast(x.device.type, enabled=False):
         return fn(x, *args)
-
-
-def _reduce(per_sample: torch.Tensor, reduction: str, weight: float, count: int) -> torch.Tensor:
-    if reduction == "none":
-        return per_sample * weight
-    return per_sample.sum() * (weight / count if reduction == "mean" else weight)
 
 
 def gram_matrix(x: torch.Tensor, normalize: str | float = "chw", out_dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -93,13 +88,13 @@ def style_loss(
     B, C, H, W = x.shape
     scale = check.fits_accumulation("the Gram scale 1 / normalize", check.gram_scale(normalize, C, H * W), x.dtype)
     weight = check.real_number("weight", weight)
-    reduction = check.choice("reduction", reduction, check.REDUCTIONS)
+    reduction = check.reduction(reduction)
     target, index = _style_target(target, x, style_index)
     backend = select(x.device, x.dtype)
     if backend == "reference":
         return _reference(reference.style_loss, x, target, index, scale, weight, reduction)
     per_sample, _ = _ops.style_loss(x, target, index, scale, backend)
-    return _reduce(per_sample, reduction, weight, B * C * C)
+    return reduce_loss(per_sample, reduction, weight, B * C * C)
 
 
 def content_loss(
@@ -108,8 +103,9 @@ def content_loss(
     """Feature reconstruction loss ``w * reduce (x - target)^2`` (``F.mse_loss`` semantics, same shapes).
 
     The backward kernel writes ``c (x - target)`` in one pass, with ``c`` (the upstream gradient times ``2 w`` or
-    ``2 w / N``) applied in fp32 before the one cast to x's dtype. ``reduction="none"`` is elementwise and runs as plain torch ops on every
-    backend. Ranks other than 4 are viewed as 4-D (ranks above 4 are reshaped, which copies a non-contiguous input).
+    ``2 w / N``) applied in fp32 before the one cast to x's dtype. ``reduction="none"`` is elementwise and runs as
+    plain torch ops on every backend. Ranks other than 4 are viewed as 4-D (ranks above 4 are reshaped, which
+    copies a non-contiguous input).
     """
     x = check.floating_tensor("x", x, (1, 2, 3, 4, 5, 6))
     target = check.floating_tensor("target", target, (x.dim(),))
@@ -117,15 +113,17 @@ def content_loss(
     if target.shape != x.shape:
         raise ValueError(f"target must have the shape of x {tuple(x.shape)}, got {tuple(target.shape)}")
     weight = check.real_number("weight", weight)
-    reduction = check.choice("reduction", reduction, check.REDUCTIONS)
+    reduction = check.reduction(reduction)
     backend = select(x.device, x.dtype)
     if backend == "reference" or reduction == "none":
         return _reference(reference.content_loss, x, target, weight, reduction)
     if x.dim() != 4:
         shape = (-1, *x.shape[-3:]) if x.dim() > 4 else (1,) * (4 - x.dim()) + tuple(x.shape)
         x, target = x.reshape(shape), target.reshape(shape)
+    if target.dtype == torch.float64 and x.dtype != torch.float64:
+        target = target.float()  # the kernels compute in fp32 (float64 only for float64 x): the same rounding
     total = _ops.content_loss(x, target, backend)
-    return _reduce(total, reduction, weight, x.numel())
+    return reduce_loss(total, reduction, weight, x.numel())
 
 
 def tv_loss(
@@ -138,15 +136,15 @@ def tv_loss(
     One pass over x computes the loss, one more the gradient (scaled in fp32, cast once).
     """
     x = check.floating_tensor("x", x, (4,))
-    kind = check.choice("kind", kind, TV_KINDS)
+    kind = check.tv_kind(kind)
     weight = check.real_number("weight", weight)
-    reduction = check.choice("reduction", reduction, check.REDUCTIONS)
+    reduction = check.reduction(reduction)
     eps = check.fits_accumulation("eps", check.real_number("eps", eps, positive=True), x.dtype)
     backend = select(x.device, x.dtype)
     if backend == "reference":
         return _reference(reference.tv_loss, x, kind, eps, weight, reduction)
     per_sample = _ops.tv_loss(x, kind, eps, backend)
-    return _reduce(per_sample, reduction, weight, x.numel())
+    return reduce_loss(per_sample, reduction, weight, x.numel())
 
 
 def _affine_rows(
@@ -195,7 +193,7 @@ def _instance_norm(
     """Dispatch instance norm; affine tables are (C,) or (S, C), rows picked by ``index`` or mixed by
     ``weights`` (B, S). Kernels gather picked rows themselves; mixed rows are built here."""
     eps = check.fits_accumulation("eps", check.real_number("eps", eps, positive=True), x.dtype)
-    activation = check.choice("activation", activation, ACTIVATIONS)  # type: ignore[arg-type]
+    activation = check.choice("activation", activation, check.ACTIVATIONS)  # type: ignore[arg-type]
     relu = activation == "relu"
     backend = select(x.device, x.dtype)
     if backend == "reference" or weights is not None:

@@ -37,6 +37,8 @@ class StyleLoss(nn.Module):
     ``target_gram`` gives precomputed Grams instead.
     """
 
+    target: torch.Tensor  # buffer
+
     def __init__(
         self,
         target_features: torch.Tensor | None = None,
@@ -52,15 +54,15 @@ class StyleLoss(nn.Module):
             raise ValueError("give exactly one of target_features and target_gram")
         normalize = check.normalization(normalize)
         weight = check.real_number("weight", weight)
-        reduction = check.choice("reduction", reduction, check.REDUCTIONS)
+        reduction = check.reduction(reduction)
         if target_gram is not None:
             target_gram = check.floating_tensor("target_gram", target_gram, (2, 3))
             if target_gram.shape[-1] != target_gram.shape[-2]:
                 raise ValueError(f"target_gram must be (C, C) or (N, C, C), got shape {tuple(target_gram.shape)}")
         else:
-            check.floating_tensor("target_features", target_features, (3, 4))
+            features = check.floating_tensor("target_features", target_features, (3, 4))
             with torch.no_grad():
-                target_gram = F.gram_matrix(target_features.detach(), normalize, torch.float32)
+                target_gram = F.gram_matrix(features.detach(), normalize, torch.float32)
             if target_gram.shape[0] == 1:
                 target_gram = target_gram[0]
         self.register_buffer("target", target_gram.detach().clone())
@@ -85,6 +87,8 @@ class StyleLoss(nn.Module):
 class ContentLoss(nn.Module):
     """Feature reconstruction loss ``w * mean((x - target)^2)`` against a fixed ``target`` (kept detached)."""
 
+    target: torch.Tensor  # buffer
+
     def __init__(
         self, target: torch.Tensor, *, weight: float = 1.0, reduction: str = "mean", passthrough: bool = False
     ) -> None:
@@ -92,7 +96,7 @@ class ContentLoss(nn.Module):
         target = check.floating_tensor("target", target, (1, 2, 3, 4, 5, 6))
         self.register_buffer("target", target.detach().clone())
         self.weight = check.real_number("weight", weight)
-        self.reduction = check.choice("reduction", reduction, check.REDUCTIONS)
+        self.reduction = check.reduction(reduction)
         self.passthrough = passthrough
         self.loss: torch.Tensor | None = None
 
@@ -109,9 +113,9 @@ class TotalVariation(nn.Module):
 
     def __init__(self, kind: str = "squared", weight: float = 1.0, reduction: str = "mean", eps: float = 1e-8) -> None:
         super().__init__()
-        self.kind = check.choice("kind", kind, check.TV_KINDS)
+        self.kind = check.tv_kind(kind)
         self.weight = check.real_number("weight", weight)
-        self.reduction = check.choice("reduction", reduction, check.REDUCTIONS)
+        self.reduction = check.reduction(reduction)
         self.eps = check.real_number("eps", eps, positive=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

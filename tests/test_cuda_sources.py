@@ -1,17 +1,14 @@
 """Every CUDA kernel in csrc/cuda/*.cuh compiles standalone (no torch headers) for sm_80 and sm_90 with nvcc,
 with zero register spills. Needs nvcc, not a GPU; skipped where nvcc is absent. The resource table is
-benchmarks/results/cuda_ptxas.md (``python benchmarks/cuda_resources.py``)."""
+benchmarks/results/cuda_ptxas.md (``python -m tools.cuda_resources``)."""
 
 from __future__ import annotations
 
-import pathlib
 import re
-import sys
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from benchmarks import cuda_resources
+from tools import cuda_resources
 
 pytestmark = pytest.mark.skipif(cuda_resources.nvcc() is None, reason="nvcc not found (CUDA toolkit absent)")
 SOURCES = cuda_resources.sources()

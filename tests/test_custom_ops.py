@@ -8,7 +8,7 @@ import torch
 import torch_kernels
 
 from perceptual_kernels import _ops
-from perceptual_kernels.backends import _kernel_modules
+from perceptual_kernels.backends import register_backend, unregister_backend
 
 f64 = torch.float64
 BACKEND = "torch-test"
@@ -16,9 +16,9 @@ BACKEND = "torch-test"
 
 @pytest.fixture(autouse=True)
 def torch_test_backend():
-    _kernel_modules[BACKEND] = torch_kernels
+    register_backend(BACKEND, torch_kernels, dtypes=(f64,))
     yield
-    del _kernel_modules[BACKEND]
+    unregister_backend(BACKEND)
 
 
 def _x(layout="contiguous"):

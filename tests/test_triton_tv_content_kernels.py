@@ -11,6 +11,7 @@ pytest.importorskip("triton")
 if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1":
     pytest.skip("Triton kernels need a GPU or TRITON_INTERPRET=1", allow_module_level=True)
 
+from perceptual_kernels.backends.interface import tv_kind_code
 from perceptual_kernels.backends.triton import content, tv
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -34,6 +35,7 @@ SHAPES = [
 def tv_forward(x, kind, eps, grad_scale, need_grad):
     """The forward kernel's per-sample loss and, with need_grad, the backward kernel's gradient for a uniform
     coefficient ``grad_scale`` (both kernels of the pair)."""
+    kind = tv_kind_code(kind)
     per_sample = tv.tv_forward(x, kind, eps)
     if not need_grad:
         return per_sample, None
@@ -195,9 +197,9 @@ def test_tv_nan_propagation(layout, kind):
 @pytest.mark.triton
 def test_tv_bad_args():
     with pytest.raises(ValueError, match="kind"):
-        tv.tv_forward(torch.zeros(1, 1, 2, 2, device=DEVICE), "anisotropic", 0.0)
+        tv.tv_forward(torch.zeros(1, 1, 2, 2, device=DEVICE), 3, 0.0)
     with pytest.raises(ValueError, match="coef"):
-        tv.tv_backward(torch.zeros(2, 1, 2, 2, device=DEVICE), "l1", 0.0, torch.ones(3, device=DEVICE))
+        tv.tv_backward(torch.zeros(2, 1, 2, 2, device=DEVICE), 1, 0.0, torch.ones(3, device=DEVICE))
 
 
 @pytest.mark.triton

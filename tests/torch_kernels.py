@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import torch
 
+from perceptual_kernels.backends.interface import TV_KINDS
+
 
 def _acc(x: torch.Tensor) -> torch.Tensor:
     return x.double() if x.dtype == torch.float64 else x.float()
@@ -46,7 +48,8 @@ def content_loss_backward(x, target, coef):
 
 
 def _tv(x, kind, eps):
-    """Per-sample TV (B,) and its gradient, in the accumulation dtype."""
+    """Per-sample TV (B,) and its gradient, in the accumulation dtype; ``kind`` the interface's integer code."""
+    kind = TV_KINDS[kind]
     xf = _acc(x)
     dh = xf[:, :, 1:, :] - xf[:, :, :-1, :]
     dw = xf[:, :, :, 1:] - xf[:, :, :, :-1]
@@ -88,7 +91,7 @@ def _rows(table, x, style_index):
     return table.expand(x.shape[0], -1)[:, :, None, None]
 
 
-def instance_norm_forward(x, gamma, beta, eps, relu, style_index=None):
+def instance_norm_forward(x, gamma, beta, style_index, eps, relu):
     gamma, beta = _rows(gamma, x, style_index), _rows(beta, x, style_index)
     xf = _acc(x)
     mean = xf.mean((2, 3))
@@ -101,7 +104,7 @@ def instance_norm_forward(x, gamma, beta, eps, relu, style_index=None):
     return (y.clamp_min(0) if relu else y).to(x.dtype), mean, rstd
 
 
-def instance_norm_backward(grad_y, x, mean, rstd, gamma, beta, relu, need_affine_grad, style_index=None):
+def instance_norm_backward(grad_y, x, mean, rstd, gamma, beta, style_index, relu, need_affine_grad):
     gamma, beta = _rows(gamma, x, style_index), _rows(beta, x, style_index)
     xhat = (_acc(x) - mean[:, :, None, None]) * rstd[:, :, None, None]
     g = _acc(grad_y)
@@ -111,5 +114,5 @@ def instance_norm_backward(grad_y, x, mean, rstd, gamma, beta, relu, need_affine
     scale = rstd[:, :, None, None] * (gamma if gamma is not None else 1)
     dx = scale * (g - g.mean((2, 3), keepdim=True) - xhat * (g * xhat).mean((2, 3), keepdim=True))
     if not need_affine_grad:
-        return dx.to(x.dtype), None, None
+        return dx.to(x.dtype), mean.new_empty(0), mean.new_empty(0)
     return dx.to(x.dtype), (g * xhat).sum((2, 3)), g.sum((2, 3))

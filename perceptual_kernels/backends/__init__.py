@@ -10,31 +10,80 @@ Inside ``torch.func`` transforms (grad, vmap, jacrev, ...) the automatic choice 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import os
 from collections.abc import Iterator
-from types import ModuleType
 
 import torch
+
+from . import interface
 
 BACKENDS = ("reference", "triton", "cpu", "cuda")
 AUTO_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")}
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 FLOAT64_BACKENDS = ("cpu",)  # kernel backends that also take float64 (gradcheck)
+_BUILTIN_MODULES = {  # kernel modules of the built-in backends, imported on first use
+    "triton": "perceptual_kernels.backends.triton",
+    "cpu": "perceptual_kernels.backends.compiled",
+    "cuda": "perceptual_kernels.backends.compiled",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Registered:
+    kernels: object
+    devices: tuple[str, ...]
+    dtypes: tuple[torch.dtype, ...]
+
 
 _forced: list[str] = []  # stack of use_backend() choices, innermost last
-_kernel_modules: dict[str, ModuleType] = {}
+_kernel_modules: dict[str, object] = {}
 _import_errors: dict[str, str] = {}
+_registered: dict[str, _Registered] = {}  # backends added by register_backend()
 
 
 class BackendUnavailableError(RuntimeError):
     """A backend was requested for a device / dtype it cannot run on."""
 
 
+def names() -> tuple[str, ...]:
+    """Every backend name: the built-in :data:`BACKENDS`, then the ones added by :func:`register_backend`."""
+    return BACKENDS + tuple(_registered)
+
+
 def _check_name(name: str) -> str:
-    if name not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    if name not in BACKENDS and name not in _registered:
+        raise ValueError(f"backend must be one of {names()}, got {name!r}")
     return name
+
+
+def register_backend(
+    name: str,
+    kernels: object,
+    *,
+    devices: tuple[str, ...] = ("cpu",),
+    dtypes: tuple[torch.dtype, ...] = KERNEL_DTYPES,
+) -> None:
+    """Add a kernel backend: ``kernels`` implements :class:`~perceptual_kernels.backends.interface.KernelBackend`
+    (a module or object with its ten functions) for tensors of ``devices`` and ``dtypes``. It runs when forced
+    (:func:`use_backend`), never by the automatic choice. Registering a name again replaces it;
+    :func:`unregister_backend` removes it.
+    """
+    if not isinstance(name, str) or not name or name in BACKENDS:
+        raise ValueError(f"name must be a new backend name (not one of {BACKENDS}), got {name!r}")
+    missing = interface.missing_functions(kernels)
+    if missing:
+        raise TypeError(f"kernels must implement the kernel interface; missing: {', '.join(missing)}")
+    _registered[name] = _Registered(kernels, tuple(devices), tuple(dtypes))
+    _kernel_modules[name] = kernels
+
+
+def unregister_backend(name: str) -> None:
+    """Remove a backend added by :func:`register_backend`."""
+    if name not in _registered:
+        raise ValueError(f"name must be a backend added by register_backend ({tuple(_registered)}), got {name!r}")
+    del _registered[name], _kernel_modules[name]
 
 
 def forced_backend() -> str | None:
@@ -69,11 +118,11 @@ def use_backend(name: str | None) -> Iterator[None]:
         _forced.pop()
 
 
-def kernels(name: str) -> ModuleType:
-    """The kernel module of a compiled or Triton backend (imported on first use)."""
+def kernels(name: str) -> interface.KernelBackend:
+    """The kernel functions of backend ``name`` (a built-in one is imported on first use)."""
     if name not in _kernel_modules:
-        _kernel_modules[name] = importlib.import_module(f"perceptual_kernels.backends.{name}")
-    return _kernel_modules[name]
+        _kernel_modules[name] = importlib.import_module(_BUILTIN_MODULES[name])
+    return _kernel_modules[name]  # type: ignore[return-value]
 
 
 def _triton_import_error() -> str | None:
@@ -90,6 +139,11 @@ def _triton_import_error() -> str | None:
 def unavailable_reason(name: str, device: torch.device, dtype: torch.dtype) -> str | None:
     """None when backend ``name`` can run tensors of ``device`` / ``dtype``, else a sentence saying why not."""
     if _check_name(name) == "reference":
+        return None
+    if name in _registered:
+        entry = _registered[name]
+        if device.type not in entry.devices or dtype not in entry.dtypes:
+            return f"the {name} backend runs {entry.devices} tensors of {entry.dtypes}, got {device.type} {dtype}"
         return None
     supported = KERNEL_DTYPES + ((torch.float64,) if name in FLOAT64_BACKENDS else ())
     if dtype not in supported:

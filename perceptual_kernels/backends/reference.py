@@ -13,20 +13,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .._reduction import reduce_loss
+
 
 def gram_matrix(x: torch.Tensor, scale: float, out_dtype: torch.dtype) -> torch.Tensor:
     """``G_b = F_b F_b^T * scale`` -> (B, C, C), accumulated in fp32 (or fp64) and scaled before the cast."""
     feats = x.flatten(2)
     acc = feats.double() if x.dtype == torch.float64 else feats.float()
     return (torch.bmm(acc, acc.transpose(1, 2)) * scale).to(out_dtype)
-
-
-def _reduce(per_sample: torch.Tensor, reduction: str, count: int) -> torch.Tensor:
-    if reduction == "mean":
-        return per_sample.sum() / count
-    if reduction == "sum":
-        return per_sample.sum()
-    return per_sample
 
 
 def style_loss(
@@ -43,7 +37,7 @@ def style_loss(
         tgt = tgt.index_select(0, style_index)
     per_sample = ((gram - tgt) ** 2).sum(dim=(1, 2))
     B, C = x.shape[:2]
-    return weight * _reduce(per_sample, reduction, B * C * C)
+    return reduce_loss(per_sample, reduction, weight, B * C * C)
 
 
 def content_loss(x: torch.Tensor, target: torch.Tensor, weight: float, reduction: str) -> torch.Tensor:
@@ -71,7 +65,7 @@ def tv_loss(x: torch.Tensor, kind: str, eps: float, weight: float, reduction: st
     else:
         mag = dh[:, :, :, :-1] ** 2 + dw[:, :, :-1, :] ** 2 + eps
         per_sample = mag.sqrt().sum(dim=(1, 2, 3))
-    return weight * _reduce(per_sample, reduction, x.numel())
+    return reduce_loss(per_sample, reduction, weight, x.numel())
 
 
 def instance_norm(

@@ -104,11 +104,9 @@ def _launch_config() -> tuple[int, int]:
     return 4096, 8
 
 
-def _content_pass(
-    x: torch.Tensor, target: torch.Tensor, coef: torch.Tensor | None
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Forward (no ``coef``): ``(sum (x - target)^2`` 0-d fp32, None); backward (``coef`` one fp32 element):
-    ``(None, coef * (x - target))`` in x's dtype (``torch.empty_like(x)``). 4-D tensors of one shape, any
+def _content_pass(x: torch.Tensor, target: torch.Tensor, coef: torch.Tensor | None) -> torch.Tensor:
+    """Forward (no ``coef``): ``sum (x - target)^2`` 0-d fp32; backward (``coef`` one fp32 element):
+    ``coef * (x - target)`` in x's dtype (``torch.empty_like(x)``). 4-D tensors of one shape, any
     strides; target may have another floating dtype than x."""
     if x.dim() != 4 or target.shape != x.shape:
         raise ValueError(
@@ -117,18 +115,17 @@ def _content_pass(
     if x.dtype not in TRITON_DTYPES or target.dtype not in TRITON_DTYPES:
         raise TypeError(f"content_loss: unsupported dtypes {x.dtype}, {target.dtype}")
     need_grad = coef is not None
-    if need_grad and (coef.numel() != 1 or coef.dtype != torch.float32 or coef.device != x.device):
+    if coef is not None and (coef.numel() != 1 or coef.dtype != torch.float32 or coef.device != x.device):
         raise ValueError(
             f"content_loss_backward: coef must be one float32 element on {x.device}, "
             f"got {coef.dtype} {tuple(coef.shape)} on {coef.device}"
         )
-    grad = torch.empty_like(x) if need_grad else None
+    g = torch.empty_like(x) if need_grad else x  # x: a dummy pointer / strides when no gradient is written
     N = x.numel()
     BLOCK, num_warps = _launch_config()
     n_programs = triton.cdiv(N, BLOCK)
     partials = torch.empty(n_programs, dtype=torch.float32, device=x.device)
-    g = grad if need_grad else x  # dummy pointer / strides when no gradient is written
-    coef_arg = coef.reshape(1) if need_grad else partials
+    coef_arg = coef.reshape(1) if coef is not None else partials
 
     flat = _dense(x) and _same_strides(x, target) and _same_strides(x, g)
     if flat:  # _same_strides + _dense(x) imply target and grad are dense over the same offsets
@@ -162,14 +159,14 @@ def _content_pass(
             BLOCK=BLOCK,
             num_warps=num_warps,
         )
-    return (None if need_grad else partials.sum()), grad  # the backward does not use the loss
+    return g if need_grad else partials.sum()  # the backward does not use the loss
 
 
 def content_loss_forward(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``sum (x - target)^2`` as a 0-d fp32 tensor."""
-    return _content_pass(x, target, None)[0]
+    return _content_pass(x, target, None)
 
 
 def content_loss_backward(x: torch.Tensor, target: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
     """``coef * (x - target)`` in x's dtype; ``coef``: one fp32 element (upstream gradient times the loss scale)."""
-    return _content_pass(x, target, coef)[1]
+    return _content_pass(x, target, coef)

@@ -282,10 +282,8 @@ def _check_input(name: str, x: torch.Tensor) -> None:
         raise TypeError(f"{name}: unsupported dtype {x.dtype}")
 
 
-def _per_plane(t: torch.Tensor | None, B: int, C: int) -> torch.Tensor | None:
+def _per_plane(t: torch.Tensor, B: int, C: int) -> torch.Tensor:
     """A (B, C) float32 contiguous view of a per-plane statistic (a no-op for the documented inputs)."""
-    if t is None:
-        return None
     if t.shape != (B, C):
         raise ValueError(f"expected a per-plane tensor of shape {(B, C)}, got {tuple(t.shape)}")
     return t.to(torch.float32).contiguous()
@@ -314,9 +312,9 @@ def instance_norm_forward(
     x: torch.Tensor,
     gamma: torch.Tensor | None,
     beta: torch.Tensor | None,
+    style_index: torch.Tensor | None,
     eps: float,
     relu: bool,
-    style_index: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Instance norm of ``x`` (B, C, H, W) with per-sample affine and optional ReLU.
 
@@ -381,10 +379,10 @@ def instance_norm_backward(
     rstd: torch.Tensor,
     gamma: torch.Tensor | None,
     beta: torch.Tensor | None,
+    style_index: torch.Tensor | None,
     relu: bool,
     need_affine_grad: bool,
-    style_index: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of :func:`instance_norm_forward`: ``(dx, dgamma, dbeta)``.
 
     With ``g = grad_y * [y > 0]`` (``relu``; y recomputed from x, mean, rstd, gamma, beta) or
@@ -393,7 +391,7 @@ def instance_norm_backward(
         dbeta  = sum_hw g,   dgamma = sum_hw g * xhat                     ((B, C) float32)
         dx     = gamma * rstd * (g - mean_hw(g) - xhat * mean_hw(g * xhat))   (x's dtype, empty_like(x))
 
-    ``dgamma`` / ``dbeta`` are per sample (B, C), None unless ``need_affine_grad``; reducing them onto the table
+    ``dgamma`` / ``dbeta`` are per sample (B, C), empty unless ``need_affine_grad``; reducing them onto the table
     rows is the caller's job. ``gamma``, ``beta``, ``style_index`` as in the forward. ``grad_y`` may have strides
     of its own.
     """
@@ -404,10 +402,9 @@ def instance_norm_backward(
     mean, rstd = _per_plane(mean, B, C), _per_plane(rstd, B, C)
     gamma, beta, s_row = _param_tables(gamma, beta, B, C, style_index)
     dx = torch.empty_like(x)
-    dgamma = dbeta = None
-    if need_affine_grad:
-        dgamma = torch.empty((B, C), dtype=torch.float32, device=x.device)
-        dbeta = torch.empty((B, C), dtype=torch.float32, device=x.device)
+    stats_shape = (B, C) if need_affine_grad else (0,)
+    dgamma = torch.empty(stats_shape, dtype=torch.float32, device=x.device)
+    dbeta = torch.empty(stats_shape, dtype=torch.float32, device=x.device)
     if B * C == 0:
         return dx, dgamma, dbeta
 
@@ -424,8 +421,8 @@ def instance_norm_backward(
         gamma if gamma is not None else mean,
         beta if beta is not None else mean,
         style_index if style_index is not None else mean,
-        dgamma if dgamma is not None else mean,
-        dbeta if dbeta is not None else mean,
+        dgamma if need_affine_grad else mean,
+        dbeta if need_affine_grad else mean,
         C,
         H * W,
         n_cblocks,

@@ -27,9 +27,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ..interface import TV_KINDS
 from ._common import TRITON_DTYPES, interpreting
-
-_KINDS = {"squared": 0, "l1": 1, "isotropic": 2}
 
 
 @triton.jit
@@ -150,35 +149,32 @@ def _launch_config() -> tuple[int, int, int]:
     return 32, 64, 4
 
 
-def _tv_pass(
-    x: torch.Tensor, kind: str, eps: float, coef: torch.Tensor | None
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Forward (no ``coef``): ``(per_sample, None)``, the per-sample TV (B,) fp32; backward (``coef`` (B,) fp32):
-    ``(None, coef_b * dTV_b/dx)`` in x's dtype (``torch.empty_like(x)``). Math is fp32 for every input dtype."""
+def _tv_pass(x: torch.Tensor, kind: int, eps: float, coef: torch.Tensor | None) -> torch.Tensor:
+    """Forward (no ``coef``): the per-sample TV (B,) fp32; backward (``coef`` (B,) fp32): ``coef_b * dTV_b/dx``
+    in x's dtype (``torch.empty_like(x)``). Math is fp32 for every input dtype."""
     if x.dim() != 4:
         raise ValueError(f"tv: expected a 4-D (B, C, H, W) tensor, got shape {tuple(x.shape)}")
     if x.dtype not in TRITON_DTYPES:
         raise TypeError(f"tv: unsupported dtype {x.dtype}")
-    if kind not in _KINDS:
-        raise ValueError(f"tv: unknown kind {kind!r}, expected one of {sorted(_KINDS)}")
+    if kind not in range(len(TV_KINDS)):
+        raise ValueError(f"tv: kind must be the code 0..{len(TV_KINDS) - 1} of one of {TV_KINDS}, got {kind!r}")
     B, C, H, W = x.shape
     need_grad = coef is not None
-    if need_grad and (coef.shape != (B,) or coef.dtype != torch.float32 or coef.device != x.device):
+    if coef is not None and (coef.shape != (B,) or coef.dtype != torch.float32 or coef.device != x.device):
         raise ValueError(
             f"tv_backward: coef must be a ({B},) float32 tensor on {x.device}, "
             f"got {coef.dtype} {tuple(coef.shape)} on {coef.device}"
         )
-    grad = torch.empty_like(x) if need_grad else None
+    grad = torch.empty_like(x) if need_grad else x  # x: a dummy pointer / strides when no gradient is written
 
     BLOCK_H, BLOCK_W, num_warps = _launch_config()
     n_tiles_w = triton.cdiv(W, BLOCK_W)
     n_tiles = triton.cdiv(H, BLOCK_H) * n_tiles_w
     n_programs = B * C * n_tiles
     partials = torch.empty(n_programs, dtype=torch.float32, device=x.device)
-    g = grad if need_grad else x  # dummy pointer / strides when no gradient is written
     _tv_fwd_bwd_kernel[(n_programs,)](
         x,
-        g,
+        grad,
         partials,
         C,
         H,
@@ -186,24 +182,24 @@ def _tv_pass(
         n_tiles_w,
         n_tiles,
         *x.stride(),
-        *g.stride(),
+        *grad.stride(),
         float(eps),
-        coef.contiguous() if need_grad else partials,
-        KIND=_KINDS[kind],
+        coef.contiguous() if coef is not None else partials,
+        KIND=kind,
         NEED_GRAD=need_grad,
         BLOCK_H=BLOCK_H,
         BLOCK_W=BLOCK_W,
         num_warps=num_warps,
     )
     # Programs are plane-major, planes sample-major: each sample owns C * n_tiles consecutive partials.
-    return (None if need_grad else partials.view(B, -1).sum(1)), grad  # the backward does not use the loss
+    return grad if need_grad else partials.view(B, -1).sum(1)  # the backward does not use the loss
 
 
-def tv_forward(x: torch.Tensor, kind: str, eps: float) -> torch.Tensor:
+def tv_forward(x: torch.Tensor, kind: int, eps: float) -> torch.Tensor:
     """Total variation of each sample of ``x`` (B, C, H, W) with any strides: (B,) float32."""
-    return _tv_pass(x, kind, eps, None)[0]
+    return _tv_pass(x, kind, eps, None)
 
 
-def tv_backward(x: torch.Tensor, kind: str, eps: float, coef: torch.Tensor) -> torch.Tensor:
+def tv_backward(x: torch.Tensor, kind: int, eps: float, coef: torch.Tensor) -> torch.Tensor:
     """``coef_b * dTV_b/dx`` in x's dtype; ``coef`` (B,) float32 (upstream gradient times the loss scale)."""
-    return _tv_pass(x, kind, eps, coef)[1]
+    return _tv_pass(x, kind, eps, coef)

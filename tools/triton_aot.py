@@ -3,7 +3,7 @@
 :func:`capture_launches` runs a launcher (``gram_forward`` etc.) on CPU tensors with the GPU launch configuration
 but records each ``kernel[grid](...)`` call instead of running it; :func:`compile_for` then compiles a recorded
 call for ``sm_XX`` and reads the register / spill report of the cubin. Used by the tests (every kernel variant
-must compile for sm_80 and sm_90) and by ``benchmarks/triton_resources.py``.
+must compile for sm_80 and sm_90) and by ``python -m tools.triton_resources``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ import torch
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
+
+from perceptual_kernels.backends.interface import TV_KINDS
+from perceptual_kernels.backends.triton import content, gram, instance_norm, tv
 
 _PTR_TYPES = {
     torch.float32: "*fp32",
@@ -105,3 +108,34 @@ def launches_of(fn: Callable[[], object]) -> list[Launch]:
     with capture_launches() as launches:
         fn()
     return launches
+
+
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def kernel_calls(dtype: torch.dtype, layout: str) -> list:
+    """The launches of every op's forward and backward for one (dtype, layout), recorded without running."""
+    x = torch.randn(2, 64, 16, 16, dtype=dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "sliced":
+        x = torch.randn(2, 64, 18, 19, dtype=dtype)[:, :, 1:17, 2:18]
+    rows = torch.ones(2, 64)
+    calls = [
+        lambda: gram.gram_forward(x, 0.1, dtype),
+        lambda: gram.style_loss_forward(x, torch.randn(3, 64, 64), torch.tensor([0, 2]), 0.1),
+        lambda: gram.gram_backward(torch.randn(2, 64, 64, dtype=dtype), x, 0.1),
+        lambda: gram.style_loss_backward(torch.rand(2), torch.randn(2, 64, 64), x),
+        lambda: content.content_loss_forward(x, torch.randn(2, 64, 16, 16)),
+        lambda: content.content_loss_backward(x, torch.randn(2, 64, 16, 16), torch.tensor(2.0)),
+        lambda: instance_norm.instance_norm_forward(x, rows, rows, None, 1e-5, True),
+        lambda: instance_norm.instance_norm_backward(x, x, rows, rows, rows, rows, None, True, True),
+    ] + [
+        call
+        for kind in range(len(TV_KINDS))
+        for call in (
+            lambda kind=kind: tv.tv_forward(x, kind, 1e-8),
+            lambda kind=kind: tv.tv_backward(x, kind, 1e-8, torch.ones(2)),
+        )
+    ]
+    return [launch for call in calls for launch in launches_of(call)]

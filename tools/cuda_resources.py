@@ -1,6 +1,6 @@
 """Registers, spills and shared memory of every CUDA kernel in ``csrc/cuda/*.cuh``, compiled standalone with
 ``nvcc -Xptxas -v`` for sm_80 and sm_90 (no GPU and no torch headers needed: the .cuh files include none).
-Writes ``benchmarks/results/cuda_ptxas.md``. Run: ``python benchmarks/cuda_resources.py``."""
+Writes ``benchmarks/results/cuda_ptxas.md``. Run: ``python -m tools.cuda_resources``."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def main() -> None:
     lines = [
         "# CUDA kernels: ptxas resource usage (sm_80, sm_90)",
         "",
-        f"Compiled standalone on a CPU-only machine with `python benchmarks/cuda_resources.py` ({version}). "
+        f"Compiled standalone on a CPU-only machine with `python -m tools.cuda_resources` ({version}). "
         "Registers per thread; spills and stack in bytes per thread; static shared memory per block.",
         "",
         "| file | kernel | arch | registers | spill stores | spill loads | stack | smem |",
