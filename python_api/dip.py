@@ -22,11 +22,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
 import perceptual_kernels as pk
 
-from . import _checks, images, metrics
+from . import _checks, images, loop, metrics
 from ._device import resolve_device
 from .dip_nets import Downsampler, get_net, get_noise, task_defaults
 
@@ -128,8 +127,7 @@ def fit(
             stacklevel=3,
         )
     z = get_noise(depth, size, input_kind, generator=g).to(device)
-    if device.type == "cuda":
-        model, z = model.to(memory_format=torch.channels_last), z.contiguous(memory_format=torch.channels_last)
+    model, z = loop.channels_last(model, device), loop.channels_last(z, device)
     forward = torch.compile(model) if compile else model
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     history, average = DIPHistory(), None
@@ -137,10 +135,16 @@ def fit(
     checkpoint = copy.deepcopy(model.state_dict())
     last_psnr = None
     start = time.perf_counter()
-    bar = tqdm(range(iterations), desc=f"dip {task}", disable=not progress, leave=False)
     output = None
-    try:
-        for it in bar:
+
+    def keep_average() -> str | None:  # on Ctrl-C
+        if save_path is None or average is None:
+            return None
+        saved = images.save_image(average.clamp(0, 1), save_path, protected=protected)
+        return f"interrupted: kept the running average in {saved}"
+
+    with loop.progress(iterations, f"dip {task}", enabled=progress, on_interrupt=keep_average) as bar:
+        for it in range(iterations):
             z_in = z + reg_noise_std * torch.randn_like(z) if reg_noise_std > 0 else z
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 raw = forward(z_in)
@@ -151,13 +155,13 @@ def fit(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            bar.update(1)
             output = output.detach()
             average = output if average is None else average * ema_weight + output * (1 - ema_weight)
             if (it + 1) % log_every and it + 1 != iterations:
                 continue
             value = loss.item()  # the logging sync
-            if not math.isfinite(value):
-                raise FloatingPointError(f"the DIP loss became {value} at iteration {it + 1}; lower lr or tv_weight")
+            loop.check_finite(value, f"at iteration {it + 1}", "lower lr or tv_weight", name="DIP loss")
             data_psnr = -10 * math.log10(max(value, 1e-30))
             if backtrack and last_psnr is not None and data_psnr < last_psnr - 5:
                 model.load_state_dict(checkpoint)  # in place: Adam keeps its moments, as in the authors' code
@@ -176,16 +180,9 @@ def fit(
                 postfix.update(psnr=f"{p:.2f}", psnr_avg=f"{pa:.2f}")
                 if best_psnr is None or max(p, pa) > best_psnr:
                     best_psnr, best = max(p, pa), (output if p >= pa else average).clamp(0, 1).clone()
-            bar.set_postfix(postfix)
+            loop.show(bar, postfix)
             if callback is not None:
                 callback({"iteration": it + 1, "output": output, "average": average, "loss": value})
-    except KeyboardInterrupt:
-        if save_path is not None and average is not None:
-            saved = images.save_image(average.clamp(0, 1), save_path, protected=protected)
-            bar.write(f"interrupted: kept the running average in {saved}")
-        raise
-    finally:
-        bar.close()
     return DIPResult(output.clamp(0, 1), average.clamp(0, 1), best, best_psnr, history)
 
 

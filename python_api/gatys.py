@@ -10,7 +10,6 @@ PyTorch neural-style tutorial, whose losses they equal. Targets are computed onc
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -18,11 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 import perceptual_kernels as pk
 
-from . import _checks, images
+from . import _checks, images, loop
 from ._device import resolve_device
 from .vgg import VGGFeatures
 
@@ -190,32 +188,31 @@ def _optimize(
         last.update({k: v.detach() for k, v in terms.items()})
         return terms["loss"]
 
-    bar = tqdm(range(iterations), desc=f"gatys {scale}px", disable=not progress, leave=False)
     iteration = first_iteration
-    try:
+
+    def keep_last() -> str | None:  # on Ctrl-C
+        if save_path is None:
+            return None
+        saved = _save_intermediate(image, save_path, iteration, protected)
+        return f"interrupted at iteration {iteration}: kept {saved}"
+
+    with loop.progress(iterations, f"gatys {scale}px", enabled=progress, on_interrupt=keep_last) as bar:
         for iteration in range(first_iteration, first_iteration + iterations):
             opt.step(closure)
             losses = {k: float(v) for k, v in last.items()}
             history.append(losses, time.perf_counter() - start, scale)
             bar.update(1)
-            bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()})
-            if not math.isfinite(losses["loss"]):
-                terms = ", ".join(f"{k} {v:g}" for k, v in losses.items() if k != "loss")
-                raise FloatingPointError(
-                    f"the loss became {losses['loss']} at iteration {iteration} ({terms}); "
-                    "lower the learning rate or the loss weights"
-                )
+            loop.show(bar, losses)
+            loop.check_finite(
+                losses["loss"],
+                f"at iteration {iteration}",
+                "lower the learning rate or the loss weights",
+                terms={k: v for k, v in losses.items() if k != "loss"},
+            )
             if callback is not None:
                 callback({"iteration": iteration, "scale": scale, "image": image.detach(), "losses": losses})
             if save_every and save_path is not None and (iteration + 1) % save_every == 0:
                 _save_intermediate(image, save_path, iteration + 1, protected)
-    except KeyboardInterrupt:
-        if save_path is not None:
-            saved = _save_intermediate(image, save_path, iteration, protected)
-            bar.write(f"interrupted at iteration {iteration}: kept {saved}")
-        raise
-    finally:
-        bar.close()
     return image.detach()
 
 
@@ -227,15 +224,13 @@ def _build_extractor(
     pooling: str,
     seed: int,
     device: torch.device,
-    channels_last: bool,
 ) -> VGGFeatures:
     if extractor is None:
         extractor = VGGFeatures(layers, arch=arch, weights=weights, pooling=pooling, seed=seed)
     missing = [name for name in layers if name not in extractor.layers]
     if missing:
         raise ValueError(f"the given extractor does not return layers {missing}")
-    extractor = extractor.to(device)
-    return extractor.to(memory_format=torch.channels_last) if channels_last else extractor
+    return loop.channels_last(extractor.to(device), device)
 
 
 def stylize(
@@ -316,9 +311,8 @@ def stylize(
     content_full = images.as_image(content, "content", device)
     styles_full = [images.as_image(s, "style", device) for s in style_list]
     init_image = None if isinstance(init, str) and init in INITS else images.as_image(init, "init", device)
-    channels_last = device.type == "cuda"
     layers = list(dict.fromkeys([*content_layers, *style_layers]))
-    extractor = _build_extractor(extractor, layers, arch, weights, pooling, seed, device, channels_last)
+    extractor = _build_extractor(extractor, layers, arch, weights, pooling, seed, device)
     torch.manual_seed(seed)
 
     history, start, image = History(), time.perf_counter(), None
@@ -336,8 +330,7 @@ def stylize(
                     f"a style image at scale {style_scale} is {tuple(s.shape[-2:])}, smaller than "
                     f"the {extractor.min_size} pixels the style layers need"
                 )
-        if channels_last:
-            content_img = content_img.contiguous(memory_format=torch.channels_last)
+        content_img = loop.channels_last(content_img, device)
         content_targets = {}
         if content_layers:
             with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
@@ -361,7 +354,7 @@ def stylize(
             image = torch.rand(content_img.shape, device=device)
         else:
             image = content_img.clone()
-        image = image.contiguous(memory_format=torch.channels_last) if channels_last else image.contiguous()
+        image = loop.channels_last(image.contiguous(), device)
         image = _optimize(
             image,
             objective,
