@@ -4,7 +4,8 @@ Images are float32 RGB tensors in [0, 1] of shape (1, 3, H, W); functions that t
 (and return the same rank) or a batch (B, 3, H, W) where that makes sense.
 
 * :func:`load_image` reads any format Pillow reads, applies the EXIF orientation, composites alpha over white and
-  keeps the full precision of 16-bit PNGs (greyscale, grey+alpha, RGB, RGBA) and 16-bit RGB(A) TIFFs.
+  keeps the full precision of 16-bit PNGs (greyscale, grey+alpha, RGB, RGBA) and 16-bit RGB(A) TIFFs (the colour
+  ones, which Pillow decodes to 8 bit, are read with pypng and tifffile).
 * :func:`save_image` quantises to 8 bit and writes atomically (temporary file + ``os.replace``), refusing to
   overwrite any of the ``protected`` input paths.
 * :func:`resize` / :func:`resize_long_side`: antialiased bicubic resampling.
@@ -17,11 +18,14 @@ from __future__ import annotations
 import math
 import os
 import pathlib
-import sys
 import tempfile
+import threading
+import warnings
 from collections.abc import Iterable
 
 import numpy as np
+import png
+import tifffile
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -177,80 +181,67 @@ def to_pil(img: torch.Tensor) -> Image.Image:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# 16-bit RGB(A) / grey+alpha: Pillow decodes them to 8 bit, so decode the raw samples ourselves via Pillow's
-# decoders (which still do the PNG unfiltering / interlacing and the TIFF decompression)
+# 16-bit colour files: Pillow has no 16-bit multichannel mode and decodes them to 8 bit, so pypng (PNG) and
+# tifffile (TIFF) read their samples
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _tile_rawmode(tile: object) -> str | None:
-    args = getattr(tile, "args", None)
-    if args is None and isinstance(tile, tuple) and len(tile) >= 4:
-        args = tile[3]
-    if isinstance(args, str):
-        return args
-    if isinstance(args, tuple) and args and isinstance(args[0], str):
-        return args[0]
-    return None
+def _read_png16(path: pathlib.Path) -> np.ndarray | None:
+    """float64 (H, W, 3) of a 16-bit RGB / RGBA / grey+alpha PNG (a tRNS colour key and alpha composited over
+    white), None for any other PNG and for one pypng cannot read (Pillow then reads it or says why not)."""
+    try:
+        reader = png.Reader(filename=os.fspath(path))
+        reader.preamble()
+        if reader.bitdepth != 16 or reader.color_type not in (2, 4, 6):
+            return None
+        width, height, rows, info = reader.asDirect()  # the tRNS colour key becomes an alpha channel
+        values = np.frombuffer(b"".join(row.tobytes() for row in rows), dtype=np.uint16)
+    except png.Error:
+        return None
+    arr = values.reshape(height, width, info["planes"]) / 65535.0
+    if info["greyscale"]:  # grey (+ alpha) -> RGB (+ alpha)
+        arr = np.concatenate([np.repeat(arr[..., :1], 3, axis=2), arr[..., 1:]], axis=2)
+    return _composite_over_white(arr) if info["alpha"] else arr
 
 
-def _with_rawmode(tile: object, rawmode: str) -> object:
-    args = getattr(tile, "args", None) if hasattr(tile, "_replace") else tile[3]  # type: ignore[index]
-    new_args = rawmode if isinstance(args, str) else (rawmode, *args[1:])
-    if hasattr(tile, "_replace"):
-        return tile._replace(args=new_args)
-    return (*tile[:3], new_args, *tile[4:])  # type: ignore[index]
-
-
-def _decode_as(path: pathlib.Path, rawmode_map: dict[str, str]) -> np.ndarray:
-    """Open ``path`` afresh and decode its first frame with every tile's raw mode replaced via ``rawmode_map``."""
-    with Image.open(path) as im:
-        tiles = []
-        for tile in im.tile:
-            raw = _tile_rawmode(tile)
-            if raw not in rawmode_map:
-                raise ValueError(f"unexpected raw mode {raw!r}")
-            tiles.append(_with_rawmode(tile, rawmode_map[raw]))
-        im.tile = tiles
-        im.load()
-        return np.array(im)
+def _read_tiff16(path: pathlib.Path) -> np.ndarray | None:
+    """float64 (H, W, 3) of a single-page 16-bit RGB / RGBA TIFF (alpha composited over white), None for any other
+    TIFF and for one tifffile cannot read (Pillow then reads it, at 8 bit). A compression tifffile cannot undo on
+    its own (LZW and others need the imagecodecs package) says so in a warning."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            if (
+                len(tif.pages) != 1
+                or page.photometric != tifffile.PHOTOMETRIC.RGB
+                or page.dtype != np.uint16
+                or page.samplesperpixel not in (3, 4)
+            ):
+                return None
+            if page.compression not in tifffile.TIFF.DECOMPRESSORS:
+                warnings.warn(
+                    f"{path} is read at 8 bit: its {page.compression.name} compression needs the imagecodecs "
+                    f"package (pip install imagecodecs) to keep the 16-bit samples",
+                    stacklevel=4,
+                )
+                return None
+            arr = page.asarray()
+            separate = page.planarconfig == tifffile.PLANARCONFIG.SEPARATE
+    except Exception:  # a damaged file: Pillow's reading says what is wrong with it
+        return None
+    arr = (np.moveaxis(arr, 0, -1) if separate else arr) / 65535.0
+    return _composite_over_white(arr) if arr.shape[-1] == 4 else arr
 
 
 def _read_16bit_colour(path: pathlib.Path, im: Image.Image) -> np.ndarray | None:
-    """Full-precision float64 (H, W, 3) for a 16-bit RGB / RGBA / grey+alpha file that Pillow would decode to 8 bit,
-    None for anything else (or if the raw decoding is not possible, then Pillow's 8-bit decoding is used)."""
-    if im.mode not in ("RGB", "RGBA") or not im.tile or getattr(im, "n_frames", 1) != 1:
+    """Full-precision float64 (H, W, 3) of a 16-bit colour PNG or TIFF, which Pillow would decode to 8 bit; None for
+    any other file (Pillow reads those)."""
+    if im.mode not in ("RGB", "RGBA") or getattr(im, "n_frames", 1) != 1:
         return None
-    rawmodes = {_tile_rawmode(t) for t in im.tile}
-    if len(rawmodes) != 1:
-        return None
-    raw = rawmodes.pop()
-    native = "L" if sys.byteorder == "little" else "B"
-    swap = {"B": "L", "L": "B"}
-    try:
-        if raw == "LA;16B":  # 16-bit grey + alpha PNG: read the 4 bytes per pixel as 4 8-bit channels
-            b = _decode_as(path, {raw: "RGBA"}).astype(np.float64)
-            grey = (b[..., 0] * 256 + b[..., 1]) / 65535.0
-            alpha = (b[..., 2] * 256 + b[..., 3]) / 65535.0
-            rgba = np.stack([grey, grey, grey, alpha], axis=-1)
-            return _composite_over_white(rgba)
-        for base in ("RGB", "RGBA"):
-            for end in ("B", "L", "N"):
-                if raw == f"{base};16{end}":
-                    e = native if end == "N" else end
-                    # unpacking "X;16B" keeps the first byte of each sample, "X;16L" the second: decode both ways
-                    hi = _decode_as(path, {raw: f"{base};16{e}"}).astype(np.float64)
-                    lo = _decode_as(path, {raw: f"{base};16{swap[e]}"}).astype(np.float64)
-                    values = hi * 256.0 + lo
-                    arr = values / 65535.0
-                    transparency = im.info.get("transparency")
-                    if base == "RGBA":
-                        return _composite_over_white(arr)
-                    if isinstance(transparency, tuple) and len(transparency) == 3:  # 16-bit tRNS colour key
-                        alpha = (values != np.asarray(transparency, np.float64)).any(axis=-1)[..., None]
-                        arr = arr * alpha + (1.0 - alpha)
-                    return arr
-    except Exception:
-        return None
+    if im.format == "PNG":
+        return _read_png16(path)
+    if im.format == "TIFF":
+        return _read_tiff16(path)
     return None
 
 
@@ -356,16 +347,15 @@ def resize_long_side(img: torch.Tensor, long_side: int) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------------------
 
 
+_UMASK_LOCK = threading.Lock()
+
+
 def _umask() -> int:
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
+    """The process's umask. ``os.umask`` reads it only by setting it: set a strict one and restore it at once,
+    under a lock (the umask is process-wide), so that no other file is created with a looser mode meanwhile."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)
+        os.umask(mask)
     return mask
 
 
