@@ -66,6 +66,13 @@ def seed(value: object, name: str = "seed") -> int:
     return integer(name, value, 0, SEED_MAX)
 
 
+def callback(value: object, name: str = "callback") -> object:
+    """A callable or None."""
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be callable or None, got {value!r}")
+    return value
+
+
 def weights(name: str, values: Sequence[object]) -> list[float]:
     """Mixing weights: finite, non-negative and with a positive sum."""
     out = [number(f"{name}[{i}]", v, 0.0) for i, v in enumerate(values)]

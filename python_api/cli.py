@@ -339,13 +339,9 @@ def _run_transfer(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"IMAGE {source} does not exist")
     if source.is_dir():
         _checks.output_path("-o", args.output, folder=True)
-        pairs = [
-            (p, Path(args.output) / (p.stem + ".png"))
-            for p in sorted(source.iterdir())
-            if p.suffix.lower() in johnson.IMAGE_SUFFIXES and p.is_file()
-        ]
+        pairs = [(p, Path(args.output) / (p.stem + ".png")) for p in images.image_files(source)]
         if not pairs:
-            raise ValueError(f"no images ({', '.join(johnson.IMAGE_SUFFIXES)}) in the folder {source}")
+            raise ValueError(f"no images ({', '.join(images.IMAGE_SUFFIXES)}) in the folder {source}")
         names = [out.name for _, out in pairs]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
@@ -370,9 +366,9 @@ def _run_transfer(args: argparse.Namespace) -> int:
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     folder = _checks.input_folder("DATA", args.data)
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in johnson.IMAGE_SUFFIXES and p.is_file())
+    files = images.image_files(folder)
     if not files:
-        raise ValueError(f"no images ({', '.join(johnson.IMAGE_SUFFIXES)}) in the folder {folder}")
+        raise ValueError(f"no images ({', '.join(images.IMAGE_SUFFIXES)}) in the folder {folder}")
     factor, upscale = args.factor if args.factor is not None else 4, None
     if args.model is not None:
         device = johnson.resolve_device(args.device)

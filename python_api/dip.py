@@ -28,8 +28,8 @@ import perceptual_kernels as pk
 from . import _checks, images, loop, metrics
 from ._device import resolve_device
 from .dip_nets import Downsampler, get_net, get_noise, task_defaults
+from .images import ImageLike
 
-ImageLike = torch.Tensor | str | os.PathLike
 TASK_ITERATIONS = {"denoise": 3000, "inpaint": 6000, "sr4": 2000, "sr8": 4000}
 
 
@@ -105,8 +105,7 @@ def fit(
     seed = _checks.seed(seed)
     if input_kind not in ("noise", "meshgrid"):
         raise ValueError(f"input_kind must be 'noise' or 'meshgrid', got {input_kind!r}")
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be callable or None, got {callback!r}")
+    _checks.callback(callback)
     if save_path is not None:
         _checks.output_path("save_path", save_path, protected, images.SAVE_FORMATS)
     device = torch.device("cpu") if device is None else device

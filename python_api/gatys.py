@@ -22,6 +22,7 @@ import perceptual_kernels as pk
 
 from . import _checks, images, loop
 from ._device import resolve_device
+from .images import ImageLike
 from .vgg import VGGFeatures
 
 DEFAULT_CONTENT_LAYERS = ("relu4_2",)
@@ -29,7 +30,6 @@ DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise")
 COLOR_METHODS = ("luminance", "mean_cov", "histogram")
-ImageLike = torch.Tensor | str | os.PathLike
 
 
 @dataclass
@@ -299,8 +299,7 @@ def stylize(
     )
     lr = None if lr is None else _checks.number("lr", lr, positive=True)
     seed = _checks.seed(seed)
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be callable or None, got {callback!r}")
+    _checks.callback(callback)
     scales = _scales(size, multiscale)
     protected = [
         Path(p)

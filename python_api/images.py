@@ -34,9 +34,12 @@ from . import _checks
 
 __all__ = [
     "COLOR_METHODS",
+    "IMAGE_SUFFIXES",
     "MATCH_MODES",
     "SAVE_FORMATS",
+    "ImageLike",
     "from_pil",
+    "image_files",
     "load_image",
     "luminance_transfer",
     "match_color",
@@ -47,6 +50,10 @@ __all__ = [
     "to_pil",
 ]
 
+#: An image tensor or the path of an image file.
+ImageLike = torch.Tensor | str | os.PathLike
+#: Suffixes (lower case) of the files :func:`image_files` lists.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 #: Methods accepted by :func:`preserve_colors`.
 COLOR_METHODS = ("luminance", "mean_cov", "histogram")
 #: Modes accepted by :func:`match_color`.
@@ -262,6 +269,13 @@ def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
     if orientation == 8:  # ROTATE_90 (90 degrees counter-clockwise)
         return np.rot90(arr, k=1)
     return arr
+
+
+def image_files(folder: pathlib.Path, *, recursive: bool = False) -> list[pathlib.Path]:
+    """The image files (by :data:`IMAGE_SUFFIXES`, any case) in ``folder`` (and its subfolders with
+    ``recursive``), sorted."""
+    candidates = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
 def load_image(

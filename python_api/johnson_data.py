@@ -13,8 +13,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from . import _checks, images
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+from .images import IMAGE_SUFFIXES
 
 
 class ImageFolder(Dataset):
@@ -28,7 +27,7 @@ class ImageFolder(Dataset):
     def __init__(self, root: str | os.PathLike, crop: int = 256, seed: int = 0) -> None:
         self.root = _checks.input_folder("training data folder", root)
         self.crop, self.seed = _checks.integer("crop", crop, 1), _checks.seed(seed)
-        self.files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        self.files = images.image_files(self.root, recursive=True)
         if not self.files:
             raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under the training data folder {self.root}")
 
