@@ -560,6 +560,15 @@ def plot(results: dict, path: str | os.PathLike) -> pathlib.Path:
     return path
 
 
+def _new_results_path(slug: str, replace: bool) -> pathlib.Path:
+    """``RESULTS_DIR/<slug>.md``, or the first ``<slug>-<n>.md`` that no markdown or PNG uses yet."""
+    path, n = RESULTS_DIR / f"{slug}.md", 1
+    while not replace and (path.exists() or path.with_suffix(".png").exists()):
+        n += 1
+        path = RESULTS_DIR / f"{slug}-{n}.md"
+    return path
+
+
 def write_report(
     results: dict,
     out: str | os.PathLike | None = None,
@@ -567,12 +576,15 @@ def write_report(
     *,
     make_plot: bool = True,
     source: str | None = None,
+    replace: bool = False,
 ) -> tuple[pathlib.Path, pathlib.Path | None]:
     """Write the markdown (default ``benchmarks/results/<machine>.md``) and, when ``make_plot``, the PNG (default:
-    same stem, ``.png``). Returns (markdown path, PNG path or None). The PNG is skipped with a warning on stderr
-    when matplotlib is missing and no ``plot_path`` was asked for; asked for, the ImportError propagates."""
+    same stem, ``.png``). Returns (markdown path, PNG path or None). The default never replaces a results file
+    (they are committed): it writes ``<machine>-2.md``, ``-3`` ... unless ``replace``. The PNG is skipped with a
+    warning on stderr when matplotlib is missing and no ``plot_path`` was asked for; asked for, the ImportError
+    propagates."""
     _check(results)
-    md_path = pathlib.Path(out) if out is not None else RESULTS_DIR / f"{machine_slug(results)}.md"
+    md_path = pathlib.Path(out) if out is not None else _new_results_path(machine_slug(results), replace)
     _atomic_write_bytes(md_path, render(results, source=source).encode("utf-8"))
     png_path = None
     if make_plot:
@@ -589,7 +601,14 @@ def write_report(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("results", help="pytest-benchmark JSON (pytest ... --benchmark-json=RESULTS.json)")
-    parser.add_argument("--out", help="markdown file (default benchmarks/results/<machine>.md)")
+    parser.add_argument(
+        "--out", help="markdown file (default benchmarks/results/<machine>.md, or <machine>-2.md ... if it exists)"
+    )
+    parser.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace an existing benchmarks/results/<machine>.md instead of writing <machine>-2.md",
+    )
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--plot", help="PNG file (default: next to the markdown, same stem)")
     group.add_argument("--no-plot", action="store_true", help="write no PNG")
@@ -597,7 +616,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = load(args.results)
         md_path, png_path = write_report(
-            results, args.out, args.plot, make_plot=not args.no_plot, source=pathlib.Path(args.results).name
+            results,
+            args.out,
+            args.plot,
+            make_plot=not args.no_plot,
+            source=pathlib.Path(args.results).name,
+            replace=args.replace,
         )
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -9,8 +9,11 @@ against another torch can crash the process on import instead of raising).
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import importlib.util
 import json
 import pathlib
+import warnings
 from types import ModuleType
 
 import torch
@@ -19,6 +22,7 @@ BUILD_INFO_PATH = pathlib.Path(__file__).resolve().parents[1] / "_build_info.jso
 LOAD_ERROR: str | None = None
 _module: ModuleType | None = None
 _tried = False
+_warned = False
 
 
 def build_info() -> dict | None:
@@ -29,13 +33,30 @@ def build_info() -> dict | None:
         return None
 
 
+def rebuild_command() -> str:
+    """The command that rebuilds ``_C`` for the way this package was installed (editable or not)."""
+    try:
+        recorded = importlib.metadata.distribution("perceptual-kernels").read_text("direct_url.json")
+        direct_url = json.loads(recorded) if recorded else {}
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        direct_url = {}
+    source = direct_url.get("url", "").removeprefix("file://")
+    if direct_url.get("dir_info", {}).get("editable"):
+        return f"pip install --no-build-isolation -e {source or '.'}"
+    if source:
+        return f"pip install --no-build-isolation --force-reinstall --no-deps {source}"
+    return (
+        "pip install --no-build-isolation --force-reinstall --no-deps --no-binary perceptual-kernels perceptual-kernels"
+    )
+
+
 def _version_mismatch(info: dict | None) -> str | None:
     if info is None:
         return None
     if info.get("torch") != torch.__version__:
         return (
             f"perceptual_kernels._C was built against torch {info.get('torch')} but torch {torch.__version__} "
-            "is running; rebuild it (pip install --no-build-isolation -e .) to use the cpu/cuda backends"
+            f"is running; rebuild it ({rebuild_command()}) to use the cpu/cuda backends"
         )
     return None
 
@@ -63,10 +84,27 @@ def load() -> ModuleType | None:
     return _module
 
 
+def _warn_unusable_build() -> None:
+    """Warn once per process when a built ``_C`` cannot be used (typically: torch was upgraded after the build),
+    so the ops silently running on the slower backends is never a surprise. A pure-Python install (no ``_C``
+    file) does not warn."""
+    global _warned
+    if _warned or importlib.util.find_spec("perceptual_kernels._C") is None:
+        return
+    _warned = True
+    warnings.warn(
+        f"{LOAD_ERROR}. Until then the ops run on the reference / Triton backends (slower).",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
 def unavailable_reason(device_type: str) -> str | None:
-    """None when ``_C`` provides kernels for ``device_type`` ("cpu" / "cuda"), else the reason."""
+    """None when ``_C`` provides kernels for ``device_type`` ("cpu" / "cuda"), else the reason (a built ``_C``
+    that cannot be used also warns, once per process)."""
     module = load()
     if module is None:
+        _warn_unusable_build()
         return LOAD_ERROR
     if device_type not in getattr(module, "DEVICES", ()):
         return f"perceptual_kernels._C was built without {device_type} kernels"
