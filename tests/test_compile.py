@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import DEVICE, KERNEL_BACKENDS, assert_close
+from _helpers import DEVICE, KERNEL_BACKENDS, assert_close
 
 import perceptual_kernels as pk
 

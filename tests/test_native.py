@@ -8,7 +8,7 @@ import os
 
 import pytest
 import torch
-from conftest import LAYOUTS, assert_close, make_input
+from _helpers import LAYOUTS, assert_close, make_input
 
 import perceptual_kernels as pk
 from perceptual_kernels import _ops

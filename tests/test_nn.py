@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DEVICE, KERNEL_BACKENDS, assert_close
+from _helpers import DEVICE, KERNEL_BACKENDS, assert_close
 
 import perceptual_kernels as pk
 

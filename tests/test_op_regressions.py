@@ -11,7 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from conftest import LAYOUTS, assert_close, make_input
+from _helpers import LAYOUTS, assert_close, make_input
 
 import perceptual_kernels as pk
 from perceptual_kernels import _ops

@@ -10,7 +10,7 @@ import itertools
 
 import pytest
 import torch
-from conftest import DEVICE, KERNEL_BACKEND_DTYPES, KERNEL_BACKENDS, LAYOUTS, assert_close, make_input
+from _helpers import DEVICE, KERNEL_BACKEND_DTYPES, KERNEL_BACKENDS, LAYOUTS, assert_close, make_input
 
 import perceptual_kernels as pk
 

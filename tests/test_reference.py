@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_close, make_input
+from _helpers import assert_close, make_input
 
 import perceptual_kernels as pk
 

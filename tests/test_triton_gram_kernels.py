@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import DEVICE, assert_close, make_input
+from _helpers import DEVICE, assert_close, make_input
 
 pytestmark = pytest.mark.triton
 gram = pytest.importorskip("perceptual_kernels.backends.triton.gram")

@@ -1,0 +1,86 @@
+"""Shared test helpers (imported as ``from _helpers import ...``; tests/ is on pytest's pythonpath): the device,
+input layouts, dtype tolerances, the backend / dtype sweeps, the shared test images, ``make_input`` and
+``assert_close``. Fixtures live in conftest.py."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import pytest
+import torch
+
+DEVICE = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+ON_GPU = DEVICE.type == "cuda"
+LAYOUTS = ("contiguous", "channels_last", "sliced")
+# fp16 / bf16 kernels are checked on a GPU; the CPU interpreter pass covers fp32 (and the fp16/bf16 kernel tests)
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16) if ON_GPU else (torch.float32,)
+# (rtol, atol) against the float64 reference, relative to the reference's magnitude
+TOLERANCES = {
+    torch.float32: (2e-4, 2e-5),
+    torch.float16: (1e-2, 2e-3),
+    torch.bfloat16: (5e-2, 1e-2),
+    torch.float64: (1e-10, 1e-12),
+}
+# compiled backends: "cpu" runs CPU tensors; "cuda" is swept only where a GPU is (DEVICE is cuda then)
+KERNEL_BACKENDS = [pytest.param("triton", marks=pytest.mark.triton), "cuda" if ON_GPU else "cpu"]
+# (backend, dtype) sweeps: the compiled kernels take fp16 / bf16 on either device; the Triton interpreter pass
+# sweeps fp32 only (its fp16 / bf16 coverage is test_half_precision), a GPU run sweeps every dtype
+COMPILED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+KERNEL_BACKEND_DTYPES = [pytest.param("triton", dtype, marks=pytest.mark.triton) for dtype in KERNEL_DTYPES] + [
+    ("cuda" if ON_GPU else "cpu", dtype) for dtype in COMPILED_DTYPES
+]
+# the team's test images (../shared/data beside the checkout, or PK_SHARED_DATA); tests skip when absent
+SHARED_DATA = pathlib.Path(
+    os.environ.get("PK_SHARED_DATA", pathlib.Path(__file__).resolve().parents[2] / "shared" / "data")
+)
+
+
+def shared_image(relative: str) -> pathlib.Path:
+    """Path of a shared test image, or skip the test saying where it was looked for."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"shared test image {path} not present (set PK_SHARED_DATA)")
+    return path
+
+
+def make_input(
+    shape: tuple[int, ...],
+    layout: str = "contiguous",
+    dtype: torch.dtype = torch.float32,
+    device: torch.device = DEVICE,
+    scale: float = 1.0,
+) -> torch.Tensor:
+    """Random normal tensor of ``shape`` in a given memory layout: "contiguous", "channels_last" or "sliced"
+    (a strided view into a bigger tensor: every other channel, an inner spatial window)."""
+    if layout == "sliced":
+        B, C, *spatial = shape
+        big = (torch.randn(B, 2 * C, *(n + 3 for n in spatial), device=device) * scale).to(dtype)
+        view = big[:, ::2]
+        for dim, n in enumerate(spatial, start=2):
+            view = view.narrow(dim, 1, n)
+        return view
+    x = (torch.randn(shape, device=device) * scale).to(dtype)
+    if layout == "channels_last" and len(shape) == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, what: str = "") -> None:
+    """``|actual - expected| <= atol * max|expected| + rtol * |expected|`` elementwise, NaNs must match."""
+    rtol, atol = TOLERANCES[dtype]
+    actual64, expected64 = actual.detach().double().cpu(), expected.detach().double().cpu()
+    assert actual64.shape == expected64.shape, f"{what}: shape {actual64.shape} != {expected64.shape}"
+    nan_a, nan_e = actual64.isnan(), expected64.isnan()
+    assert torch.equal(nan_a, nan_e), f"{what}: NaN positions differ"
+    actual64, expected64 = actual64[~nan_e], expected64[~nan_e]
+    if expected64.numel() == 0:
+        return
+    scale = expected64.abs().max().clamp_min(1e-30)
+    err = (actual64 - expected64).abs()
+    bound = atol * scale + rtol * expected64.abs()
+    worst = (err - bound).argmax()
+    assert bool((err <= bound).all()), (
+        f"{what}: max error {err.max():.3e} (at {worst.item()}: got {actual64[worst]:.6e}, "
+        f"expected {expected64[worst]:.6e}), scale {scale:.3e}, dtype {dtype}"
+    )
