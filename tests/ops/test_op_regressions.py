@@ -1,6 +1,6 @@
 """Regressions of the hostile-input review (issue 12), one test class per class of bug, on the ``cpu`` kernel
-backend (the Triton pair of the fp16 tests is in test_triton_tv_content_kernels.py). The table of covered cases
-is tests/BAD_INPUTS.md."""
+backend (the Triton pair of the fp16 tests is in tests/kernels/test_triton_tv_content_kernels.py). The table of
+covered cases is tests/BAD_INPUTS.md."""
 
 from __future__ import annotations
 

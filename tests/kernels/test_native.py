@@ -1,6 +1,6 @@
 """The compiled extension ``perceptual_kernels._C``: it is built (unless the install opted out), a build for
 another torch is refused with a clear message, and the ``cpu`` kernels pass float64 forward and gradcheck
-through the custom ops (the float32 / fp16 / bf16 sweeps are in test_ops.py)."""
+through the custom ops (the float32 / fp16 / bf16 sweeps are in tests/ops/test_ops.py)."""
 
 from __future__ import annotations
 
