@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+from collections.abc import Iterable
 
 import pytest
 import torch
@@ -22,14 +23,56 @@ TOLERANCES = {
     torch.bfloat16: (5e-2, 1e-2),
     torch.float64: (1e-10, 1e-12),
 }
+DTYPE_IDS = {
+    torch.float64: "fp64",
+    torch.float32: "fp32",
+    torch.float16: "fp16",
+    torch.bfloat16: "bf16",
+    torch.int64: "int64",
+    torch.int32: "int32",
+    torch.uint8: "uint8",
+    torch.bool: "bool",
+}
+
+
+def dtype_id(dtype: torch.dtype) -> str:
+    """Short test id of a dtype: ``fp32``, ``fp16``, ``bf16``, ``fp64`` (``ids=dtype_id``)."""
+    return DTYPE_IDS.get(dtype, str(dtype).removeprefix("torch."))
+
+
+def shape_id(shape: tuple[int, ...]) -> str:
+    """Test id of a shape: ``(3, 17, 7, 31)`` -> ``3x17x7x31`` (``ids=shape_id``)."""
+    return "x".join(map(str, shape))
+
+
+def case_id(value: object) -> str | None:
+    """``ids=`` callable for mixed parameters: dtypes and shapes get their short ids, anything else pytest's own."""
+    if isinstance(value, torch.dtype):
+        return dtype_id(value)
+    if isinstance(value, (tuple, torch.Size)) and all(isinstance(n, int) for n in value):
+        return shape_id(value)
+    return None
+
+
+def unique_ids(ids: Iterable[str]) -> list[str]:
+    """The ids, a repeated one numbered from its second occurrence on (``a``, ``a-2``, ``a-3``)."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in ids:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
+    return out
+
+
 # compiled backends: "cpu" runs CPU tensors; "cuda" is swept only where a GPU is (DEVICE is cuda then)
-KERNEL_BACKENDS = [pytest.param("triton", marks=pytest.mark.triton), "cuda" if ON_GPU else "cpu"]
+COMPILED_BACKEND = "cuda" if ON_GPU else "cpu"
+KERNEL_BACKENDS = [pytest.param("triton", marks=pytest.mark.triton, id="triton"), COMPILED_BACKEND]
 # (backend, dtype) sweeps: the compiled kernels take fp16 / bf16 on either device; the Triton interpreter pass
 # sweeps fp32 only (its fp16 / bf16 coverage is test_half_precision), a GPU run sweeps every dtype
 COMPILED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-KERNEL_BACKEND_DTYPES = [pytest.param("triton", dtype, marks=pytest.mark.triton) for dtype in KERNEL_DTYPES] + [
-    ("cuda" if ON_GPU else "cpu", dtype) for dtype in COMPILED_DTYPES
-]
+KERNEL_BACKEND_DTYPES = [
+    pytest.param("triton", dtype, marks=pytest.mark.triton, id=f"triton-{dtype_id(dtype)}") for dtype in KERNEL_DTYPES
+] + [pytest.param(COMPILED_BACKEND, dtype, id=f"{COMPILED_BACKEND}-{dtype_id(dtype)}") for dtype in COMPILED_DTYPES]
 # the team's test images (../shared/data beside the checkout, or PK_SHARED_DATA); tests skip when absent
 SHARED_DATA = pathlib.Path(
     os.environ.get("PK_SHARED_DATA", pathlib.Path(__file__).resolve().parents[2] / "shared" / "data")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from _helpers import dtype_id
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("TRITON_INTERPRET") == "1", reason="compiling needs Triton's compiler, not its interpreter"
@@ -23,7 +24,7 @@ CASES = [(90, d, layout) for d in DTYPES for layout in ("contiguous", "channels_
 CASES += [(80, d, "contiguous") for d in DTYPES]
 
 
-@pytest.mark.parametrize("arch,dtype,layout", CASES)
+@pytest.mark.parametrize("arch,dtype,layout", CASES, ids=[f"sm{a}-{dtype_id(d)}-{layout}" for a, d, layout in CASES])
 def test_kernels_compile_without_spills(arch, dtype, layout):
     for launch in kernel_calls(dtype, layout):
         report = compile_for(launch, arch)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _helpers import DEVICE, assert_close, make_input
+from _helpers import DEVICE, assert_close, case_id, dtype_id, make_input
 
 pytestmark = pytest.mark.triton
 gram = pytest.importorskip("perceptual_kernels.backends.triton.gram")
@@ -15,9 +15,11 @@ def _reference(x, scale):
     return f @ f.transpose(1, 2) * scale
 
 
-@pytest.mark.parametrize("splits", [1, 2, 5])
+@pytest.mark.parametrize("splits", [1, 2, 5], ids=lambda n: f"split_k{n}")
 @pytest.mark.parametrize(
-    "shape,layout", [((2, 130, 5, 9), "contiguous"), ((1, 65, 17, 3), "channels_last"), ((3, 17, 31, 7), "sliced")]
+    "shape,layout",
+    [((2, 130, 5, 9), "contiguous"), ((1, 65, 17, 3), "channels_last"), ((3, 17, 31, 7), "sliced")],
+    ids=case_id,
 )
 def test_split_k_and_mirrored_tiles(monkeypatch, splits, shape, layout):
     monkeypatch.setattr(gram, "_FORCE_SPLIT", splits)
@@ -71,7 +73,7 @@ def test_fp32_precision_policy():
         torch.set_float32_matmul_precision(previous)
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=dtype_id)
 def test_low_precision_is_scaled_before_the_cast(dtype):
     """Sums of products far beyond the fp16 range must come out finite once normalised."""
     x = (torch.rand(1, 16, 64, 64, device=DEVICE) * 40 + 200).to(dtype)  # raw Gram entries ~ 2e8 > fp16 max

@@ -9,6 +9,7 @@ import os
 
 import pytest
 import torch
+from _helpers import shape_id
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -96,7 +97,7 @@ def _close(actual, expected, atol, rtol):
 
 @pytest.mark.triton
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
 def test_forward_backward_fp32(shape, layout):
     x = _make(shape, layout, seed=1)
     grad_y = _make(shape, GRAD_LAYOUT[layout], seed=2, offset=0.0, scale=1.0)
@@ -180,7 +181,7 @@ def test_half_precision(dtype, tol, layout):
 
 @pytest.mark.triton
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("relu", [False, True], ids=["no_relu", "relu"])
 def test_nan_propagation(layout, relu):
     """A NaN in plane (1, 2) makes that plane's outputs NaN and leaves every other plane finite."""
     shape = (2, 5, 6, 7)

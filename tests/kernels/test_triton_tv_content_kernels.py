@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+from _helpers import dtype_id, shape_id
 
 pytest.importorskip("triton")
 if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1":
@@ -115,7 +116,7 @@ def make(shape, layout: str, dtype: torch.dtype, seed: int = 0) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.triton
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
 def test_tv_fp32_contiguous(shape, kind):
     x = make(shape, "contiguous", torch.float32, seed=1)
     per_sample, grad = tv_forward(x, kind, 1e-3, 0.7, True)
@@ -129,7 +130,7 @@ def test_tv_fp32_contiguous(shape, kind):
 @pytest.mark.triton
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("layout", ["channels_last", "sliced_hw", "sliced_c"])
-@pytest.mark.parametrize("shape", [(3, 17, 7, 31), (2, 3, 31, 2), (2, 3, 31, 1), (1, 2, 37, 70)], ids=str)
+@pytest.mark.parametrize("shape", [(3, 17, 7, 31), (2, 3, 31, 2), (2, 3, 31, 1), (1, 2, 37, 70)], ids=shape_id)
 def test_tv_fp32_layouts(shape, layout, kind):
     x = make(shape, layout, torch.float32, seed=2)
     per_sample, grad = tv_forward(x, kind, 1e-2, -1.5, True)
@@ -150,7 +151,7 @@ def test_tv_no_grad(kind):
 
 @pytest.mark.triton
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=dtype_id)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced_hw"])
 def test_tv_half(layout, dtype, kind):
     x = make((2, 5, 19, 37), layout, dtype, seed=4)
@@ -235,9 +236,9 @@ CONTENT_CASES = [
 
 
 @pytest.mark.triton
-@pytest.mark.parametrize("need_grad", [True, False])
+@pytest.mark.parametrize("need_grad", [True, False], ids=["grad", "no_grad"])
 @pytest.mark.parametrize("layouts", CONTENT_CASES, ids="-".join)
-@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (3, 17, 7, 31), (2, 3, 31, 1), (1, 64, 2, 7)], ids=str)
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (3, 17, 7, 31), (2, 3, 31, 1), (1, 64, 2, 7)], ids=shape_id)
 def test_content_fp32(shape, layouts, need_grad):
     x = make(shape, layouts[0], torch.float32, seed=6)
     target = make(shape, layouts[1], torch.float32, seed=7)
@@ -262,7 +263,7 @@ def test_content_fp32(shape, layouts, need_grad):
         (torch.float16, torch.float32),
         (torch.float32, torch.bfloat16),
     ],
-    ids=str,
+    ids=dtype_id,
 )
 @pytest.mark.parametrize("layouts", [("contiguous", "contiguous"), ("channels_last", "sliced_hw")], ids="-".join)
 def test_content_mixed_dtypes(layouts, x_dtype, t_dtype):

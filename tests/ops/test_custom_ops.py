@@ -48,7 +48,7 @@ def test_content_and_tv_backward():
         assert torch.autograd.gradcheck(lambda x: _ops.tv_loss(x, kind, 1e-3, BACKEND), (x,))
 
 
-@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("relu", [False, True], ids=["no_relu", "relu"])
 def test_instance_norm_backward(relu):
     x = _x()
     per_sample = [torch.randn(2, 3, dtype=f64, requires_grad=True) for _ in range(2)]

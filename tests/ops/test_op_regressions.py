@@ -11,7 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from _helpers import LAYOUTS, assert_close, make_input
+from _helpers import LAYOUTS, assert_close, dtype_id, make_input
 
 import perceptual_kernels as pk
 from perceptual_kernels import _ops
@@ -66,7 +66,7 @@ def _custom_op_calls(x: torch.Tensor, backend: str) -> dict[str, tuple]:
 # --- 1. fake kernels agree with the real ones (shape, dtype, strides) ------------------------------------------
 @pytest.mark.triton
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
 def test_fake_kernels_match_the_triton_kernels(dtype, layout):
     if reason := unavailable_reason("triton", torch.device("cpu"), dtype):
         pytest.skip(reason)
@@ -77,7 +77,7 @@ def test_fake_kernels_match_the_triton_kernels(dtype, layout):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)
+@pytest.mark.parametrize("dtype", ALL_DTYPES, ids=dtype_id)
 def test_fake_kernels_match_the_real_kernels(cpu_backend, dtype, layout):
     """opcheck's fake-tensor, schema and autograd-registration checks everywhere; its (slower) AOT-dispatch check
     too for fp32 contiguous and float64 channels_last."""
@@ -100,7 +100,7 @@ def _all_losses(x, target, content_target, gamma, beta, index):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)
+@pytest.mark.parametrize("dtype", ALL_DTYPES, ids=dtype_id)
 def test_inductor_matches_eager_for_every_dtype(cpu_backend, dtype):
     """The float64 case returned 1.9e30 for 0.33 when the fake kernels declared fp32 outputs."""
     torch._dynamo.reset()

@@ -10,7 +10,17 @@ import itertools
 
 import pytest
 import torch
-from _helpers import DEVICE, KERNEL_BACKEND_DTYPES, KERNEL_BACKENDS, LAYOUTS, assert_close, make_input
+from _helpers import (
+    DEVICE,
+    KERNEL_BACKEND_DTYPES,
+    KERNEL_BACKENDS,
+    LAYOUTS,
+    assert_close,
+    case_id,
+    dtype_id,
+    make_input,
+    shape_id,
+)
 
 import perceptual_kernels as pk
 
@@ -66,7 +76,7 @@ def check_against_reference(
 
 
 @per_backend_and_dtype
-@pytest.mark.parametrize("shape,layout", CASES)
+@pytest.mark.parametrize("shape,layout", CASES, ids=case_id)
 def test_gram_matrix(kernel_backend, shape, layout, dtype):
     x = make_input(shape, layout, dtype)
     for normalize, out_dtype in (("chw", None), ("none", torch.float32), (3.5, None)):
@@ -88,7 +98,7 @@ def test_gram_matrix_3d_input(kernel_backend):
 
 @per_backend_and_dtype
 @pytest.mark.parametrize("target_kind", ["single", "per_sample", "indexed"])
-@pytest.mark.parametrize("shape,layout", CASES)
+@pytest.mark.parametrize("shape,layout", CASES, ids=case_id)
 def test_style_loss(kernel_backend, shape, layout, target_kind, dtype):
     B, C = shape[:2]
     x = make_input(shape, layout, dtype)
@@ -126,8 +136,8 @@ def test_style_loss_3d_input_and_asymmetric_target(kernel_backend):
 
 
 @per_backend_and_dtype
-@pytest.mark.parametrize("target_layout", ["contiguous", "sliced"])
-@pytest.mark.parametrize("shape,layout", CASES)
+@pytest.mark.parametrize("target_layout", ["contiguous", "sliced"], ids=["target_contiguous", "target_sliced"])
+@pytest.mark.parametrize("shape,layout", CASES, ids=case_id)
 def test_content_loss(kernel_backend, shape, layout, target_layout, dtype):
     x = make_input(shape, layout, dtype)
     target = make_input(shape, target_layout)  # fp32 target beside a low-precision x (the autocast case)
@@ -143,7 +153,7 @@ def test_content_loss(kernel_backend, shape, layout, target_layout, dtype):
 
 
 @per_backend
-@pytest.mark.parametrize("shape", [(5,), (3, 17), (2, 3, 7, 4, 5)])
+@pytest.mark.parametrize("shape", [(5,), (3, 17), (2, 3, 7, 4, 5)], ids=shape_id)
 def test_content_loss_other_ranks(kernel_backend, shape):
     x, target = torch.randn(shape, device=DEVICE), torch.randn(shape, device=DEVICE)
     check_against_reference(
@@ -157,7 +167,7 @@ def test_content_loss_other_ranks(kernel_backend, shape):
 
 @per_backend_and_dtype
 @pytest.mark.parametrize("kind", ["squared", "l1", "isotropic"])
-@pytest.mark.parametrize("shape,layout", CASES)
+@pytest.mark.parametrize("shape,layout", CASES, ids=case_id)
 def test_tv_loss(kernel_backend, shape, layout, kind, dtype):
     x = make_input(shape, layout, dtype)
     for reduction, weight in (("mean", 1.0), ("sum", 0.5), ("none", 2.0)):
@@ -188,8 +198,8 @@ def off_the_relu_kink(make, *pre_activations):
 
 
 @per_backend_and_dtype
-@pytest.mark.parametrize("activation", [None, "relu"])
-@pytest.mark.parametrize("shape,layout", CASES)
+@pytest.mark.parametrize("activation", [None, "relu"], ids=["identity", "relu"])
+@pytest.mark.parametrize("shape,layout", CASES, ids=case_id)
 def test_instance_norm(kernel_backend, shape, layout, activation, dtype):
     C = shape[1]
     weight, bias = torch.randn(C, device=DEVICE), torch.randn(C, device=DEVICE)
@@ -212,7 +222,7 @@ def test_instance_norm(kernel_backend, shape, layout, activation, dtype):
 
 @per_backend_and_dtype
 @pytest.mark.parametrize("mode", ["index", "weights", "single_row"])
-@pytest.mark.parametrize("shape,layout", CASES)
+@pytest.mark.parametrize("shape,layout", CASES, ids=case_id)
 def test_conditional_instance_norm(kernel_backend, shape, layout, mode, dtype):
     B, C = shape[:2]
     S = 1 if mode == "single_row" else 5
@@ -299,7 +309,7 @@ HALF_OPS = {
 
 
 @per_backend
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=dtype_id)
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("op", list(HALF_OPS))
 def test_half_precision(kernel_backend, op, layout, dtype):

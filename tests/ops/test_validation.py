@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
+from _helpers import unique_ids
 
 import perceptual_kernels as pk
 
@@ -95,8 +98,14 @@ BAD_CALLS = [
 ]
 
 
-@pytest.mark.parametrize("backend", ["reference", None])
-@pytest.mark.parametrize("call,error,text", BAD_CALLS)
+def bad_call_id(call, error, text) -> str:
+    """``gram_matrix-x_must_be_3-D_or_4-D``: the op the call makes and the message it must give."""
+    op = next(name for name in call.__code__.co_names if name != "pk")
+    return f"{op}-" + re.sub(r"[^\w.-]+", "_", text).strip("_")
+
+
+@pytest.mark.parametrize("backend", ["reference", None], ids=["reference", "auto"])
+@pytest.mark.parametrize("call,error,text", BAD_CALLS, ids=unique_ids(bad_call_id(*case) for case in BAD_CALLS))
 def test_bad_input_raises_named_error(call, error, text, backend):
     with pk.use_backend(backend):
         with pytest.raises(error) as info:
