@@ -4,6 +4,7 @@ through the custom ops (the float32 / fp16 / bf16 sweeps are in tests/ops/test_o
 
 from __future__ import annotations
 
+import functools
 import os
 
 import pytest
@@ -99,24 +100,33 @@ def test_float64_forward_and_backward_match_the_reference(op, layout):
     )
 
 
+def _leaf(*shape):
+    return torch.randn(*shape, dtype=f64, requires_grad=True)
+
+
+INDEX = torch.tensor([1, 1])
+# op: (the custom op as a function of x and the extra inputs, the extra inputs' shapes), backend name last
+GRADCHECKS = {
+    "gram": (lambda backend, x: _ops.gram(x, 0.1, f64, backend), ()),
+    "style": (lambda backend, x, t: _ops.style_loss(x, t, INDEX, 0.1, backend)[0], ((4, 3, 3),)),
+    "content": (lambda backend, x, t: _ops.content_loss(x, t, backend), ((2, 3, 4, 5),)),
+    "tv_squared": (lambda backend, x: _ops.tv_loss(x, "squared", 1e-3, backend), ()),
+    "tv_isotropic": (lambda backend, x: _ops.tv_loss(x, "isotropic", 1e-3, backend), ()),
+    "cin": (lambda backend, x, g, b: _ops.instance_norm(x, g, b, INDEX, 1e-5, False, backend)[0], ((4, 3), (4, 3))),
+    "cin_relu": (
+        lambda backend, x, g, b: _ops.instance_norm(x, g, b, INDEX, 1e-5, True, backend)[0],
+        ((4, 3), (4, 3)),
+    ),
+}
+
+
+@pytest.mark.parametrize("op", list(GRADCHECKS))
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_gradcheck_through_the_custom_ops(layout):
+def test_gradcheck_through_the_custom_ops(layout, op):
     backend = _cpu_backend()
     x = make_input((2, 3, 4, 5), layout, f64).requires_grad_()
-    targets = torch.randn(4, 3, 3, dtype=f64, requires_grad=True)
-    index = torch.tensor([1, 1])
-    assert torch.autograd.gradcheck(lambda x: _ops.gram(x, 0.1, f64, backend), (x,))
-    assert torch.autograd.gradcheck(lambda x, t: _ops.style_loss(x, t, index, 0.1, backend)[0], (x, targets))
-    assert torch.autograd.gradcheck(
-        lambda x, t: _ops.content_loss(x, t, backend), (x, torch.randn(2, 3, 4, 5, dtype=f64, requires_grad=True))
-    )
-    for kind in ("squared", "isotropic"):
-        assert torch.autograd.gradcheck(lambda x: _ops.tv_loss(x, kind, 1e-3, backend), (x,))
-    gamma, beta = (torch.randn(4, 3, dtype=f64, requires_grad=True) for _ in range(2))
-    for relu in (False, True):
-        assert torch.autograd.gradcheck(
-            lambda x, g, b: _ops.instance_norm(x, g, b, index, 1e-5, relu, backend)[0], (x, gamma, beta)
-        )
+    fn, extra_shapes = GRADCHECKS[op]
+    assert torch.autograd.gradcheck(functools.partial(fn, backend), (x, *(_leaf(*s) for s in extra_shapes)))
 
 
 def test_a_module_built_for_another_torch_is_dropped_after_import(monkeypatch):

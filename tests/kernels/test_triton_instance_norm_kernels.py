@@ -96,47 +96,49 @@ def _close(actual, expected, atol, rtol):
 
 
 @pytest.mark.triton
+# the backward without the affine gradients (need_affine_grad=False) is checked once per affine setting, with ReLU
+@pytest.mark.parametrize(
+    "relu,need_affine_grad", [(False, True), (True, True), (True, False)], ids=["no_relu", "relu", "relu-dx_only"]
+)
+@pytest.mark.parametrize("affine", [False, True], ids=["no_affine", "affine"])
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
-def test_forward_backward_fp32(shape, layout):
+def test_forward_backward_fp32(shape, layout, affine, relu, need_affine_grad):
     x = _make(shape, layout, seed=1)
     grad_y = _make(shape, GRAD_LAYOUT[layout], seed=2, offset=0.0, scale=1.0)
     HW = shape[2] * shape[3]
     sum_atol = 1e-5 * max(1.0, HW**0.5)
-    for affine in (False, True):
-        gamma, beta = _affine(shape, seed=3) if affine else (None, None)
-        for relu in (False, True):
-            y, mean, rstd = instance_norm_forward(x, gamma, beta, None, EPS, relu)
-            y_ref, mean_ref, rstd_ref, dx_ref, dg_ref, db_ref = _reference(x, gamma, beta, EPS, relu, grad_y)
-            assert y.dtype == x.dtype and y.stride() == torch.empty_like(x).stride()
-            assert mean.shape == rstd.shape == shape[:2] and mean.dtype == rstd.dtype == torch.float32
-            _close(y, y_ref, atol=1e-5, rtol=1e-4)
-            _close(mean, mean_ref, atol=1e-5, rtol=1e-5)
-            _close(rstd, rstd_ref, atol=1e-5, rtol=1e-4)
+    gamma, beta = _affine(shape, seed=3) if affine else (None, None)
+    y, mean, rstd = instance_norm_forward(x, gamma, beta, None, EPS, relu)
+    y_ref, mean_ref, rstd_ref, dx_ref, dg_ref, db_ref = _reference(x, gamma, beta, EPS, relu, grad_y)
+    assert y.dtype == x.dtype and y.stride() == torch.empty_like(x).stride()
+    assert mean.shape == rstd.shape == shape[:2] and mean.dtype == rstd.dtype == torch.float32
+    _close(y, y_ref, atol=1e-5, rtol=1e-4)
+    _close(mean, mean_ref, atol=1e-5, rtol=1e-5)
+    _close(rstd, rstd_ref, atol=1e-5, rtol=1e-4)
 
-            for need in (False, True) if relu else (True,):  # need=False once per affine setting
-                dx, dgamma, dbeta = instance_norm_backward(grad_y, x, mean, rstd, gamma, beta, None, relu, need)
-                assert dx.dtype == x.dtype and dx.stride() == torch.empty_like(x).stride()
-                _close(dx, dx_ref, atol=1e-5 * max(1.0, dx_ref.abs().max().item()), rtol=1e-4)
-                if not need:
-                    assert dgamma.numel() == dbeta.numel() == 0
-                    continue
-                assert dgamma.shape == dbeta.shape == shape[:2]
-                assert dgamma.dtype == dbeta.dtype == torch.float32
-                if affine:
-                    _close(dgamma, dg_ref, atol=sum_atol, rtol=1e-4)
-                    _close(dbeta, db_ref, atol=sum_atol, rtol=1e-4)
-                else:  # no affine: the sums are still the gradients of an identity affine
-                    _, _, _, _, dg1, db1 = _reference(
-                        x,
-                        torch.ones(shape[:2], device=DEVICE),
-                        torch.zeros(shape[:2], device=DEVICE),
-                        EPS,
-                        relu,
-                        grad_y,
-                    )
-                    _close(dgamma, dg1, atol=sum_atol, rtol=1e-4)
-                    _close(dbeta, db1, atol=sum_atol, rtol=1e-4)
+    dx, dgamma, dbeta = instance_norm_backward(grad_y, x, mean, rstd, gamma, beta, None, relu, need_affine_grad)
+    assert dx.dtype == x.dtype and dx.stride() == torch.empty_like(x).stride()
+    _close(dx, dx_ref, atol=1e-5 * max(1.0, dx_ref.abs().max().item()), rtol=1e-4)
+    if not need_affine_grad:
+        assert dgamma.numel() == dbeta.numel() == 0
+        return
+    assert dgamma.shape == dbeta.shape == shape[:2]
+    assert dgamma.dtype == dbeta.dtype == torch.float32
+    if affine:
+        _close(dgamma, dg_ref, atol=sum_atol, rtol=1e-4)
+        _close(dbeta, db_ref, atol=sum_atol, rtol=1e-4)
+    else:  # no affine: the sums are still the gradients of an identity affine
+        _, _, _, _, dg1, db1 = _reference(
+            x,
+            torch.ones(shape[:2], device=DEVICE),
+            torch.zeros(shape[:2], device=DEVICE),
+            EPS,
+            relu,
+            grad_y,
+        )
+        _close(dgamma, dg1, atol=sum_atol, rtol=1e-4)
+        _close(dbeta, db1, atol=sum_atol, rtol=1e-4)
 
 
 @pytest.mark.triton
@@ -158,25 +160,25 @@ def test_expanded_grad_y(layout):
 @pytest.mark.triton
 @pytest.mark.parametrize("dtype,tol", [(torch.float16, 1e-2), (torch.bfloat16, 5e-2)], ids=["fp16", "bf16"])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced_hw"])
-def test_half_precision(dtype, tol, layout):
+@pytest.mark.parametrize("relu", [False, True], ids=["no_relu", "relu"])
+def test_half_precision(dtype, tol, layout, relu):
     shape = (2, 17, 7, 31)
     x = _make(shape, layout, dtype=dtype, seed=7)
     grad_y = _make(shape, GRAD_LAYOUT[layout], dtype=dtype, seed=8, offset=0.0, scale=1.0)
     gamma, beta = _affine(shape, seed=9)
-    for relu in (False, True):
-        y, mean, rstd = instance_norm_forward(x, gamma, beta, None, EPS, relu)
-        assert y.dtype == dtype and mean.dtype == rstd.dtype == torch.float32
-        y_ref, mean_ref, rstd_ref, dx_ref, dg_ref, db_ref = _reference(x, gamma, beta, EPS, relu, grad_y)
-        _close(y, y_ref, atol=tol, rtol=tol)
-        # The statistics are fp32 math on exactly representable inputs.
-        _close(mean, mean_ref, atol=1e-5, rtol=1e-5)
-        _close(rstd, rstd_ref, atol=1e-5, rtol=1e-4)
+    y, mean, rstd = instance_norm_forward(x, gamma, beta, None, EPS, relu)
+    assert y.dtype == dtype and mean.dtype == rstd.dtype == torch.float32
+    y_ref, mean_ref, rstd_ref, dx_ref, dg_ref, db_ref = _reference(x, gamma, beta, EPS, relu, grad_y)
+    _close(y, y_ref, atol=tol, rtol=tol)
+    # The statistics are fp32 math on exactly representable inputs.
+    _close(mean, mean_ref, atol=1e-5, rtol=1e-5)
+    _close(rstd, rstd_ref, atol=1e-5, rtol=1e-4)
 
-        dx, dgamma, dbeta = instance_norm_backward(grad_y, x, mean, rstd, gamma, beta, None, relu, True)
-        assert dx.dtype == dtype
-        _close(dx, dx_ref, atol=tol * max(1.0, dx_ref.abs().max().item()), rtol=tol)
-        _close(dgamma, dg_ref, atol=1e-3, rtol=1e-4)
-        _close(dbeta, db_ref, atol=1e-3, rtol=1e-4)
+    dx, dgamma, dbeta = instance_norm_backward(grad_y, x, mean, rstd, gamma, beta, None, relu, True)
+    assert dx.dtype == dtype
+    _close(dx, dx_ref, atol=tol * max(1.0, dx_ref.abs().max().item()), rtol=tol)
+    _close(dgamma, dg_ref, atol=1e-3, rtol=1e-4)
+    _close(dbeta, db_ref, atol=1e-3, rtol=1e-4)
 
 
 @pytest.mark.triton

@@ -41,22 +41,29 @@ def test_gram_and_style_backward(layout):
     assert torch.autograd.gradcheck(lambda x, t: _ops.style_loss(x, t, None, 0.1, BACKEND)[0], (x, per_sample))
 
 
-def test_content_and_tv_backward():
+def test_content_backward():
     x, target = _x(), torch.randn(2, 3, 4, 5, dtype=f64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x, t: _ops.content_loss(x, t, BACKEND), (x, target))
-    for kind in ("squared", "isotropic"):
-        assert torch.autograd.gradcheck(lambda x: _ops.tv_loss(x, kind, 1e-3, BACKEND), (x,))
 
 
+@pytest.mark.parametrize("kind", ["squared", "isotropic"])
+def test_tv_backward(kind):
+    assert torch.autograd.gradcheck(lambda x: _ops.tv_loss(x, kind, 1e-3, BACKEND), (_x(),))
+
+
+# gamma / beta rows: one per sample, a table of styles picked by index, one row shared by the batch
+AFFINE_ROWS = {"per_sample": (2, 3), "table": (4, 3), "shared": (3,)}
+
+
+@pytest.mark.parametrize("affine", [*AFFINE_ROWS, "none"])
 @pytest.mark.parametrize("relu", [False, True], ids=["no_relu", "relu"])
-def test_instance_norm_backward(relu):
+def test_instance_norm_backward(relu, affine):
     x = _x()
-    per_sample = [torch.randn(2, 3, dtype=f64, requires_grad=True) for _ in range(2)]
-    tables = [torch.randn(4, 3, dtype=f64, requires_grad=True) for _ in range(2)]
-    shared = [torch.randn(3, dtype=f64, requires_grad=True) for _ in range(2)]
-    index = torch.tensor([2, 2])  # a repeated style: its row gets both samples' gradients
-    for params, idx in ((per_sample, None), (tables, index), (shared, None)):
-        assert torch.autograd.gradcheck(
-            lambda x, g, b: _ops.instance_norm(x, g, b, idx, 1e-5, relu, BACKEND)[0], (x, *params)
-        )
-    assert torch.autograd.gradcheck(lambda x: _ops.instance_norm(x, None, None, None, 1e-5, relu, BACKEND)[0], (x,))
+    if affine == "none":
+        assert torch.autograd.gradcheck(lambda x: _ops.instance_norm(x, None, None, None, 1e-5, relu, BACKEND)[0], (x,))
+        return
+    params = [torch.randn(AFFINE_ROWS[affine], dtype=f64, requires_grad=True) for _ in range(2)]
+    index = torch.tensor([2, 2]) if affine == "table" else None  # a repeated style: its row gets both gradients
+    assert torch.autograd.gradcheck(
+        lambda x, g, b: _ops.instance_norm(x, g, b, index, 1e-5, relu, BACKEND)[0], (x, *params)
+    )

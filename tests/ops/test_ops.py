@@ -30,6 +30,10 @@ per_backend = pytest.mark.parametrize("kernel_backend", KERNEL_BACKENDS, indirec
 per_backend_and_dtype = pytest.mark.parametrize(
     "kernel_backend,dtype", KERNEL_BACKEND_DTYPES, indirect=["kernel_backend"]
 )
+# the loss reductions, each at its own weight
+per_reduction = pytest.mark.parametrize(
+    "reduction,weight", [("mean", 1.0), ("sum", 0.5), ("none", 2.0)], ids=["mean", "sum-w0.5", "none-w2"]
+)
 
 
 def check_against_reference(
@@ -76,18 +80,20 @@ def check_against_reference(
 
 
 @per_backend_and_dtype
+@pytest.mark.parametrize(
+    "normalize,out_dtype", [("chw", None), ("none", torch.float32), (3.5, None)], ids=["chw", "none-fp32_out", "3.5"]
+)
 @pytest.mark.parametrize("shape,layout", CASES, ids=case_id)
-def test_gram_matrix(kernel_backend, shape, layout, dtype):
+def test_gram_matrix(kernel_backend, shape, layout, normalize, out_dtype, dtype):
     x = make_input(shape, layout, dtype)
-    for normalize, out_dtype in (("chw", None), ("none", torch.float32), (3.5, None)):
-        check_against_reference(
-            lambda x: pk.gram_matrix(x, normalize, out_dtype),
-            {"x": x},
-            kernel_backend,
-            dtype,
-            ("x",),
-            out_dtype=out_dtype or dtype,
-        )
+    check_against_reference(
+        lambda x: pk.gram_matrix(x, normalize, out_dtype),
+        {"x": x},
+        kernel_backend,
+        dtype,
+        ("x",),
+        out_dtype=out_dtype or dtype,
+    )
 
 
 @per_backend
@@ -97,29 +103,35 @@ def test_gram_matrix_3d_input(kernel_backend):
 
 
 @per_backend_and_dtype
+@pytest.mark.parametrize(
+    "reduction,weight,normalize",
+    # weight None: 1, or C^2 for fp16 (see below)
+    [("mean", None, "chw"), ("sum", 0.25, "hw"), ("none", 3.0, "chw")],
+    ids=["mean-chw", "sum-hw", "none-chw"],
+)
 @pytest.mark.parametrize("target_kind", ["single", "per_sample", "indexed"])
 @pytest.mark.parametrize("shape,layout", CASES, ids=case_id)
-def test_style_loss(kernel_backend, shape, layout, target_kind, dtype):
+def test_style_loss(kernel_backend, shape, layout, target_kind, reduction, weight, normalize, dtype):
     B, C = shape[:2]
     x = make_input(shape, layout, dtype)
     rows = {"single": (C, C), "per_sample": (B, C, C), "indexed": (4, C, C)}[target_kind]
     target = torch.randn(rows, device=DEVICE) * 0.1
     index = torch.tensor([2, 0, 2][:B], device=DEVICE) if target_kind == "indexed" else None  # repeated rows
-    # fp16: "mean" divides by C^2 and "chw" by C*M, so at weight 1 the gradients fall to ~1e-7, below fp16's
-    # normal range (6e-5) where no fp16 kernel could meet the tolerance; a weight of C^2 (style weights are large
-    # in practice) keeps them representable
-    mean_weight = float(C * C) if dtype == torch.float16 else 1.0
-    for reduction, weight, normalize in (("mean", mean_weight, "chw"), ("sum", 0.25, "hw"), ("none", 3.0, "chw")):
-        check_against_reference(
-            lambda x, target: pk.style_loss(
-                x, target, normalize=normalize, weight=weight, reduction=reduction, style_index=index
-            ),
-            {"x": x, "target": target},
-            kernel_backend,
-            dtype,
-            ("x", "target"),
-            out_dtype=torch.float32,
-        )
+    if weight is None:
+        # fp16: "mean" divides by C^2 and "chw" by C*M, so at weight 1 the gradients fall to ~1e-7, below fp16's
+        # normal range (6e-5) where no fp16 kernel could meet the tolerance; a weight of C^2 (style weights are
+        # large in practice) keeps them representable
+        weight = float(C * C) if dtype == torch.float16 else 1.0
+    check_against_reference(
+        lambda x, target: pk.style_loss(
+            x, target, normalize=normalize, weight=weight, reduction=reduction, style_index=index
+        ),
+        {"x": x, "target": target},
+        kernel_backend,
+        dtype,
+        ("x", "target"),
+        out_dtype=torch.float32,
+    )
 
 
 @per_backend
@@ -136,20 +148,20 @@ def test_style_loss_3d_input_and_asymmetric_target(kernel_backend):
 
 
 @per_backend_and_dtype
+@per_reduction
 @pytest.mark.parametrize("target_layout", ["contiguous", "sliced"], ids=["target_contiguous", "target_sliced"])
 @pytest.mark.parametrize("shape,layout", CASES, ids=case_id)
-def test_content_loss(kernel_backend, shape, layout, target_layout, dtype):
+def test_content_loss(kernel_backend, shape, layout, target_layout, reduction, weight, dtype):
     x = make_input(shape, layout, dtype)
     target = make_input(shape, target_layout)  # fp32 target beside a low-precision x (the autocast case)
-    for reduction, weight in (("mean", 1.0), ("sum", 0.5), ("none", 2.0)):
-        check_against_reference(
-            lambda x, target: pk.content_loss(x, target, weight=weight, reduction=reduction),
-            {"x": x, "target": target},
-            kernel_backend,
-            dtype,
-            ("x", "target"),
-            out_dtype=torch.float32,
-        )
+    check_against_reference(
+        lambda x, target: pk.content_loss(x, target, weight=weight, reduction=reduction),
+        {"x": x, "target": target},
+        kernel_backend,
+        dtype,
+        ("x", "target"),
+        out_dtype=torch.float32,
+    )
 
 
 @per_backend
@@ -166,19 +178,19 @@ def test_content_loss_other_ranks(kernel_backend, shape):
 
 
 @per_backend_and_dtype
+@per_reduction
 @pytest.mark.parametrize("kind", ["squared", "l1", "isotropic"])
 @pytest.mark.parametrize("shape,layout", CASES, ids=case_id)
-def test_tv_loss(kernel_backend, shape, layout, kind, dtype):
+def test_tv_loss(kernel_backend, shape, layout, kind, reduction, weight, dtype):
     x = make_input(shape, layout, dtype)
-    for reduction, weight in (("mean", 1.0), ("sum", 0.5), ("none", 2.0)):
-        check_against_reference(
-            lambda x: pk.tv_loss(x, kind=kind, weight=weight, reduction=reduction),
-            {"x": x},
-            kernel_backend,
-            dtype,
-            ("x",),
-            out_dtype=torch.float32,
-        )
+    check_against_reference(
+        lambda x: pk.tv_loss(x, kind=kind, weight=weight, reduction=reduction),
+        {"x": x},
+        kernel_backend,
+        dtype,
+        ("x",),
+        out_dtype=torch.float32,
+    )
 
 
 def off_the_relu_kink(make, *pre_activations):
@@ -221,9 +233,10 @@ def test_instance_norm(kernel_backend, shape, layout, activation, dtype):
 
 
 @per_backend_and_dtype
+@pytest.mark.parametrize("activation", [None, "relu"], ids=["identity", "relu"])
 @pytest.mark.parametrize("mode", ["index", "weights", "single_row"])
 @pytest.mark.parametrize("shape,layout", CASES, ids=case_id)
-def test_conditional_instance_norm(kernel_backend, shape, layout, mode, dtype):
+def test_conditional_instance_norm(kernel_backend, shape, layout, mode, activation, dtype):
     B, C = shape[:2]
     S = 1 if mode == "single_row" else 5
     gamma, beta = torch.randn(S, C, device=DEVICE), torch.randn(S, C, device=DEVICE)
@@ -236,14 +249,13 @@ def test_conditional_instance_norm(kernel_backend, shape, layout, mode, dtype):
         lambda: make_input(shape, layout, dtype),
         lambda x: pk.conditional_instance_norm(x, gamma.double(), beta.double(), **kwargs),
     )
-    for activation in (None, "relu"):
-        check_against_reference(
-            lambda x, gamma, beta: pk.conditional_instance_norm(x, gamma, beta, activation=activation, **kwargs),
-            {"x": x, "gamma": gamma, "beta": beta},
-            kernel_backend,
-            dtype,
-            ("x", "gamma", "beta"),
-        )
+    check_against_reference(
+        lambda x, gamma, beta: pk.conditional_instance_norm(x, gamma, beta, activation=activation, **kwargs),
+        {"x": x, "gamma": gamma, "beta": beta},
+        kernel_backend,
+        dtype,
+        ("x", "gamma", "beta"),
+    )
 
 
 def _nan_input(shape=(2, 3, 5, 6)):

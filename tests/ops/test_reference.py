@@ -47,11 +47,12 @@ def test_style_loss_is_mse_of_grams_and_gatys_layer_loss():
     assert_close(pk.style_loss(x, target, style_index=index), F.mse_loss(G, target[index]), f64)
 
 
-def test_content_loss_is_mse():
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_content_loss_is_mse(reduction):
     x, t = torch.randn(2, 3, 4, 5, dtype=f64), torch.randn(2, 3, 4, 5, dtype=f64)
     sq = (x - t) ** 2
-    for reduction, expected in (("mean", sq.sum() / sq.numel()), ("sum", sq.sum()), ("none", sq)):
-        assert_close(pk.content_loss(x, t, weight=2.0, reduction=reduction), 2.0 * expected, f64)
+    expected = {"mean": sq.sum() / sq.numel(), "sum": sq.sum(), "none": sq}[reduction]
+    assert_close(pk.content_loss(x, t, weight=2.0, reduction=reduction), 2.0 * expected, f64)
 
 
 def test_tv_loss_against_loops():
@@ -112,26 +113,39 @@ def test_low_precision_losses_return_float32():
     assert pk.instance_norm(x).dtype == torch.bfloat16
 
 
+def _leaf(*shape, rand=False):
+    return (torch.rand if rand else torch.randn)(*shape, dtype=f64, requires_grad=True)
+
+
+INDEX = torch.tensor([3, 3])
+# name: (the op as a function of x and the extra inputs, a function of x giving those inputs)
+GRADCHECKS = {
+    "gram": (lambda x: pk.gram_matrix(x), lambda x: ()),
+    "style": (lambda x, t: pk.style_loss(x, t), lambda x: (_leaf(3, 3),)),
+    "style_indexed": (
+        lambda x, t: pk.style_loss(x, t, style_index=INDEX, reduction="none"),
+        lambda x: (_leaf(4, 3, 3),),
+    ),
+    "content": (lambda x, t: pk.content_loss(x, t), lambda x: (torch.randn_like(x, requires_grad=True),)),
+    "tv_squared": (lambda x: pk.tv_loss(x), lambda x: ()),
+    "tv_isotropic": (lambda x: pk.tv_loss(x, kind="isotropic"), lambda x: ()),
+    "cin_index": (
+        lambda x, g, b: pk.conditional_instance_norm(x, g, b, style_index=INDEX),
+        lambda x: (_leaf(4, 3), _leaf(4, 3)),
+    ),
+    "cin_weights": (
+        lambda x, g, b, m: pk.conditional_instance_norm(x, g, b, style_weights=m),
+        lambda x: (_leaf(4, 3), _leaf(4, 3), _leaf(2, 4, rand=True)),
+    ),
+}
+
+
+@pytest.mark.parametrize("op", list(GRADCHECKS))
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced"])
-def test_gradcheck(layout):
+def test_gradcheck(layout, op):
     x = make_input((2, 3, 4, 5), layout, f64).requires_grad_()
-    target = torch.randn(3, 3, dtype=f64, requires_grad=True)
-    targets = torch.randn(4, 3, 3, dtype=f64, requires_grad=True)
-    gamma, beta = torch.randn(4, 3, dtype=f64, requires_grad=True), torch.randn(4, 3, dtype=f64, requires_grad=True)
-    index = torch.tensor([3, 3])
-    mix = torch.rand(2, 4, dtype=f64, requires_grad=True)
-    checks = [
-        (lambda x: pk.gram_matrix(x), (x,)),
-        (lambda x, t: pk.style_loss(x, t), (x, target)),
-        (lambda x, t: pk.style_loss(x, t, style_index=index, reduction="none"), (x, targets)),
-        (lambda x, t: pk.content_loss(x, t), (x, torch.randn_like(x, requires_grad=True))),
-        (lambda x: pk.tv_loss(x), (x,)),
-        (lambda x: pk.tv_loss(x, kind="isotropic"), (x,)),
-        (lambda x, g, b: pk.conditional_instance_norm(x, g, b, style_index=index), (x, gamma, beta)),
-        (lambda x, g, b, m: pk.conditional_instance_norm(x, g, b, style_weights=m), (x, gamma, beta, mix)),
-    ]
-    for fn, args in checks:
-        assert torch.autograd.gradcheck(fn, args)
+    fn, extra_inputs = GRADCHECKS[op]
+    assert torch.autograd.gradcheck(fn, (x, *extra_inputs(x)))
 
 
 def test_autocast_leaves_the_losses_in_fp32():
