@@ -1,19 +1,26 @@
-"""The parts every optimisation or training loop of the API repeats; each loop stays in its own module.
+"""The parts every optimisation or training loop of the API repeats; each loop itself stays in its own module.
 
 A loop reads top to bottom like this (the Gatys, Johnson and DIP loops do)::
 
     model = loop.channels_last(model.to(device), device)
-    with loop.progress(iterations, "train", enabled=progress, on_interrupt=save_what_was_done) as bar:
-        for step in range(iterations):
-            x = loop.channels_last(batch.to(device), device)
-            loss = ...; loss.backward(); opt.step()
-            values = {"loss": float(loss)}
-            loop.check_finite(values["loss"], f"at step {step}", "lower lr")
-            loop.show(bar, values)
 
-On Ctrl-C, :func:`progress` calls ``on_interrupt`` (which saves what was done and says where), writes its message
-under the bar and lets the ``KeyboardInterrupt`` propagate: the API re-raises it, the CLI exits with 130.
-:class:`HoldInterrupt` keeps a Ctrl-C out of the middle of an update, so that what is saved is one consistent state.
+    def keep() -> str:  # on Ctrl-C: save what was done, say where
+        save(model, path)
+        return f"interrupted at step {step}: kept {path}"
+
+    with loop.progress(iterations, "train", enabled=progress, on_interrupt=keep) as bar:
+        for step in range(iterations):
+            loss = loss_fn(model, loop.channels_last(batch.to(device), device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            bar.update(1)
+            loop.check_finite(float(loss), f"at step {step}", "lower lr")
+            loop.show(bar, {"loss": float(loss)})
+
+On Ctrl-C :func:`progress` calls ``on_interrupt`` and writes the line it returns under the bar, then lets the
+``KeyboardInterrupt`` propagate: the API functions re-raise it, the CLI exits with 130. :class:`HoldInterrupt`
+keeps a Ctrl-C out of the middle of an update, so that what is saved is one consistent state.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from typing import TypeVar
 import torch
 from tqdm.auto import tqdm
 
-T = TypeVar("T", torch.Tensor, torch.nn.Module)
+T = TypeVar("T", bound=torch.Tensor | torch.nn.Module)
 
 
 def channels_last(x: T, device: torch.device) -> T:
