@@ -64,6 +64,7 @@ def _custom_op_calls(x: torch.Tensor, backend: str) -> dict[str, tuple]:
 
 
 # --- 1. fake kernels agree with the real ones (shape, dtype, strides) ------------------------------------------
+# every custom op of perceptual_kernels._ops, forward and backward (test_the_opcheck_sweep_covers_every_custom_op)
 CUSTOM_OPS = (
     "gram",
     "gram_backward",
@@ -76,6 +77,12 @@ CUSTOM_OPS = (
     "instance_norm",
     "instance_norm_backward",
 )
+
+
+def test_the_opcheck_sweep_covers_every_custom_op():
+    defined = {name for name, value in vars(_ops).items() if isinstance(value, torch.library.CustomOpDef)}
+    assert set(CUSTOM_OPS) == defined
+    assert set(_custom_op_calls(torch.randn(3, 3, 5, 7), "reference")) == defined
 
 
 @pytest.mark.triton
