@@ -1,10 +1,17 @@
-// Device helpers shared by the CUDA kernels (no torch include): fp32 <-> element conversions and a
-// fixed-order block sum.
+// Device helpers shared by the CUDA kernels (no torch include): fp32 <-> element conversions, a fixed-order
+// block sum and the kernel launch macro.
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+
+// PK_LAUNCH(kernel, grid, block, smem, stream)(args...) is kernel<<<grid, block, smem, stream>>>(args...); the CPU
+// emulator of the CUDA execution model (tests/cuda_emulator/cuda_on_cpu.h) defines its own, so the host-side
+// launch plans in the .cuh files run there unchanged. `kernel` must not contain a comma (use a local variable).
+#ifndef PK_LAUNCH
+#define PK_LAUNCH(kernel, grid, block, smem, stream) kernel<<<grid, block, smem, stream>>>
+#endif
 
 namespace perceptual_kernels::cuda {
 

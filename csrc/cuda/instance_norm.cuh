@@ -37,8 +37,8 @@
 
 #include <algorithm>
 #include <cstdint>
-
 #include <type_traits>
+
 #include "common.cuh"
 
 namespace perceptual_kernels::cuda::inorm_kernels {
@@ -464,10 +464,27 @@ inline SplitPlan inorm_split_plan(int32_t N, int64_t planes, int num_sms) {
   return {static_cast<int32_t>((N + chunk - 1) / chunk), static_cast<int32_t>(chunk)};
 }
 
+// Plane addressing of a 4-D tensor (sizes, strides): one stride when the plane allows it (contiguous,
+// channels_last, H or W 1), else (m / W) * stride_h + (m % W) * stride_w.
+inline PlaneLayout plane_layout(const int64_t* sizes, const int64_t* strides) {
+  const int64_t H = sizes[2], W = sizes[3], sh = strides[2], sw = strides[3];
+  if (W == 1) return {strides[0], strides[1], 0, sh, 1, false};
+  if (H == 1 || sh == W * sw) return {strides[0], strides[1], 0, sw, static_cast<int32_t>(W), false};
+  return {strides[0], strides[1], sh, sw, static_cast<int32_t>(W), true};
+}
+
+// 16-byte vectors of `vec` elements fit every plane of the tensor at `data` (layout l): stride-1 planes of a
+// multiple of `vec` elements, all plane bases 16-byte aligned.
+inline bool vectorizable(const int64_t* sizes, const PlaneLayout& l, const void* data, int vec) {
+  const int64_t N = sizes[2] * sizes[3];
+  return !l.split && l.sw == 1 && N % vec == 0 && reinterpret_cast<uintptr_t>(data) % 16 == 0 &&
+         (sizes[0] == 1 || l.sb % vec == 0) && (sizes[1] == 1 || l.sc % vec == 0);
+}
+
 template <bool VEC, typename T, template <typename> class Args, typename Kernel>
 void launch_one(Kernel kernel, const Args<T>& a, int64_t planes, cudaStream_t stream) {
   const int threads = inorm_threads(a.chunk / (VEC ? vec_width<T>() : 1));
-  kernel<<<static_cast<unsigned>(planes * a.splits), threads, 0, stream>>>(a);
+  PK_LAUNCH(kernel, static_cast<unsigned>(planes * a.splits), threads, 0, stream)(a);
 }
 
 // Picks kernel<VEC, RELU> from the runtime flags (a generic lambda taking the two as integral constants).
