@@ -138,3 +138,20 @@ def run(
         return results
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    """t's bit pattern as integers (NaN-safe exact comparison)."""
+    raw = {8: torch.int64, 4: torch.int32, 2: torch.int16}[t.element_size()]
+    return t.contiguous().view(raw)
+
+
+def run_orders(exe: pathlib.Path, op: str, inputs, outputs, orders: tuple[str, ...] = ORDERS, **values):
+    """run(), then assert that every fiber order gave bitwise the same outputs; returns the first order's."""
+    results = run(exe, op, inputs, outputs, orders, **values)
+    first = results[orders[0]]
+    for order in orders[1:]:
+        for name in outputs:
+            same = torch.equal(bits(first[name]), bits(results[order][name]))
+            assert same, f"{op}: output {name} differs between fiber orders {orders[0]} and {order}"
+    return first
