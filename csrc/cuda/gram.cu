@@ -27,11 +27,11 @@ namespace {
 
 namespace gk = gram_kernels;
 
-using gk::FwdPlan;
-using gk::Variant;
 using gk::cdiv;
+using gk::FwdPlan;
 using gk::kInt32Max;
 using gk::kMaxGridYZ;
+using gk::Variant;
 
 // Element type code of the epilogue's output / target (gram_kernels::DType).
 int dtype_code(at::ScalarType st, const char* what) {
@@ -75,8 +75,8 @@ FwdPlan plan_forward(const Tensor& x, const char* op) {
   TORCH_CHECK(B * n_up * gk::kTile <= kInt32Max, op, ": B = ", B, " and C = ", C, " need more blocks than a CUDA grid ",
               "holds");
   check_plane(x, op);
-  const FwdPlan p =
-      gk::plan_forward(x.sizes().data(), x.strides().data(), device_attribute(cudaDevAttrMultiProcessorCount, x.get_device()));
+  const FwdPlan p = gk::plan_forward(x.sizes().data(), x.strides().data(),
+                                     device_attribute(cudaDevAttrMultiProcessorCount, x.get_device()));
   TORCH_CHECK(p.splits <= kMaxGridYZ, op, ": internal error: ", p.splits, " split-K ranges");
   return p;
 }

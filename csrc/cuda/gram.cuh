@@ -147,20 +147,10 @@ __device__ __forceinline__ T load_or_zero(const T* p, bool ok, const T* safe) {
   return ok ? v : from_float<T>(0.f);
 }
 
-// Sum over the block in a fixed order (shuffle tree per warp, then warps 0..7); valid on thread 0.
-// Every thread of the block must call it.
+// Sum of v over the block, valid on thread 0: block_reduce with the warp sums added serially (warps 0..7), the
+// order the style loss has always had (the tree of common.cuh's block_sum would change its last bits).
 __device__ __forceinline__ float block_sum(float v) {
-  __shared__ float warp_sums[kThreads / 32];
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = v;
-  __syncthreads();
-  float s = 0.f;
-  if (threadIdx.x == 0) {
-#pragma unroll
-    for (int w = 0; w < kThreads / 32; ++w) s += warp_sums[w];
-  }
-  return s;
+  return block_reduce<false, BlockFinal::kSerial, kThreads / 32>(v, Add(), 0.f);
 }
 
 // Upper-triangle tile number t -> (ti, tj), ti <= tj, row by row.

@@ -104,53 +104,22 @@ __device__ __forceinline__ Welford welford_merge(const Welford& a, const Welford
   return {n, a.mean + delta * fb, a.m2 + b.m2 + delta * delta * a.n * fb};
 }
 
-__device__ __forceinline__ Welford warp_welford(Welford s) {
-  for (int o = 16; o > 0; o >>= 1) {
-    const Welford t{__shfl_down_sync(0xffffffffu, s.n, o), __shfl_down_sync(0xffffffffu, s.mean, o),
-                    __shfl_down_sync(0xffffffffu, s.m2, o)};
-    s = welford_merge(s, t);
+struct WelfordMerge {
+  __device__ __forceinline__ Welford operator()(const Welford& a, const Welford& b) const {
+    return welford_merge(a, b);
   }
-  return s;
-}
+};
+
+struct Add2 {
+  __device__ __forceinline__ float2 operator()(float2 a, float2 b) const { return make_float2(a.x + b.x, a.y + b.y); }
+};
 
 __device__ __forceinline__ Welford block_welford(Welford s) {
-  __shared__ Welford warp_states[kMaxThreads / 32];
-  __shared__ Welford result;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  s = warp_welford(s);
-  if (lane == 0) warp_states[warp] = s;
-  __syncthreads();
-  if (warp == 0) {
-    s = lane < static_cast<int>(blockDim.x / 32) ? warp_states[lane] : Welford{0.f, 0.f, 0.f};
-    s = warp_welford(s);
-    if (lane == 0) result = s;
-  }
-  __syncthreads();
-  return result;
-}
-
-__device__ __forceinline__ float2 warp_sum2(float2 s) {
-  for (int o = 16; o > 0; o >>= 1) {
-    s.x += __shfl_down_sync(0xffffffffu, s.x, o);
-    s.y += __shfl_down_sync(0xffffffffu, s.y, o);
-  }
-  return s;
+  return block_reduce<true, BlockFinal::kTree, kMaxThreads / 32>(s, WelfordMerge(), Welford{0.f, 0.f, 0.f});
 }
 
 __device__ __forceinline__ float2 block_sum2(float2 s) {
-  __shared__ float2 warp_sums[kMaxThreads / 32];
-  __shared__ float2 result;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  s = warp_sum2(s);
-  if (lane == 0) warp_sums[warp] = s;
-  __syncthreads();
-  if (warp == 0) {
-    s = lane < static_cast<int>(blockDim.x / 32) ? warp_sums[lane] : make_float2(0.f, 0.f);
-    s = warp_sum2(s);
-    if (lane == 0) result = s;
-  }
-  __syncthreads();
-  return result;
+  return block_reduce<true, BlockFinal::kTree, kMaxThreads / 32>(s, Add2(), make_float2(0.f, 0.f));
 }
 
 // Merges of the `splits` partial states of one plane (split kernels). Every warp computes the same result in
@@ -160,7 +129,7 @@ __device__ __forceinline__ Welford merge_split_welford(const float* p, int32_t s
   for (int32_t i = threadIdx.x % 32; i < splits; i += 32) {
     s = welford_merge(s, Welford{p[3 * i], p[3 * i + 1], p[3 * i + 2]});
   }
-  s = warp_welford(s);
+  s = warp_reduce(s, WelfordMerge());
   return {__shfl_sync(0xffffffffu, s.n, 0), __shfl_sync(0xffffffffu, s.mean, 0), __shfl_sync(0xffffffffu, s.m2, 0)};
 }
 
@@ -170,7 +139,7 @@ __device__ __forceinline__ float2 merge_split_sums(const float* p, int32_t split
     s.x += p[2 * i];
     s.y += p[2 * i + 1];
   }
-  s = warp_sum2(s);
+  s = warp_reduce(s, Add2());
   return make_float2(__shfl_sync(0xffffffffu, s.x, 0), __shfl_sync(0xffffffffu, s.y, 0));
 }
 

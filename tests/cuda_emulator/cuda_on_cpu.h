@@ -82,7 +82,7 @@ inline int4 make_int4(int x, int y, int z, int w) { return {x, y, z, w}; }
 typedef struct CUstream_st* cudaStream_t;
 
 // ---- device math ------------------------------------------------------------------------------------------------
-#define CUDA_EMU_MINMAX(T)                          \
+#define CUDA_EMU_MINMAX(T)                         \
   inline T min(T a, T b) { return b < a ? b : a; } \
   inline T max(T a, T b) { return a < b ? b : a; }
 CUDA_EMU_MINMAX(int)
@@ -190,7 +190,7 @@ cuda_emu_switch:
 )");
 
 struct Fiber {
-  void* sp = nullptr;  // saved stack pointer while switched out
+  void* sp = nullptr;     // saved stack pointer while switched out
   char* stack = nullptr;  // kStackBytes usable, a PROT_NONE guard page below
   uint3 tid{0, 0, 0};
   State state = State::kReady;
@@ -281,8 +281,8 @@ inline void run_fiber(Fiber& f) {
 inline std::string thread_name(const Fiber& f) {
   const Runtime& r = rt();
   char buf[160];
-  std::snprintf(buf, sizeof buf, "block (%u, %u, %u) thread (%u, %u, %u)", r.block_idx.x, r.block_idx.y,
-                r.block_idx.z, f.tid.x, f.tid.y, f.tid.z);
+  std::snprintf(buf, sizeof buf, "block (%u, %u, %u) thread (%u, %u, %u)", r.block_idx.x, r.block_idx.y, r.block_idx.z,
+                f.tid.x, f.tid.y, f.tid.z);
   return buf;
 }
 
@@ -323,7 +323,8 @@ inline bool resolve_warps() {
       if (g.state == State::kDone)
         fail(thread_name(f0) + ": warp collective mask names lane " + std::to_string(l) + ", which has exited");
       if (g.state == State::kBarrier)
-        fail(thread_name(f0) + ": warp collective mask names lane " + std::to_string(l) + ", which waits at __syncthreads");
+        fail(thread_name(f0) + ": warp collective mask names lane " + std::to_string(l) +
+             ", which waits at __syncthreads");
       if (g.state == State::kReady) complete = false;
       if (g.state == State::kWarp &&
           (g.coll != f0.coll || g.mask != f0.mask || g.width != f0.width || g.warp_op != f0.warp_op))
@@ -605,11 +606,7 @@ struct Shape<accumulator, M, N, K> {
 template <typename Ctx>
 inline void collective(Ctx& c) {
   ::cuda_emu::warp_collective(
-      ::cuda_emu::Coll::kWmma, 0xffffffffu, 0, 0, 32,
-      [](void* const* ctx) {
-        Ctx::run(ctx);
-      },
-      &c);
+      ::cuda_emu::Coll::kWmma, 0xffffffffu, 0, 0, 32, [](void* const* ctx) { Ctx::run(ctx); }, &c);
 }
 
 inline void check_ptr(const void* p, unsigned ldm, size_t elem) {

@@ -26,7 +26,8 @@ static void forward(const Job& job) {
     const auto plan = ik::inorm_split_plan(int32_t(N), planes, int(job.i("sms")));
     std::unique_ptr<Scratch<float>> partials;
     if (plan.splits > 1) partials = std::make_unique<Scratch<float>>(planes * plan.splits * 3);
-    const ik::PlaneLayout xl = ik::plane_layout(sizes.data(), xs.data()), yl = ik::plane_layout(sizes.data(), ys.data());
+    const ik::PlaneLayout xl = ik::plane_layout(sizes.data(), xs.data()),
+                          yl = ik::plane_layout(sizes.data(), ys.data());
     constexpr int vec = ik::vec_width<T>();
     const void *x = job.in("x").data, *y = job.out("y").data;
     const bool use_vec = ik::vectorizable(sizes.data(), xl, x, vec) && ik::vectorizable(sizes.data(), yl, y, vec);
@@ -57,7 +58,8 @@ static void backward(const Job& job) {
     const auto plan = ik::inorm_split_plan(int32_t(N), planes, int(job.i("sms")));
     std::unique_ptr<Scratch<float>> partials;
     if (plan.splits > 1) partials = std::make_unique<Scratch<float>>(planes * plan.splits * 2);
-    const ik::PlaneLayout dyl = ik::plane_layout(sizes.data(), dys.data()), xl = ik::plane_layout(sizes.data(), xs.data()),
+    const ik::PlaneLayout dyl = ik::plane_layout(sizes.data(), dys.data()),
+                          xl = ik::plane_layout(sizes.data(), xs.data()),
                           dxl = ik::plane_layout(sizes.data(), dxs.data());
     constexpr int vec = ik::vec_width<T>();
     const void *dy = job.in("dy").data, *x = job.in("x").data, *dx = job.out("dx").data;

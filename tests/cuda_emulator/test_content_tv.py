@@ -26,16 +26,23 @@ CIDS = [f"{'x'.join(map(str, s))}-{a}-{b}" for s, a, b in CONTENT]
 @pytest.mark.parametrize("shape,x_layout,t_layout", CONTENT, ids=CIDS)
 def test_content_forward_backward(harness, pair, shape, x_layout, t_layout):
     x, t = R.make(shape, pair[0], x_layout), R.make(shape, pair[1], t_layout)
-    common = dict(sizes=x.shape, strides=x.stride(), t_strides=t.stride(), dtype=E.DTYPE_CODES[pair[0]],
-                  t_dtype=E.DTYPE_CODES[pair[1]], dense=R.non_overlapping_and_dense(x))
+    common = dict(
+        sizes=x.shape,
+        strides=x.stride(),
+        t_strides=t.stride(),
+        dtype=E.DTYPE_CODES[pair[0]],
+        t_dtype=E.DTYPE_CODES[pair[1]],
+        dense=R.non_overlapping_and_dense(x),
+    )
     exe = harness("content")
     fwd = E.run_orders(exe, "content_forward", {"x": x, "t": t}, {"loss": E.Out.contiguous(())}, **common)
     d = x.double() - t.double()
     R.check(fwd["loss"], d.pow(2).sum(), "fp32")
     g = E.Out.like(x)
     coef = torch.tensor([0.75])
-    bwd = E.run_orders(exe, "content_backward", {"x": x, "t": t, "coef": coef}, {"grad": g}, g_strides=g.stride,
-                       **common)
+    bwd = E.run_orders(
+        exe, "content_backward", {"x": x, "t": t, "coef": coef}, {"grad": g}, g_strides=g.stride, **common
+    )
     R.check(bwd["grad"], 0.75 * d, R.PRECISION[pair[0]])
 
 
@@ -44,8 +51,12 @@ DIDS = ["f32", "f16", "bf16"]
 KINDS = [0, 1, 2]
 KIDS = ["squared", "l1", "isotropic"]
 # one partial tile, several tiles in both directions (tile 32 x 64), a single row
-TV = [((2, 3, 5, 7), "contiguous"), ((1, 2, 40, 70), "channels_last"), ((1, 2, 1, 9), "sliced"),
-      ((2, 1, 33, 65), "sliced")]
+TV = [
+    ((2, 3, 5, 7), "contiguous"),
+    ((1, 2, 40, 70), "channels_last"),
+    ((1, 2, 1, 9), "sliced"),
+    ((2, 1, 33, 65), "sliced"),
+]
 TIDS = [f"{'x'.join(map(str, s))}-{lay}" for s, lay in TV]
 
 

@@ -20,7 +20,9 @@ EXPECTED = {
 
 
 def run(harness, case: str):
-    return E.run(harness("selftest"), case, {"in": torch.arange(256, dtype=torch.float32)}, {"out": E.Out.contiguous((1,))})
+    return E.run(
+        harness("selftest"), case, {"in": torch.arange(256, dtype=torch.float32)}, {"out": E.Out.contiguous((1,))}
+    )
 
 
 def test_correct_kernel_passes(harness):
@@ -32,7 +34,9 @@ def test_missing_syncthreads_changes_the_result(harness):
     out = run(harness, "missing_sync")
     fwd, rev = out["fwd"]["out"], out["rev"]["out"]
     assert not torch.equal(E.bits(fwd), E.bits(rev)), "fiber orders must disagree without the barrier"
-    assert fwd.isnan().all(), "thread 0 runs first in forward order and reads the 0xff poison of unwritten shared memory"
+    assert fwd.isnan().all(), (
+        "thread 0 runs first in forward order and reads the 0xff poison of unwritten shared memory"
+    )
 
 
 @pytest.mark.parametrize("case", sorted(EXPECTED), ids=sorted(EXPECTED))

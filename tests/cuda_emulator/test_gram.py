@@ -38,16 +38,30 @@ def common(x: torch.Tensor, variant, sms: int) -> dict:
 def test_gram_forward(harness, variant, shape, layout, sms):
     x = R.make(shape, variant[1], layout)
     B, C = shape[:2]
-    out = E.run_orders(harness("gram"), "gram_forward", {"x": x}, {"g": E.Out.contiguous((B, C, C))},
-                       scale=0.25, out_dtype=0, **common(x, variant, sms))
+    out = E.run_orders(
+        harness("gram"),
+        "gram_forward",
+        {"x": x},
+        {"g": E.Out.contiguous((B, C, C))},
+        scale=0.25,
+        out_dtype=0,
+        **common(x, variant, sms),
+    )
     R.check(out["g"], R.gram(x, 0.25), variant[3])
 
 
 @pytest.mark.parametrize("out_dtype", [torch.float16, torch.bfloat16, torch.float64], ids=["f16", "bf16", "f64"])
 def test_gram_forward_out_dtype(harness, out_dtype):
     x = R.make((2, 9, 7, 5), torch.float32, "contiguous")
-    out = E.run_orders(harness("gram"), "gram_forward", {"x": x}, {"g": E.Out.contiguous((2, 9, 9), out_dtype)},
-                       scale=1.0, out_dtype=E.DTYPE_CODES[out_dtype], **common(x, VARIANTS[0], 132))
+    out = E.run_orders(
+        harness("gram"),
+        "gram_forward",
+        {"x": x},
+        {"g": E.Out.contiguous((2, 9, 9), out_dtype)},
+        scale=1.0,
+        out_dtype=E.DTYPE_CODES[out_dtype],
+        **common(x, VARIANTS[0], 132),
+    )
     R.check(out["g"], R.gram(x, 1.0), {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float64: "fp32"}[out_dtype])
 
 
@@ -71,9 +85,17 @@ def test_style_forward(harness, target_kind, variant, split):
         target = target.transpose(1, 2)  # strided target rows
     index = torch.randint(0, rows, (B,)) if target_kind == "indexed" else None
     inputs = {"x": x, "target": target} | ({"index": index} if index is not None else {})
-    out = E.run_orders(harness("gram"), "style_forward", inputs,
-                       {"loss": E.Out.contiguous((B,)), "diff": E.Out.contiguous((B, C, C))}, scale=0.1,
-                       target_dtype=0, target_rows=rows, t_strides=target.stride(), **common(x, variant, 4))
+    out = E.run_orders(
+        harness("gram"),
+        "style_forward",
+        inputs,
+        {"loss": E.Out.contiguous((B,)), "diff": E.Out.contiguous((B, C, C))},
+        scale=0.1,
+        target_dtype=0,
+        target_rows=rows,
+        t_strides=target.stride(),
+        **common(x, variant, 4),
+    )
     loss, d = R.style(x, target, index, 0.1)
     R.check(out["diff"], d, variant[3])
     R.check(out["loss"], loss, variant[3])
@@ -82,9 +104,17 @@ def test_style_forward(harness, target_kind, variant, split):
 def test_style_forward_bad_index_gives_nan(harness):
     x = R.make((2, 5, 3, 3), torch.float32, "contiguous")
     target = torch.randn(2, 5, 5, dtype=torch.float64)
-    out = E.run_orders(harness("gram"), "style_forward", {"x": x, "target": target, "index": torch.tensor([1, 7])},
-                       {"loss": E.Out.contiguous((2,)), "diff": E.Out.contiguous((2, 5, 5))}, scale=1.0,
-                       target_dtype=3, target_rows=2, t_strides=target.stride(), **common(x, VARIANTS[0], 132))
+    out = E.run_orders(
+        harness("gram"),
+        "style_forward",
+        {"x": x, "target": target, "index": torch.tensor([1, 7])},
+        {"loss": E.Out.contiguous((2,)), "diff": E.Out.contiguous((2, 5, 5))},
+        scale=1.0,
+        target_dtype=3,
+        target_rows=2,
+        t_strides=target.stride(),
+        **common(x, VARIANTS[0], 132),
+    )
     loss, d = R.style(x, target, torch.tensor([1, 1]), 1.0)
     R.check(out["diff"][0], d[0], "fp32")
     assert out["diff"][1].isnan().all() and out["loss"][1].isnan() and not out["loss"][0].isnan()
@@ -105,8 +135,16 @@ def test_gram_backward(harness, variant, shape, layout):
     B, C = shape[:2]
     grad = torch.randn(B, C, C).transpose(1, 2) if layout == "sliced" else torch.randn(B, C, C)
     dx = E.Out.like(x)
-    out = E.run_orders(harness("gram"), "gram_backward", {"x": x, "d": grad}, {"dx": dx}, scale=0.5,
-                       dx_strides=dx.stride, d_strides=grad.stride(), **common(x, variant, 132))
+    out = E.run_orders(
+        harness("gram"),
+        "gram_backward",
+        {"x": x, "d": grad},
+        {"dx": dx},
+        scale=0.5,
+        dx_strides=dx.stride,
+        d_strides=grad.stride(),
+        **common(x, variant, 132),
+    )
     R.check(out["dx"], R.sym_dot(grad, x, torch.full((B,), 0.5)), variant[3])
 
 
@@ -116,7 +154,14 @@ def test_style_backward(harness, variant):
     diff = torch.randn(3, 40, 40)
     coef = torch.randn(6)[::2]  # strided coef
     dx = E.Out.like(x)
-    out = E.run_orders(harness("gram"), "style_backward", {"x": x, "d": diff, "coef": coef}, {"dx": dx},
-                       coef_stride=coef.stride(0), dx_strides=dx.stride, d_strides=diff.stride(),
-                       **common(x, variant, 132))
+    out = E.run_orders(
+        harness("gram"),
+        "style_backward",
+        {"x": x, "d": diff, "coef": coef},
+        {"dx": dx},
+        coef_stride=coef.stride(0),
+        dx_strides=dx.stride,
+        d_strides=diff.stride(),
+        **common(x, variant, 132),
+    )
     R.check(out["dx"], R.sym_dot(diff, x, coef), variant[3])

@@ -57,9 +57,20 @@ def test_instance_norm_forward_backward(harness, shape, layout, sms, dtype, affi
     exe = harness("inorm")
     y = E.Out.like(x)
     stats = E.Out.contiguous((B, C))
-    fwd = E.run_orders(exe, "inorm_forward", {"x": x} | extra_in, {"y": y, "mean": stats, "rstd": stats},
-                       sizes=x.shape, strides=x.stride(), y_strides=y.stride, dtype=E.DTYPE_CODES[dtype], eps=1e-5,
-                       relu=relu, sms=sms, **extra)
+    fwd = E.run_orders(
+        exe,
+        "inorm_forward",
+        {"x": x} | extra_in,
+        {"y": y, "mean": stats, "rstd": stats},
+        sizes=x.shape,
+        strides=x.stride(),
+        y_strides=y.stride,
+        dtype=E.DTYPE_CODES[dtype],
+        eps=1e-5,
+        relu=relu,
+        sms=sms,
+        **extra,
+    )
     ref_y, ref_mean, ref_rstd = R.inorm(x, gamma, beta, index, 1e-5, relu)
     prec = R.PRECISION[dtype]
     R.check(fwd["mean"], ref_mean, "fp32")
@@ -68,10 +79,21 @@ def test_instance_norm_forward_backward(harness, shape, layout, sms, dtype, affi
 
     dy = R.make(shape, dtype, "channels_last" if layout == "sliced" else layout)
     dx = E.Out.like(x)
-    bwd = E.run_orders(exe, "inorm_backward", {"dy": dy, "x": x, "mean": fwd["mean"], "rstd": fwd["rstd"]} | extra_in,
-                       {"dx": dx, "dgamma": stats, "dbeta": stats}, sizes=x.shape, strides=x.stride(),
-                       dy_strides=dy.stride(), dx_strides=dx.stride, dtype=E.DTYPE_CODES[dtype], relu=relu,
-                       need_affine_grad=1, sms=sms, **extra)
+    bwd = E.run_orders(
+        exe,
+        "inorm_backward",
+        {"dy": dy, "x": x, "mean": fwd["mean"], "rstd": fwd["rstd"]} | extra_in,
+        {"dx": dx, "dgamma": stats, "dbeta": stats},
+        sizes=x.shape,
+        strides=x.stride(),
+        dy_strides=dy.stride(),
+        dx_strides=dx.stride,
+        dtype=E.DTYPE_CODES[dtype],
+        relu=relu,
+        need_affine_grad=1,
+        sms=sms,
+        **extra,
+    )
     ref_dx, ref_dgamma, ref_dbeta = R.inorm_backward(dy, x, fwd["mean"], fwd["rstd"], gamma, beta, index, relu)
     R.check(bwd["dbeta"], ref_dbeta, "fp32")
     R.check(bwd["dgamma"], ref_dgamma, "fp32")
@@ -83,8 +105,19 @@ def test_instance_norm_bad_index_gives_nan(harness):
     gamma, beta = torch.randn(2, 3), torch.randn(2, 3)
     y = E.Out.like(x)
     stats = E.Out.contiguous((2, 3))
-    out = E.run_orders(harness("inorm"), "inorm_forward", {"x": x, "gamma": gamma, "beta": beta,
-                       "index": torch.tensor([0, 5])}, {"y": y, "mean": stats, "rstd": stats}, sizes=x.shape,
-                       strides=x.stride(), y_strides=y.stride, dtype=0, eps=1e-5, relu=0, sms=132, gamma_rows=2,
-                       beta_rows=2)
+    out = E.run_orders(
+        harness("inorm"),
+        "inorm_forward",
+        {"x": x, "gamma": gamma, "beta": beta, "index": torch.tensor([0, 5])},
+        {"y": y, "mean": stats, "rstd": stats},
+        sizes=x.shape,
+        strides=x.stride(),
+        y_strides=y.stride,
+        dtype=0,
+        eps=1e-5,
+        relu=0,
+        sms=132,
+        gamma_rows=2,
+        beta_rows=2,
+    )
     assert out["y"][1].isnan().all() and not out["y"][0].isnan().any()
