@@ -9,7 +9,7 @@ import sys
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import emulator  # noqa: E402
+import emulator
 
 
 def pytest_collection_modifyitems(items):

@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-import pytest
-import torch
-
 import emulator as E
+import pytest
 import references as R
+import torch
 
 # (x dtype, target dtype)
 PAIRS = [(torch.float32, torch.float32), (torch.float16, torch.float32), (torch.bfloat16, torch.float16)]

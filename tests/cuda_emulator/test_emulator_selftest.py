@@ -3,10 +3,9 @@ misaligned accesses, a barrier in divergent code, warp-shuffle misuse and __trap
 
 from __future__ import annotations
 
+import emulator as E
 import pytest
 import torch
-
-import emulator as E
 
 EXPECTED = {
     "off_by_one": "AddressSanitizer: heap-buffer-overflow",

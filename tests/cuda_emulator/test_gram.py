@@ -3,11 +3,10 @@ variant (fp32 FMA, tf32 / fp16 / bf16 WMMA), layouts, odd sizes and both split-K
 
 from __future__ import annotations
 
-import pytest
-import torch
-
 import emulator as E
+import pytest
 import references as R
+import torch
 
 # (name, dtype of x, tf32 allowed, precision of the products)
 VARIANTS = [

@@ -3,11 +3,10 @@ vector and strided paths, plain / affine / CIN table gathers with ReLU, forward 
 
 from __future__ import annotations
 
-import pytest
-import torch
-
 import emulator as E
+import pytest
 import references as R
+import torch
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 DIDS = ["f32", "f16", "bf16"]
