@@ -17,16 +17,6 @@
 namespace perceptual_kernels::cuda {
 namespace {
 
-// Equal strides on every dimension of size > 1 (the stride of a size-1 dimension never matters).
-bool same_strides(const Tensor& a, const Tensor& b) {
-  for (int64_t d = 0; d < a.dim(); ++d) {
-    if (a.size(d) > 1 && a.stride(d) != b.stride(d)) return false;
-  }
-  return true;
-}
-
-bool aligned(const Tensor& t, int64_t bytes) { return reinterpret_cast<uintptr_t>(t.const_data_ptr()) % bytes == 0; }
-
 content_kernels::Strides4 strides4(const Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
 
 // Forward (no coef): (sum (x - t)^2 as a 0-d fp32 tensor, undefined); backward: (undefined, coef * (x - t)).
@@ -52,10 +42,10 @@ std::tuple<Tensor, Tensor> content_pass(const char* op, const Tensor& x, const T
   if (n == 0) return {at::zeros({}, x.options().dtype(at::kFloat)), grad};
 
   const Tensor& g = need_grad ? grad : x;  // strides / alignment only; no gradient is written without need_grad
-  const int64_t vec_bytes = 16;            // one vector of x; t's vector is (16 / x.element_size()) elements
-  const bool flat = x.is_non_overlapping_and_dense() && same_strides(x, target) && same_strides(x, g) &&
-                    aligned(x, vec_bytes) && aligned(g, vec_bytes) &&
-                    aligned(target, vec_bytes / x.element_size() * target.element_size());
+  const bool flat = content_kernels::content_flat(
+      x.is_non_overlapping_and_dense(), x.sizes().data(), x.strides().data(), target.strides().data(),
+      g.strides().data(), x.const_data_ptr(), target.const_data_ptr(), g.const_data_ptr(),
+      static_cast<int>(x.element_size()), static_cast<int>(target.element_size()));
   int64_t n_blocks = 0;
   with_dtype(x.scalar_type(), [&](auto* tx) {
     n_blocks = content_kernels::content_num_blocks<std::remove_pointer_t<decltype(tx)>>(n, flat);

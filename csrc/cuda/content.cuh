@@ -154,6 +154,24 @@ int64_t content_num_blocks(int64_t n, bool flat) {
   return (n + chunk - 1) / chunk;
 }
 
+// Equal strides on every dimension of size > 1 of a 4-D shape (the stride of a size-1 dimension never matters).
+inline bool same_strides(const int64_t* sizes, const int64_t* a, const int64_t* b) {
+  for (int d = 0; d < 4; ++d) {
+    if (sizes[d] > 1 && a[d] != b[d]) return false;
+  }
+  return true;
+}
+
+// Whether the flat kernel applies: x (dense: non-overlapping and dense, as torch decides), t and grad have x's
+// strides on `sizes`, x and grad are 16-byte aligned and t is aligned to its vector (16 / x_bytes elements of
+// t_bytes). g is grad's data and strides (x's without a gradient).
+inline bool content_flat(bool dense, const int64_t* sizes, const int64_t* sx, const int64_t* st, const int64_t* sg,
+                         const void* x, const void* t, const void* g, int x_bytes, int t_bytes) {
+  const auto aligned = [](const void* p, int64_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; };
+  return dense && same_strides(sizes, sx, st) && same_strides(sizes, sx, sg) && aligned(x, 16) && aligned(g, 16) &&
+         aligned(t, 16 / x_bytes * t_bytes);
+}
+
 // partials (content_num_blocks<TX>(n, flat),) <- the per-block sums of (x - t)^2; grad <- coef[0] * (x - t)
 // when need_grad (grad and coef, a device pointer, may be null otherwise). flat: x, t, grad dense with identical strides, x and grad
 // 16-byte aligned, t aligned to its vector (16 / sizeof(TX) elements); the strides are then unused.
@@ -164,16 +182,16 @@ void launch_content(const TX* x, const TT* t, TX* grad, float* partials, int64_t
   const dim3 grid(static_cast<unsigned>(content_num_blocks<TX>(n, flat)));
   if (flat) {
     auto kernel = need_grad ? content_flat_kernel<TX, TT, true> : content_flat_kernel<TX, TT, false>;
-    kernel<<<grid, kThreads, 0, stream>>>(x, t, grad, partials, n, coef);
+    PK_LAUNCH(kernel, grid, kThreads, 0, stream)(x, t, grad, partials, n, coef);
   } else {
     auto kernel = need_grad ? content_strided_kernel<TX, TT, true> : content_strided_kernel<TX, TT, false>;
-    kernel<<<grid, kThreads, 0, stream>>>(x, t, grad, partials, n, C, H, W, sx, st, sg, coef);
+    PK_LAUNCH(kernel, grid, kThreads, 0, stream)(x, t, grad, partials, n, C, H, W, sx, st, sg, coef);
   }
 }
 
 // out (0-d fp32) <- the sum of n partials.
 inline void launch_content_sum(const float* partials, int64_t n, float* out, cudaStream_t stream) {
-  content_sum_kernel<<<1, kSumThreads, 0, stream>>>(partials, n, out);
+  PK_LAUNCH(content_sum_kernel, 1, kSumThreads, 0, stream)(partials, n, out);
 }
 
 #ifdef PK_STANDALONE_INSTANTIATE

@@ -27,11 +27,11 @@ namespace {
 
 namespace gk = gram_kernels;
 
-constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
-constexpr int64_t kMaxGridYZ = 65535;
-constexpr int64_t kMinStepsPerSplit = 8;  // a split-K range covers at least 8 * 32 plane positions
-
-int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+using gk::cdiv;
+using gk::FwdPlan;
+using gk::kInt32Max;
+using gk::kMaxGridYZ;
+using gk::Variant;
 
 // Element type code of the epilogue's output / target (gram_kernels::DType).
 int dtype_code(at::ScalarType st, const char* what) {
@@ -45,47 +45,14 @@ int dtype_code(at::ScalarType st, const char* what) {
   return gk::kF32;
 }
 
-// Product of the tiles for x's dtype: tensor cores for fp16 / bf16, tf32 tensor cores for fp32 when the fp32
-// precision policy ("high" / "medium") allows it, exact fp32 FMA otherwise.
-enum class Variant { kF32Simt, kF32Tf32, kF16, kBF16 };
-
+// Product of the tiles for x's dtype (gram_kernels::pick_variant): tf32 when the fp32 precision policy ("high" /
+// "medium") allows it.
 Variant pick_variant(const Tensor& x, const char* op) {
   const bool sm80 = device_attribute(cudaDevAttrComputeCapabilityMajor, x.get_device()) >= 8;
-  if (x.scalar_type() == at::kFloat) {
-    const bool tf32 = at::globalContext().float32MatmulPrecision() != at::Float32MatmulPrecision::HIGHEST;
-    return sm80 && tf32 ? Variant::kF32Tf32 : Variant::kF32Simt;
-  }
-  TORCH_CHECK(sm80, op, ": ", x.scalar_type(), " inputs need a GPU of compute capability 8.0 or newer");
-  return x.scalar_type() == at::kHalf ? Variant::kF16 : Variant::kBF16;
-}
-
-// Calls f(T* null, std::integral_constant<int, MODE>) for the variant's kernel template arguments.
-template <typename F>
-void with_variant(Variant v, F&& f) {
-  switch (v) {
-    case Variant::kF32Simt: f(static_cast<float*>(nullptr), std::integral_constant<int, gk::kSimt>()); break;
-    case Variant::kF32Tf32: f(static_cast<float*>(nullptr), std::integral_constant<int, gk::kTf32>()); break;
-    case Variant::kF16: f(static_cast<__half*>(nullptr), std::integral_constant<int, gk::kWmma16>()); break;
-    case Variant::kBF16: f(static_cast<__nv_bfloat16*>(nullptr), std::integral_constant<int, gk::kWmma16>()); break;
-  }
-}
-
-// How to walk the H*W plane of t as one index m (triton/_common.py hw_layout): one stride when the plane is
-// contiguous in m (NCHW, channels_last, H == 1 or W == 1), else m -> (m / W, m % W).
-gk::Plane plane_of(const Tensor& t, const char* op) {
-  const int64_t H = t.size(2), W = t.size(3), s_h = t.stride(2), s_w = t.stride(3);
-  if (W == 1) return {0, s_h, 1, 0};
-  if (H == 1 || s_h == W * s_w) return {0, s_w, 1, 0};
-  TORCH_CHECK(H * W <= int64_t(std::numeric_limits<uint32_t>::max()), op,
-              ": a strided (sliced) H x W plane must have fewer than 2^32 elements, got ", H, " x ", W);
-  return {s_h, s_w, uint32_t(W), 1};
-}
-
-gk::XDesc x_desc(const Tensor& t, const char* op) {
-  const gk::Plane p = plane_of(t, op);
-  // Threads walk the dimension with the smaller stride so that a warp's loads / stores are coalesced.
-  const bool channel_fast = t.size(1) > 1 && std::abs(t.stride(1)) < std::abs(p.s_w);
-  return {t.stride(0), t.stride(1), p, channel_fast ? 1 : 0};
+  TORCH_CHECK(sm80 || x.scalar_type() == at::kFloat, op, ": ", x.scalar_type(),
+              " inputs need a GPU of compute capability 8.0 or newer");
+  const bool tf32 = at::globalContext().float32MatmulPrecision() != at::Float32MatmulPrecision::HIGHEST;
+  return gk::pick_variant(dtype_code(x.scalar_type(), op), sm80, tf32);
 }
 
 void check_x(const Tensor& x, const char* op) {
@@ -94,61 +61,35 @@ void check_x(const Tensor& x, const char* op) {
   TORCH_CHECK(is_kernel_dtype(x.scalar_type()), op, ": x must be float32, float16 or bfloat16, got ", x.scalar_type());
 }
 
-// Forward launch configuration: upper-triangle tiles and split-K.
-struct FwdPlan {
-  gk::FwdArgs args;
-  int64_t splits;
-  int64_t parts_per_sample;  // style loss partial sums per sample
-};
+// The plane addressing needs 32-bit m for a strided (sliced) plane.
+void check_plane(const Tensor& t, const char* op) {
+  const gk::Plane p = gk::plane_of(t.size(2), t.size(3), t.stride(2), t.stride(3));
+  TORCH_CHECK(!p.split || t.size(2) * t.size(3) <= int64_t(std::numeric_limits<uint32_t>::max()), op,
+              ": a strided (sliced) H x W plane must have fewer than 2^32 elements, got ", t.size(2), " x ", t.size(3));
+}
 
+// Forward launch configuration (gram_kernels::plan_forward) for this device.
 FwdPlan plan_forward(const Tensor& x, const char* op) {
-  const int64_t B = x.size(0), C = x.size(1), M = x.size(2) * x.size(3);
+  const int64_t B = x.size(0), C = x.size(1);
   const int64_t n_row = cdiv(C, gk::kTile), n_up = n_row * (n_row + 1) / 2;
   TORCH_CHECK(B * n_up * gk::kTile <= kInt32Max, op, ": B = ", B, " and C = ", C, " need more blocks than a CUDA grid ",
               "holds");
-  // Split the reduction over M when the tiles alone would not cover the GPU about twice (tall-skinny shapes).
-  const int64_t sms = device_attribute(cudaDevAttrMultiProcessorCount, x.get_device());
-  const int64_t k_steps = cdiv(M, gk::kStep);
-  int64_t wanted = std::max<int64_t>(1, 2 * sms / std::max<int64_t>(1, B * n_up));
-  wanted = std::min(wanted, std::max<int64_t>(1, k_steps / kMinStepsPerSplit));
-  const int64_t per_split = std::max<int64_t>(1, cdiv(k_steps, wanted)) * gk::kStep;
-  const int64_t splits = M > 0 ? cdiv(M, per_split) : 1;
-  TORCH_CHECK(splits <= kMaxGridYZ, op, ": internal error: ", splits, " split-K ranges");
-
-  FwdPlan p{};
-  p.args.B = B;
-  p.args.C = C;
-  p.args.M = M;
-  p.args.x = x_desc(x, op);
-  p.args.n_row = int(n_row);
-  p.args.n_up = uint32_t(n_up);
-  p.args.k_per_split = per_split;
-  p.args.ws = nullptr;
-  p.splits = splits;
-  p.parts_per_sample = splits > 1 ? n_up * gk::kTile : n_up;
+  check_plane(x, op);
+  const FwdPlan p = gk::plan_forward(x.sizes().data(), x.strides().data(),
+                                     device_attribute(cudaDevAttrMultiProcessorCount, x.get_device()));
+  TORCH_CHECK(p.splits <= kMaxGridYZ, op, ": internal error: ", p.splits, " split-K ranges");
   return p;
 }
 
 // Runs the forward kernels (ep.loss_parts set: style mode, with B * p.parts_per_sample partial sums).
 void run_forward(const Tensor& x, FwdPlan& p, const gk::Epilogue& ep, Variant v) {
-  auto stream = c10::cuda::getCurrentCUDAStream();
   Tensor ws;  // split-K partial tiles, (splits, B, C, C) fp32
   if (p.splits > 1) {
     ws = at::empty({p.splits, p.args.B, p.args.C, p.args.C}, x.options().dtype(at::kFloat));
     p.args.ws = ws.data_ptr<float>();
   }
-  const dim3 grid(unsigned(p.args.B * p.args.n_up), unsigned(p.splits));
-  with_variant(v, [&](auto* tag, auto mode) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    gk::gram_fwd_kernel<T, decltype(mode)::value>
-        <<<grid, gk::kThreads, 0, stream>>>(static_cast<const T*>(x.const_data_ptr()), p.args, ep);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-  if (p.splits > 1) {
-    gk::gram_reduce_kernel<<<unsigned(p.args.B * p.args.n_up * gk::kTile), gk::kThreads, 0, stream>>>(
-        p.args.ws, p.splits, p.args, ep);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
+  gk::launch_forward(x.const_data_ptr(), p, ep, v, c10::cuda::getCurrentCUDAStream());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 // dF_b = scale * coef_b * (D_b + D_b^T) F_b (coef == nullptr: coef_b = 1) into at::empty_like(x).
@@ -156,22 +97,21 @@ Tensor run_sym_dot(const char* op, const Tensor& d, const float* coef, int64_t s
   Tensor dx = at::empty_like(x);
   if (dx.numel() == 0) return dx;
   const int64_t B = x.size(0), C = x.size(1), M = x.size(2) * x.size(3);
-  // The kernel addresses D inside one sample (rows / columns padded to C + 63) with int32 offsets; a copy
-  // (C x C per sample) only if they would overflow.
-  const auto fits = [C](const Tensor& t) {
-    return (C + gk::kTile - 1) * (std::abs(t.stride(1)) + std::abs(t.stride(2))) <= kInt32Max;
-  };
+  // The kernel addresses D inside one sample with int32 offsets; a copy (C x C per sample) only if they would
+  // overflow.
+  const auto fits = [C](const Tensor& t) { return gk::sym_dot_fits(C, t.stride(1), t.stride(2)); };
   const Tensor dd = fits(d) ? d : d.contiguous();
   TORCH_CHECK(fits(dd), op, ": C = ", C, " is too large");
-  const int64_t m_tiles = cdiv(M, gk::kTile), c_tiles = cdiv(C, gk::kTile);
-  TORCH_CHECK(m_tiles <= kInt32Max && c_tiles <= kMaxGridYZ, op, ": x of shape ", x.sizes(),
+  TORCH_CHECK(cdiv(M, gk::kTile) <= kInt32Max && cdiv(C, gk::kTile) <= kMaxGridYZ, op, ": x of shape ", x.sizes(),
               " needs more blocks than a CUDA grid holds");
+  check_plane(x, op);
+  check_plane(dx, op);
 
   gk::BwdArgs a{};
   a.C = C;
   a.M = M;
-  a.x = x_desc(x, op);
-  a.dx = x_desc(dx, op);
+  a.x = gk::x_desc(x.sizes().data(), x.strides().data());
+  a.dx = gk::x_desc(dx.sizes().data(), dx.strides().data());
   a.d = dd.const_data_ptr<float>();
   a.s_db = dd.stride(0);
   a.s_dr = int(dd.stride(1));
@@ -179,18 +119,8 @@ Tensor run_sym_dot(const char* op, const Tensor& d, const float* coef, int64_t s
   a.coef = coef;
   a.s_cb = s_cb;
   a.scale = scale;
-  const Variant v = pick_variant(x, op);
-  auto stream = c10::cuda::getCurrentCUDAStream();
-  for (int64_t b0 = 0; b0 < B; b0 += kMaxGridYZ) {  // grid.z holds at most 65535 samples per launch
-    a.b0 = b0;
-    const dim3 grid(unsigned(m_tiles), unsigned(c_tiles), unsigned(std::min(kMaxGridYZ, B - b0)));
-    with_variant(v, [&](auto* tag, auto mode) {
-      using T = std::remove_pointer_t<decltype(tag)>;
-      gk::sym_dot_kernel<T, decltype(mode)::value><<<grid, gk::kThreads, 0, stream>>>(
-          static_cast<const T*>(x.const_data_ptr()), static_cast<T*>(dx.data_ptr()), a);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    });
-  }
+  gk::launch_sym_dot(pick_variant(x, op), x.const_data_ptr(), dx.data_ptr(), a, B, c10::cuda::getCurrentCUDAStream());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
   return dx;
 }
 
@@ -260,8 +190,8 @@ std::tuple<Tensor, Tensor> style_loss_forward(const Tensor& x, const Tensor& tar
   ep.loss_parts = parts.data_ptr<float>();
   ep.scale = float(scale);
   run_forward(x, p, ep, v);
-  gk::loss_sum_kernel<<<unsigned(B), gk::kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-      parts.const_data_ptr<float>(), p.parts_per_sample, loss.data_ptr<float>());
+  gk::launch_loss_sum(parts.const_data_ptr<float>(), p.parts_per_sample, loss.data_ptr<float>(), B,
+                      c10::cuda::getCurrentCUDAStream());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return {loss, diff};
 }

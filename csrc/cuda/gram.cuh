@@ -38,6 +38,7 @@
 #include <cuda_runtime.h>
 #include <mma.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
@@ -146,20 +147,10 @@ __device__ __forceinline__ T load_or_zero(const T* p, bool ok, const T* safe) {
   return ok ? v : from_float<T>(0.f);
 }
 
-// Sum over the block in a fixed order (shuffle tree per warp, then warps 0..7); valid on thread 0.
-// Every thread of the block must call it.
+// Sum of v over the block, valid on thread 0: block_reduce with the warp sums added serially (warps 0..7), the
+// order the style loss has always had (the tree of common.cuh's block_sum would change its last bits).
 __device__ __forceinline__ float block_sum(float v) {
-  __shared__ float warp_sums[kThreads / 32];
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = v;
-  __syncthreads();
-  float s = 0.f;
-  if (threadIdx.x == 0) {
-#pragma unroll
-    for (int w = 0; w < kThreads / 32; ++w) s += warp_sums[w];
-  }
-  return s;
+  return block_reduce<false, BlockFinal::kSerial, kThreads / 32>(v, Add(), 0.f);
 }
 
 // Upper-triangle tile number t -> (ti, tj), ti <= tj, row by row.
@@ -572,6 +563,124 @@ __global__ void __launch_bounds__(kThreads, 2) sym_dot_kernel(const T* __restric
   for (int i = 0; i < kTile * kTile / kThreads; ++i) {
     const int r = k + 4 * i;
     if (row0 + r < a.C) om[(row0 + r) * a.dx.s_c] = from_float<T>(sC[r * kLdC + m] * coef);
+  }
+}
+
+// ---- host-side launch plan (torch-free: used by gram.cu and by the CPU emulator harness) -------------------
+constexpr int64_t kInt32Max = 2147483647;
+constexpr int64_t kMaxGridYZ = 65535;
+constexpr int64_t kMinStepsPerSplit = 8;  // a split-K range covers at least 8 * 32 plane positions
+
+inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Product of the tiles: tensor cores for fp16 / bf16 (x_dtype kF16 / kBF16), tf32 tensor cores for fp32 when
+// the GPU has them (sm80) and the fp32 precision policy allows it (tf32), exact fp32 FMA otherwise. The caller
+// rejects fp16 / bf16 without sm80.
+enum class Variant { kF32Simt, kF32Tf32, kF16, kBF16 };
+
+inline Variant pick_variant(int x_dtype, bool sm80, bool tf32) {
+  if (x_dtype == kF32) return sm80 && tf32 ? Variant::kF32Tf32 : Variant::kF32Simt;
+  return x_dtype == kF16 ? Variant::kF16 : Variant::kBF16;
+}
+
+// Calls f(T* null, std::integral_constant<int, MODE>) for the variant's kernel template arguments.
+template <typename F>
+void with_variant(Variant v, F&& f) {
+  switch (v) {
+    case Variant::kF32Simt: f(static_cast<float*>(nullptr), std::integral_constant<int, kSimt>()); break;
+    case Variant::kF32Tf32: f(static_cast<float*>(nullptr), std::integral_constant<int, kTf32>()); break;
+    case Variant::kF16: f(static_cast<__half*>(nullptr), std::integral_constant<int, kWmma16>()); break;
+    case Variant::kBF16: f(static_cast<__nv_bfloat16*>(nullptr), std::integral_constant<int, kWmma16>()); break;
+  }
+}
+
+// How to walk the H x W plane (strides s_h, s_w) as one index m (triton/_common.py hw_layout): one stride when
+// the plane is contiguous in m (NCHW, channels_last, H == 1 or W == 1), else m -> (m / W, m % W); the caller
+// checks H * W < 2^32 for the latter (plane_is_split).
+inline Plane plane_of(int64_t H, int64_t W, int64_t s_h, int64_t s_w) {
+  if (W == 1) return {0, s_h, 1, 0};
+  if (H == 1 || s_h == W * s_w) return {0, s_w, 1, 0};
+  return {s_h, s_w, uint32_t(W), 1};
+}
+
+// Addressing of a (B, C, H, W) tensor with these sizes and strides. Threads walk the dimension with the smaller
+// stride so that a warp's loads / stores are coalesced.
+inline XDesc x_desc(const int64_t* sizes, const int64_t* strides) {
+  const Plane p = plane_of(sizes[2], sizes[3], strides[2], strides[3]);
+  const int64_t s_c = strides[1] < 0 ? -strides[1] : strides[1], s_w = p.s_w < 0 ? -p.s_w : p.s_w;
+  const bool channel_fast = sizes[1] > 1 && s_c < s_w;
+  return {strides[0], strides[1], p, channel_fast ? 1 : 0};
+}
+
+// Forward launch configuration: upper-triangle tiles and split-K over M, split when the tiles alone would not
+// cover the GPU (num_sms multiprocessors) about twice (tall-skinny shapes). The caller checks
+// B * n_up * 64 <= 2^31 - 1 and allocates ws (splits, B, C, C) fp32 when splits > 1.
+struct FwdPlan {
+  FwdArgs args;
+  int64_t splits;
+  int64_t parts_per_sample;  // style loss partial sums per sample
+};
+
+inline FwdPlan plan_forward(const int64_t* sizes, const int64_t* strides, int64_t num_sms) {
+  const int64_t B = sizes[0], C = sizes[1], M = sizes[2] * sizes[3];
+  const int64_t n_row = cdiv(C, kTile), n_up = n_row * (n_row + 1) / 2;
+  const int64_t k_steps = cdiv(M, kStep);
+  int64_t wanted = std::max<int64_t>(1, 2 * num_sms / std::max<int64_t>(1, B * n_up));
+  wanted = std::min(wanted, std::max<int64_t>(1, k_steps / kMinStepsPerSplit));
+  const int64_t per_split = std::max<int64_t>(1, cdiv(k_steps, wanted)) * kStep;
+  const int64_t splits = M > 0 ? cdiv(M, per_split) : 1;
+
+  FwdPlan p{};
+  p.args.B = B;
+  p.args.C = C;
+  p.args.M = M;
+  p.args.x = x_desc(sizes, strides);
+  p.args.n_row = int(n_row);
+  p.args.n_up = uint32_t(n_up);
+  p.args.k_per_split = per_split;
+  p.args.ws = nullptr;
+  p.splits = splits;
+  p.parts_per_sample = splits > 1 ? n_up * kTile : n_up;
+  return p;
+}
+
+// The forward kernels of plan p on x (ep.loss_parts set: style mode, B * p.parts_per_sample partial sums).
+inline void launch_forward(const void* x, const FwdPlan& p, const Epilogue& ep, Variant v, cudaStream_t stream) {
+  const dim3 grid(unsigned(p.args.B * p.args.n_up), unsigned(p.splits));
+  with_variant(v, [&](auto* tag, auto mode) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    const auto kernel = gram_fwd_kernel<T, decltype(mode)::value>;
+    PK_LAUNCH(kernel, grid, kThreads, 0, stream)(static_cast<const T*>(x), p.args, ep);
+  });
+  if (p.splits > 1) {
+    PK_LAUNCH(gram_reduce_kernel, unsigned(p.args.B * p.args.n_up * kTile), kThreads, 0, stream)(p.args.ws, p.splits,
+                                                                                                 p.args, ep);
+  }
+}
+
+// loss[b] = sum of the n_parts partials of sample b, b < B.
+inline void launch_loss_sum(const float* parts, int64_t n_parts, float* loss, int64_t B, cudaStream_t stream) {
+  PK_LAUNCH(loss_sum_kernel, unsigned(B), kThreads, 0, stream)(parts, n_parts, loss);
+}
+
+// Whether the kernel may address D (strides s_dr, s_dc) inside one sample with int32 offsets (rows / columns
+// padded to C + 63); else the caller passes a contiguous copy.
+inline bool sym_dot_fits(int64_t C, int64_t s_dr, int64_t s_dc) {
+  return (C + kTile - 1) * ((s_dr < 0 ? -s_dr : s_dr) + (s_dc < 0 ? -s_dc : s_dc)) <= kInt32Max;
+}
+
+// dF_b = a.scale * coef_b * (D_b + D_b^T) F_b for b < B (a.b0 is set per launch: grid.z holds at most 65535
+// samples). The caller checks ceil(M / 64) <= 2^31 - 1 and ceil(C / 64) <= 65535.
+inline void launch_sym_dot(Variant v, const void* x, void* dx, BwdArgs a, int64_t B, cudaStream_t stream) {
+  const int64_t m_tiles = cdiv(a.M, kTile), c_tiles = cdiv(a.C, kTile);
+  for (int64_t b0 = 0; b0 < B; b0 += kMaxGridYZ) {
+    a.b0 = b0;
+    const dim3 grid(unsigned(m_tiles), unsigned(c_tiles), unsigned(std::min(kMaxGridYZ, B - b0)));
+    with_variant(v, [&](auto* tag, auto mode) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      const auto kernel = sym_dot_kernel<T, decltype(mode)::value>;
+      PK_LAUNCH(kernel, grid, kThreads, 0, stream)(static_cast<const T*>(x), static_cast<T*>(dx), a);
+    });
   }
 }
 

@@ -67,20 +67,10 @@ Affine make_affine(const Tensor& gamma, const Tensor& beta, const Tensor& index)
           beta.defined() ? beta.size(0) : 0};
 }
 
-// Plane addressing of a 4-D tensor: one stride when the plane allows it (contiguous, channels_last, H or W 1),
-// else (m / W) * stride_h + (m % W) * stride_w.
-PlaneLayout plane_layout(const Tensor& t) {
-  const int64_t H = t.size(2), W = t.size(3), sh = t.stride(2), sw = t.stride(3);
-  if (W == 1) return {t.stride(0), t.stride(1), 0, sh, 1, false};
-  if (H == 1 || sh == W * sw) return {t.stride(0), t.stride(1), 0, sw, static_cast<int32_t>(W), false};
-  return {t.stride(0), t.stride(1), sh, sw, static_cast<int32_t>(W), true};
-}
+PlaneLayout plane_layout(const Tensor& t) { return inorm_kernels::plane_layout(t.sizes().data(), t.strides().data()); }
 
-// 16-byte vectors fit every plane of t: stride-1 planes of a multiple of `vec` elements, all bases 16-byte aligned.
 bool vectorizable(const Tensor& t, const PlaneLayout& l, int vec) {
-  const int64_t N = t.size(2) * t.size(3);
-  return !l.split && l.sw == 1 && N % vec == 0 && reinterpret_cast<uintptr_t>(t.const_data_ptr()) % 16 == 0 &&
-         (t.size(0) == 1 || l.sb % vec == 0) && (t.size(1) == 1 || l.sc % vec == 0);
+  return inorm_kernels::vectorizable(t.sizes().data(), l, t.const_data_ptr(), vec);
 }
 
 template <typename T>

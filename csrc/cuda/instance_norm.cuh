@@ -37,8 +37,8 @@
 
 #include <algorithm>
 #include <cstdint>
-
 #include <type_traits>
+
 #include "common.cuh"
 
 namespace perceptual_kernels::cuda::inorm_kernels {
@@ -104,53 +104,22 @@ __device__ __forceinline__ Welford welford_merge(const Welford& a, const Welford
   return {n, a.mean + delta * fb, a.m2 + b.m2 + delta * delta * a.n * fb};
 }
 
-__device__ __forceinline__ Welford warp_welford(Welford s) {
-  for (int o = 16; o > 0; o >>= 1) {
-    const Welford t{__shfl_down_sync(0xffffffffu, s.n, o), __shfl_down_sync(0xffffffffu, s.mean, o),
-                    __shfl_down_sync(0xffffffffu, s.m2, o)};
-    s = welford_merge(s, t);
+struct WelfordMerge {
+  __device__ __forceinline__ Welford operator()(const Welford& a, const Welford& b) const {
+    return welford_merge(a, b);
   }
-  return s;
-}
+};
+
+struct Add2 {
+  __device__ __forceinline__ float2 operator()(float2 a, float2 b) const { return make_float2(a.x + b.x, a.y + b.y); }
+};
 
 __device__ __forceinline__ Welford block_welford(Welford s) {
-  __shared__ Welford warp_states[kMaxThreads / 32];
-  __shared__ Welford result;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  s = warp_welford(s);
-  if (lane == 0) warp_states[warp] = s;
-  __syncthreads();
-  if (warp == 0) {
-    s = lane < static_cast<int>(blockDim.x / 32) ? warp_states[lane] : Welford{0.f, 0.f, 0.f};
-    s = warp_welford(s);
-    if (lane == 0) result = s;
-  }
-  __syncthreads();
-  return result;
-}
-
-__device__ __forceinline__ float2 warp_sum2(float2 s) {
-  for (int o = 16; o > 0; o >>= 1) {
-    s.x += __shfl_down_sync(0xffffffffu, s.x, o);
-    s.y += __shfl_down_sync(0xffffffffu, s.y, o);
-  }
-  return s;
+  return block_reduce<true, BlockFinal::kTree, kMaxThreads / 32>(s, WelfordMerge(), Welford{0.f, 0.f, 0.f});
 }
 
 __device__ __forceinline__ float2 block_sum2(float2 s) {
-  __shared__ float2 warp_sums[kMaxThreads / 32];
-  __shared__ float2 result;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  s = warp_sum2(s);
-  if (lane == 0) warp_sums[warp] = s;
-  __syncthreads();
-  if (warp == 0) {
-    s = lane < static_cast<int>(blockDim.x / 32) ? warp_sums[lane] : make_float2(0.f, 0.f);
-    s = warp_sum2(s);
-    if (lane == 0) result = s;
-  }
-  __syncthreads();
-  return result;
+  return block_reduce<true, BlockFinal::kTree, kMaxThreads / 32>(s, Add2(), make_float2(0.f, 0.f));
 }
 
 // Merges of the `splits` partial states of one plane (split kernels). Every warp computes the same result in
@@ -160,7 +129,7 @@ __device__ __forceinline__ Welford merge_split_welford(const float* p, int32_t s
   for (int32_t i = threadIdx.x % 32; i < splits; i += 32) {
     s = welford_merge(s, Welford{p[3 * i], p[3 * i + 1], p[3 * i + 2]});
   }
-  s = warp_welford(s);
+  s = warp_reduce(s, WelfordMerge());
   return {__shfl_sync(0xffffffffu, s.n, 0), __shfl_sync(0xffffffffu, s.mean, 0), __shfl_sync(0xffffffffu, s.m2, 0)};
 }
 
@@ -170,7 +139,7 @@ __device__ __forceinline__ float2 merge_split_sums(const float* p, int32_t split
     s.x += p[2 * i];
     s.y += p[2 * i + 1];
   }
-  s = warp_sum2(s);
+  s = warp_reduce(s, Add2());
   return make_float2(__shfl_sync(0xffffffffu, s.x, 0), __shfl_sync(0xffffffffu, s.y, 0));
 }
 
@@ -464,10 +433,27 @@ inline SplitPlan inorm_split_plan(int32_t N, int64_t planes, int num_sms) {
   return {static_cast<int32_t>((N + chunk - 1) / chunk), static_cast<int32_t>(chunk)};
 }
 
+// Plane addressing of a 4-D tensor (sizes, strides): one stride when the plane allows it (contiguous,
+// channels_last, H or W 1), else (m / W) * stride_h + (m % W) * stride_w.
+inline PlaneLayout plane_layout(const int64_t* sizes, const int64_t* strides) {
+  const int64_t H = sizes[2], W = sizes[3], sh = strides[2], sw = strides[3];
+  if (W == 1) return {strides[0], strides[1], 0, sh, 1, false};
+  if (H == 1 || sh == W * sw) return {strides[0], strides[1], 0, sw, static_cast<int32_t>(W), false};
+  return {strides[0], strides[1], sh, sw, static_cast<int32_t>(W), true};
+}
+
+// 16-byte vectors of `vec` elements fit every plane of the tensor at `data` (layout l): stride-1 planes of a
+// multiple of `vec` elements, all plane bases 16-byte aligned.
+inline bool vectorizable(const int64_t* sizes, const PlaneLayout& l, const void* data, int vec) {
+  const int64_t N = sizes[2] * sizes[3];
+  return !l.split && l.sw == 1 && N % vec == 0 && reinterpret_cast<uintptr_t>(data) % 16 == 0 &&
+         (sizes[0] == 1 || l.sb % vec == 0) && (sizes[1] == 1 || l.sc % vec == 0);
+}
+
 template <bool VEC, typename T, template <typename> class Args, typename Kernel>
 void launch_one(Kernel kernel, const Args<T>& a, int64_t planes, cudaStream_t stream) {
   const int threads = inorm_threads(a.chunk / (VEC ? vec_width<T>() : 1));
-  kernel<<<static_cast<unsigned>(planes * a.splits), threads, 0, stream>>>(a);
+  PK_LAUNCH(kernel, static_cast<unsigned>(planes * a.splits), threads, 0, stream)(a);
 }
 
 // Picks kernel<VEC, RELU> from the runtime flags (a generic lambda taking the two as integral constants).

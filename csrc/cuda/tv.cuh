@@ -129,8 +129,8 @@ void launch_tv(const T* x, T* grad, float* partials, int64_t B, int64_t C, int64
   const int64_t n_tiles = tv_num_tiles(H, W);
   const dim3 grid(static_cast<unsigned>(B * C * n_tiles));
   auto launch = [&](auto kernel) {
-    kernel<<<grid, kThreads, 0, stream>>>(x, grad, partials, C, H, W, n_tiles_w, n_tiles, sx[0], sx[1], sx[2], sx[3],
-                                          sg[0], sg[1], sg[2], sg[3], eps, coef);
+    PK_LAUNCH(kernel, grid, kThreads, 0, stream)(x, grad, partials, C, H, W, n_tiles_w, n_tiles, sx[0], sx[1], sx[2],
+                                                 sx[3], sg[0], sg[1], sg[2], sg[3], eps, coef);
   };
   if (kind == 0) {
     need_grad ? launch(tv_fused_kernel<T, 0, true>) : launch(tv_fused_kernel<T, 0, false>);
@@ -143,7 +143,7 @@ void launch_tv(const T* x, T* grad, float* partials, int64_t B, int64_t C, int64
 
 // out (B,) <- the row sums of partials viewed as (B, n).
 inline void launch_tv_row_sum(const float* partials, int64_t n, int64_t B, float* out, cudaStream_t stream) {
-  tv_row_sum_kernel<<<static_cast<unsigned>(B), kRowSumThreads, 0, stream>>>(partials, n, out);
+  PK_LAUNCH(tv_row_sum_kernel, static_cast<unsigned>(B), kRowSumThreads, 0, stream)(partials, n, out);
 }
 
 #ifdef PK_STANDALONE_INSTANTIATE
