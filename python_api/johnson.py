@@ -133,7 +133,7 @@ def _train(
                 logged = step % config.log_every == 0 or step == config.iterations
                 saved = bool(config.checkpoint_every) and step % config.checkpoint_every == 0
                 if logged or saved:
-                    values = {k: float(v) for k, v in terms.items()}  # the only host sync
+                    values = {k: float(v.detach()) for k, v in terms.items()}  # the only host sync
                     loop.check_finite(
                         values["loss"],
                         f"at step {step}",
