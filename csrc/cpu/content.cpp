@@ -6,7 +6,6 @@
 // partial per chunk) and the partials are added in chunk order: deterministic for any thread count.
 // fp16 / bf16 are computed in float, float64 in double; target may have any float dtype.
 #include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/scalar_tensor.h>
@@ -19,6 +18,7 @@
 
 #include "../ops.h"
 
+#include "common.h"
 #include "isa.h"
 
 namespace perceptual_kernels::cpu {
@@ -41,7 +41,7 @@ PK_INLINE T content_elem(const scalar_t* __restrict xp, const target_t* __restri
 template <typename scalar_t, typename target_t, bool NeedGrad>
 PK_INLINE double content_chunk_impl(const void* x, const void* target, void* grad, int64_t i0, int64_t n,
                                     double grad_scale) {
-  using T = at::opmath_type<scalar_t>;
+  using T = acc_t<scalar_t>;
   const scalar_t* xp = static_cast<const scalar_t*>(x) + i0;
   const target_t* tp = static_cast<const target_t*>(target) + i0;
   scalar_t* gp = NeedGrad ? static_cast<scalar_t*>(grad) + i0 : nullptr;
@@ -102,24 +102,21 @@ bool same_strides(const Tensor& a, const Tensor& b) {
   return true;
 }
 
-bool supported(at::ScalarType t) { return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16; }
-
 // One pass over x and target: (sum (x - t)^2 as a 0-d acc tensor, grad_scale * (x - t) if need_grad).
 std::tuple<Tensor, Tensor> content_pass(const char* op, const Tensor& x, const Tensor& target, double grad_scale,
                                         bool need_grad) {
   TORCH_CHECK(x.device().is_cpu() && target.device().is_cpu(), op, ": x and target must be CPU tensors, got ",
               x.device(), " and ", target.device());
   TORCH_CHECK(x.sizes() == target.sizes(), op, ": target must have x's shape ", x.sizes(), ", got ", target.sizes());
-  TORCH_CHECK(supported(x.scalar_type()) && supported(target.scalar_type()), op,
-              ": x and target must be float32, float64, float16 or bfloat16, got ", x.scalar_type(), " and ",
-              target.scalar_type());
+  check_dtype(x.scalar_type(), op, "x");
+  check_dtype(target.scalar_type(), op, "target");
 
   // Flat walk over one dense layout: a non-dense x is copied once to the memory format empty_like(x) gives it,
   // a target with other strides is copied once to x's strides (keeping its dtype).
   const Tensor xd = x.is_non_overlapping_and_dense() ? x : x.contiguous(x.suggest_memory_format());
   const Tensor td = same_strides(xd, target) ? target : at::empty_like(xd, target.options()).copy_(target);
   Tensor grad = need_grad ? at::empty_like(xd) : Tensor();
-  const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const auto acc = acc_dtype(x.scalar_type());
 
   ChunkFn chunk = nullptr;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "content_loss", [&] {

@@ -19,27 +19,16 @@
 
 #include "../ops.h"
 
+#include "common.h"
+
 namespace perceptual_kernels::cpu {
 namespace {
 
 constexpr int64_t kTile = 32;  // the C x C passes walk kTile x kTile tiles, so the transposed side stays in cache
 
-at::ScalarType acc_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
-
-bool is_supported(at::ScalarType t) {
-  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
-}
-
-void check_x(const Tensor& x, const char* op) {
-  TORCH_CHECK(x.dim() == 4, op, ": x must be (B, C, H, W), got shape ", x.sizes());
-  TORCH_CHECK(x.device().is_cpu(), op, ": x must be a CPU tensor, got ", x.device());
-  TORCH_CHECK(is_supported(x.scalar_type()), op, ": x must be float, double, half or bfloat16, got ", x.scalar_type());
-}
-
 void check_square(const Tensor& t, const char* op, const char* name, int64_t rows, int64_t C) {
   TORCH_CHECK(t.device().is_cpu(), op, ": ", name, " must be a CPU tensor, got ", t.device());
-  TORCH_CHECK(is_supported(t.scalar_type()), op, ": ", name, " must be float, double, half or bfloat16, got ",
-              t.scalar_type());
+  check_dtype(t.scalar_type(), op, name);
   TORCH_CHECK(t.dim() == 3 && t.size(1) == C && t.size(2) == C && (rows < 0 || t.size(0) == rows), op, ": ", name,
               " must be (", rows < 0 ? "R" : std::to_string(rows), ", ", C, ", ", C, "), got shape ", t.sizes());
 }
@@ -213,8 +202,7 @@ Tensor sym_product(const Tensor& s, const Tensor& x) {
 
 Tensor gram_forward(const Tensor& x, double scale, at::ScalarType out_dtype) {
   check_x(x, "gram_forward");
-  TORCH_CHECK(is_supported(out_dtype), "gram_forward: out_dtype must be float, double, half or bfloat16, got ",
-              out_dtype);
+  check_dtype(out_dtype, "gram_forward", "out_dtype");
   const int64_t B = x.size(0), C = x.size(1);
   Tensor g = lower_gram(features(x));
   Tensor out = out_dtype == g.scalar_type() ? g : at::empty({B, C, C}, g.options().dtype(out_dtype));
@@ -247,24 +235,11 @@ std::tuple<Tensor, Tensor> style_loss_forward(const Tensor& x, const Tensor& tar
   const int64_t B = x.size(0), C = x.size(1);
   check_square(target, "style_loss_forward", "target", -1, C);
   const int64_t R = target.size(0);
+  check_index(style_index, B, "style_loss_forward");
+  check_table_rows(style_index, R, B, "style_loss_forward", "target");
   std::vector<int64_t> rows(B);  // target row of each sample
-  if (style_index.has_value()) {
-    const Tensor& idx = *style_index;
-    TORCH_CHECK(idx.device().is_cpu() && idx.scalar_type() == at::kLong && idx.dim() == 1 && idx.size(0) == B,
-                "style_loss_forward: style_index must be a CPU int64 tensor of shape (", B, "), got ",
-                idx.scalar_type(), " ", idx.sizes(), " on ", idx.device());
-    const int64_t* ip = idx.const_data_ptr<int64_t>();
-    for (int64_t b = 0; b < B; ++b) {
-      const int64_t r = ip[b * idx.stride(0)];
-      TORCH_CHECK(r >= 0 && r < R, "style_loss_forward: style_index[", b, "] = ", r, " is out of range for ", R,
-                  " target rows");
-      rows[b] = r;
-    }
-  } else {
-    TORCH_CHECK(R == 1 || R == B, "style_loss_forward: without style_index, target must have 1 or B = ", B,
-                " rows, got ", R);
-    for (int64_t b = 0; b < B; ++b) rows[b] = R == 1 ? 0 : b;
-  }
+  const int64_t* ip = style_index ? style_index->const_data_ptr<int64_t>() : nullptr;
+  for (int64_t b = 0; b < B; ++b) rows[b] = ip ? ip[b * style_index->stride(0)] : (R == 1 ? 0 : b);
   Tensor d = lower_gram(features(x));  // becomes D in place
   Tensor loss = at::empty({B}, d.options());
   const int64_t tb = target.stride(0), tr = target.stride(1), tc = target.stride(2);

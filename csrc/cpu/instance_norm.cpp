@@ -30,6 +30,7 @@
 #include <type_traits>
 
 #include "../ops.h"
+#include "common.h"
 #include "isa.h"
 
 #pragma GCC diagnostic ignored "-Wpsabi"  // 64-byte vectors never cross a non-inlined call
@@ -44,8 +45,6 @@ typedef int64_t vi64 __attribute__((vector_size(64)));
 typedef uint32_t vu32 __attribute__((vector_size(64)));
 typedef uint16_t vu16 __attribute__((vector_size(32)));
 
-template <class T>
-using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
 template <class A>
 using vec_t = std::conditional_t<std::is_same_v<A, double>, vf64, vf32>;
 template <class A>
@@ -567,26 +566,9 @@ void backward_pixel_major(const Backward<T>& f, int64_t B) {
 
 // ---- host side ----
 
-at::ScalarType acc_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
-
-void check_x(const Tensor& x, const char* op) {
-  TORCH_CHECK(x.device().is_cpu(), op, ": x must be a CPU tensor, got ", x.device());
-  TORCH_CHECK(x.dim() == 4, op, ": x must be 4-D (B, C, H, W), got shape ", x.sizes());
-  const auto t = x.scalar_type();
-  TORCH_CHECK(t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16, op,
-              ": x must be float32, float64, float16 or bfloat16, got ", t);
-}
-
 void check_tables(const OptionalTensor& gamma, const OptionalTensor& beta, const OptionalTensor& style_index, int64_t B,
                   int64_t C, const char* op) {
-  int64_t lo = 0, hi = -1;  // range of the style_index values
-  if (style_index) {
-    const Tensor& idx = *style_index;
-    TORCH_CHECK(idx.device().is_cpu() && idx.scalar_type() == at::kLong && idx.dim() == 1 && idx.size(0) == B, op,
-                ": style_index must be an int64 CPU tensor of shape (B,) = (", B, ",), got ", idx.scalar_type(),
-                " of shape ", idx.sizes(), " on ", idx.device());
-    if (B > 0) lo = idx.min().item<int64_t>(), hi = idx.max().item<int64_t>();
-  }
+  check_index(style_index, B, op);
   for (const auto& [name, table] : {std::pair<const char*, const OptionalTensor&>{"gamma", gamma}, {"beta", beta}}) {
     if (!table) continue;
     const Tensor& t = *table;
@@ -594,14 +576,7 @@ void check_tables(const OptionalTensor& gamma, const OptionalTensor& beta, const
                 " must be a floating-point CPU tensor, got ", t.scalar_type(), " on ", t.device());
     TORCH_CHECK((t.dim() == 1 || t.dim() == 2) && t.size(-1) == C, op, ": ", name,
                 " must be (C,) or (R, C) with C = ", C, ", got shape ", t.sizes());
-    const int64_t rows = t.dim() == 2 ? t.size(0) : 1;
-    if (style_index) {
-      TORCH_CHECK(lo >= 0 && hi < rows, op, ": style_index values must index the ", rows, " rows of ", name,
-                  ", got values in [", lo, ", ", hi, "]");
-    } else {
-      TORCH_CHECK(rows == 1 || rows == B, op, ": ", name, " needs 1 or B = ", B, " rows without style_index, got ",
-                  rows);
-    }
+    check_table_rows(style_index, t.dim() == 2 ? t.size(0) : 1, B, op, name);
   }
 }
 
@@ -628,7 +603,7 @@ std::tuple<Tensor, Tensor, Tensor> instance_norm_forward(const Tensor& x, const 
   check_x(x, op);
   const int64_t B = x.size(0), C = x.size(1), M = x.size(2) * x.size(3);
   check_tables(gamma, beta, style_index, B, C, op);
-  const at::ScalarType acc = acc_type(x.scalar_type());
+  const at::ScalarType acc = acc_dtype(x.scalar_type());
   const int64_t lanes = acc == at::kDouble ? kLanes<double> : kLanes<float>;
   Tensor y = at::empty_like(x);
   Tensor mean = at::empty({B, C}, x.options().dtype(acc)), rstd = at::empty({B, C}, x.options().dtype(acc));
@@ -682,7 +657,7 @@ std::tuple<Tensor, Tensor, Tensor> instance_norm_backward(const Tensor& grad_y, 
         t.device().is_cpu() && at::isFloatingType(t.scalar_type()) && t.dim() == 2 && t.size(0) == B && t.size(1) == C,
         op, ": ", name, " must be a floating-point CPU tensor of shape (B, C) = (", B, ", ", C, "), got ", t.sizes());
   check_tables(gamma, beta, style_index, B, C, op);
-  const at::ScalarType acc = acc_type(x.scalar_type());
+  const at::ScalarType acc = acc_dtype(x.scalar_type());
   const int64_t lanes = acc == at::kDouble ? kLanes<double> : kLanes<float>;
   Tensor dx = at::empty_like(x);
   Tensor dgamma = at::empty({0}, mean.options()), dbeta = at::empty({0}, mean.options());

@@ -19,7 +19,6 @@
 // double partial and the partials are summed per sample in a fixed order: deterministic for any thread count.
 // fp16 / bf16 rows are converted to float buffers (each row once per item, plus 2 halo rows), double stays double.
 #include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
@@ -35,6 +34,7 @@
 
 #include "../ops.h"
 
+#include "common.h"
 #include "isa.h"
 #ifdef PK_X86
 #include <immintrin.h>
@@ -328,7 +328,7 @@ struct TvJob {
 // Items [begin, end): partial[item] = loss of the item's rows; the gradient rows of the item are written.
 template <class Isa, typename scalar_t, int Kind, bool NeedGrad>
 void tv_items(const TvJob& job, int64_t begin, int64_t end, double* partial) {
-  using T = at::opmath_type<scalar_t>;
+  using T = acc_t<scalar_t>;
   constexpr bool kConvert = !std::is_same_v<scalar_t, T>;
   constexpr bool kIso = Kind == kTvIsotropic;
   const int64_t H = job.H, L = job.L, S = job.S, R = job.rows_per_item;
@@ -441,11 +441,8 @@ namespace {
 // One pass over x: (per-sample TV (B,) acc, coef_b * dTV_b/dx if coef, a (B,) double array, is given).
 std::tuple<Tensor, Tensor> tv_pass(const char* op, const Tensor& x, int64_t kind, double eps, const double* coef) {
   const bool need_grad = coef != nullptr;
-  TORCH_CHECK(x.dim() == 4, op, ": x must be 4-D (B, C, H, W), got ", x.dim(), " dims");
-  TORCH_CHECK(x.device().is_cpu(), op, ": x must be a CPU tensor, got ", x.device());
+  check_x(x, op);
   const auto dtype = x.scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16, op,
-              ": x must be float32, float64, float16 or bfloat16, got ", dtype);
   TORCH_CHECK(kind == kTvSquared || kind == kTvL1 || kind == kTvIsotropic, op,
               ": kind must be 0 (squared), 1 (l1) or 2 (isotropic), got ", kind);
 
@@ -457,7 +454,7 @@ std::tuple<Tensor, Tensor> tv_pass(const char* op, const Tensor& x, int64_t kind
   }
   const bool nhwc = !xd.is_contiguous();
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  const auto acc = dtype == at::kDouble ? at::kDouble : at::kFloat;
+  const auto acc = acc_dtype(dtype);
   Tensor grad = need_grad ? at::empty_like(xd) : Tensor();
   if (xd.numel() == 0) return {at::zeros({B}, x.options().dtype(acc)), grad};
 
