@@ -18,7 +18,7 @@ import zlib
 
 import pytest
 import torch
-from _helpers import DEVICE, SHARED_DATA, shared_image  # noqa: F401 (re-exported until the api tests move)
+from _helpers import DEVICE
 
 from perceptual_kernels.backends import unavailable_reason
 

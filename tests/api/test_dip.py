@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import shared_image
+from _helpers import shared_image
 
 from perceptual_kernels.api import cli, dip, images, metrics
 

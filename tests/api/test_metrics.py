@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import pathlib
 
 import numpy as np
 import pytest
 import torch
+from _helpers import SHARED_DATA
 from PIL import Image
 
 from perceptual_kernels.api import metrics
@@ -21,9 +21,7 @@ SET5_NAMES = ("baby", "bird", "butterfly", "head", "woman")
 
 def set5_folder() -> pathlib.Path:
     """``PK_SHARED_DATA``/set5, or ../shared/data/set5 beside the checkout."""
-    data = os.environ.get("PK_SHARED_DATA")
-    root = pathlib.Path(data) if data else pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
-    return root / "set5"
+    return SHARED_DATA / "set5"
 
 
 # ---------------------------------------------------------------------------------------------------------------

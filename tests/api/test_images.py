@@ -11,7 +11,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED_DATA
+from _helpers import SHARED_DATA
 from PIL import Image, ImageOps
 
 from perceptual_kernels.api import images
