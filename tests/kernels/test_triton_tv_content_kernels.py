@@ -209,13 +209,13 @@ def test_tv_per_sample_coefficients_and_fp16_range():
     overflows even where the unscaled dTV/dx (here 1.2e5) would not fit."""
     x = make((3, 2, 5, 6), "contiguous", torch.float32, seed=13)
     coef = torch.tensor([0.5, -2.0, 0.0], device=DEVICE)
-    grad = tv.tv_backward(x, "squared", 0.0, coef)
+    grad = tv.tv_backward(x, tv_kind_code("squared"), 0.0, coef)
     ref = ref_tv(x, "squared", 0.0, 1.0)[1]
     close(grad, ref * coef.double()[:, None, None, None].cpu(), torch.float32, "grad")
     big = torch.zeros(1, 1, 4, 4, dtype=torch.float16, device=DEVICE)
     big[..., ::2] = 30000
     big[..., 1::2] = -30000
-    grad = tv.tv_backward(big, "squared", 0.0, torch.tensor([1 / 16], device=DEVICE))
+    grad = tv.tv_backward(big, tv_kind_code("squared"), 0.0, torch.tensor([1 / 16], device=DEVICE))
     assert torch.isfinite(grad).all()
     close(grad, ref_tv(big, "squared", 0.0, 1 / 16)[1], torch.float16, "grad")
 
