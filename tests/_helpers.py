@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
+import types
 from collections.abc import Iterable
 
 import pytest
@@ -52,6 +54,34 @@ def case_id(value: object) -> str | None:
     if isinstance(value, (tuple, torch.Size)) and all(isinstance(n, int) for n in value):
         return shape_id(value)
     return None
+
+
+def text_id(text: str) -> str:
+    """A message or any text as an id without spaces or brackets: ``"size must be >= 1"`` -> ``size_must_be_1``."""
+    return re.sub(r"[^\w.=+-]+", "_", str(text)).strip("_") or "empty"
+
+
+def value_id(value: object) -> str:
+    """A short id of a parameter value: dtypes and int shapes as in ``case_id``, ``()`` as ``empty``, text as in
+    ``text_id``, anything else its ``repr`` made id-safe."""
+    if (known := case_id(value)) is not None:
+        return known or "empty"
+    if isinstance(value, str):
+        return text_id(value) if value else "empty_str"
+    return text_id(repr(value))
+
+
+def kwargs_id(kwargs: dict) -> str:
+    """``{"channels": 0, "output": "relu"}`` -> ``channels=0-output=relu`` (``{}`` -> ``no_kwargs``)."""
+    return "-".join(f"{key}={value_id(value)}" for key, value in kwargs.items()) or "no_kwargs"
+
+
+def call_id(fn) -> str:
+    """The function a ``lambda`` test case calls: ``lambda p: gatys.stylize(p, p, lr=0)`` -> ``gatys.stylize``."""
+    names = fn.__code__.co_names
+    if len(names) > 1 and isinstance(fn.__globals__.get(names[0]), types.ModuleType):
+        return f"{names[0]}.{names[1]}"
+    return names[0] if names else fn.__name__
 
 
 def unique_ids(ids: Iterable[str]) -> list[str]:

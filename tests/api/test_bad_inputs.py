@@ -15,6 +15,7 @@ import warnings
 
 import pytest
 import torch
+from _helpers import call_id, text_id, unique_ids, value_id
 
 from perceptual_kernels.api import _checks, cli, demo, dip, gatys, images, johnson, metrics, vgg
 from perceptual_kernels.api._device import resolve_device
@@ -402,14 +403,14 @@ def test_safetensors_truncated(tmp_path):
         load_model(path)
 
 
-def test_vgg_weights_file_errors_never_advise_weights_only_false(tmp_path):
+@pytest.mark.parametrize("name", ["evil.pth", "short.pth"])
+def test_vgg_weights_file_errors_never_advise_weights_only_false(tmp_path, name):
     marker = tmp_path / "code-ran"
     torch.save({"features.0.weight": _RunsCode(str(marker))}, tmp_path / "evil.pth")
     (tmp_path / "short.pth").write_bytes(b"PK\x03\x04 truncated")
-    for name in ("evil.pth", "short.pth"):
-        with pytest.raises(ValueError, match=f"{name} is not a valid VGG weights file") as info:
-            vgg.VGGFeatures(["relu1_1"], weights=str(tmp_path / name))
-        assert "weights_only" not in str(info.value)
+    with pytest.raises(ValueError, match=f"{name} is not a valid VGG weights file") as info:
+        vgg.VGGFeatures(["relu1_1"], weights=str(tmp_path / name))
+    assert "weights_only" not in str(info.value)
     assert not marker.exists()
 
 
@@ -443,6 +444,20 @@ def test_nan_weights_give_an_error_not_a_black_image(files, tmp_path, capsys):
         (1.0, TypeError, "integer"),
         (True, TypeError, "integer"),
         ("1,0", ValueError, "style index"),
+    ],
+    ids=[
+        "nan_weight",
+        "inf_weight",
+        "negative_weight",
+        "zero_weights",
+        "empty_mix",
+        "index_out_of_range",
+        "negative_index",
+        "float_index",
+        "string_weight",
+        "float",
+        "bool",
+        "string_with_comma",
     ],
 )
 def test_api_style_selection(files, style, error, text):
@@ -512,7 +527,9 @@ API_CASES = [
 ]
 
 
-@pytest.mark.parametrize("call, error, text", API_CASES, ids=[f"api{i}" for i in range(len(API_CASES))])
+@pytest.mark.parametrize(
+    "call, error, text", API_CASES, ids=unique_ids(f"{call_id(call)}-{text_id(text)}" for call, _, text in API_CASES)
+)
 def test_api_bad_arguments_fail_before_work(call, error, text, picture, no_work):
     with pytest.raises(error, match=text):
         call(picture)
@@ -531,22 +548,26 @@ def test_api_dip_save_path_never_an_input(files, no_work):
         dip.inpaint(files["content"], files["style"], save_path=files["style"])
 
 
+TRAIN_CONFIG_CASES = [
+    ("crop", 0, "config.crop must be an integer >= 1"),
+    ("lr", 0.0, "config.lr must be > 0"),
+    ("lr", float("nan"), "config.lr must be a finite"),
+    ("log_every", 0, "config.log_every"),
+    ("batch_size", 0, "config.batch_size"),
+    ("iterations", 0, "config.iterations"),
+    ("style_weight", float("inf"), "config.style_weight"),
+    ("style_size", 0, "config.style_size"),
+    ("seed", -1, "config.seed"),
+    ("style_layers", (), "config.style_layers"),
+    ("checkpoint_every", -1, "config.checkpoint_every"),
+    ("batch_size", 4, "batch_size 4 is larger than the 3 images"),
+]
+
+
 @pytest.mark.parametrize(
     "field, value, text",
-    [
-        ("crop", 0, "config.crop must be an integer >= 1"),
-        ("lr", 0.0, "config.lr must be > 0"),
-        ("lr", float("nan"), "config.lr must be a finite"),
-        ("log_every", 0, "config.log_every"),
-        ("batch_size", 0, "config.batch_size"),
-        ("iterations", 0, "config.iterations"),
-        ("style_weight", float("inf"), "config.style_weight"),
-        ("style_size", 0, "config.style_size"),
-        ("seed", -1, "config.seed"),
-        ("style_layers", (), "config.style_layers"),
-        ("checkpoint_every", -1, "config.checkpoint_every"),
-        ("batch_size", 4, "batch_size 4 is larger than the 3 images"),
-    ],
+    TRAIN_CONFIG_CASES,
+    ids=unique_ids(f"{field}={value_id(value)}" for field, value, _ in TRAIN_CONFIG_CASES),
 )
 def test_api_train_config_checked_before_work(field, value, text, files, tmp_path, no_work):
     config = johnson.TrainConfig(**{"crop": CROP, "vgg_weights": "random", "workers": 0, field: value})

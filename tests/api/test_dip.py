@@ -124,6 +124,7 @@ def test_backtracking_restores_parameters_when_the_loss_jumps():
             "must have one size",
         ),
     ],
+    ids=["super_resolve-fractional_factor", "inpaint-mask_size", "denoise-ground_truth_size"],
 )
 def test_bad_input(call, error, text):
     with pytest.raises(error, match=text):

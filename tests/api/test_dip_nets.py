@@ -104,6 +104,7 @@ def test_skip_input_checks():
         {"channels_down": (8,) * 3, "channels_up": (8,) * 3, "channels_skip": (4,) * 2},
         {"channels_down": (8,) * 2, "channels_up": (8,) * 3, "channels_skip": (4,) * 3},
     ],
+    ids=["skip_shorter", "down_shorter"],
 )
 def test_skip_mismatched_lengths(kwargs):
     with pytest.raises(ValueError, match="same length"):
@@ -120,6 +121,15 @@ def test_skip_mismatched_lengths(kwargs):
         ({"kernel_up": 4}, "odd"),
         ({"channels_down": ()}, "channels_down"),
         ({"channels_skip": (4, -1, 4, 4, 4)}, r"channels_skip\[1\]"),
+    ],
+    ids=[
+        "upsample=bicubic",
+        "downsample=conv",
+        "pad=circular",
+        "act=tanh",
+        "kernel_up=4",
+        "channels_down=empty",
+        "channels_skip=4x-1x4x4x4",
     ],
 )
 def test_skip_bad_arguments(kwargs, match):
@@ -273,7 +283,7 @@ def authors_lanczos_1d(factor: int, support: int = 2) -> list[float]:
     return taps
 
 
-@pytest.mark.parametrize("factor", [4, 8])
+@pytest.mark.parametrize("factor", [4, 8], ids=["x4", "x8"])
 def test_downsampler_size_and_kernel(factor):
     ds = dn.Downsampler(factor)
     assert ds.kernel.shape == (4 * factor, 4 * factor)
@@ -290,18 +300,20 @@ def test_downsampler_size_and_kernel(factor):
     assert no_pad(torch.rand(1, 1, 64, 64)).shape[-1] == (64 - 4 * factor) // factor + 1
 
 
+KERNEL_CASES = [
+    ("lanczos2", 0.5, 4),
+    ("lanczos2", 0.5, 8),
+    ("lanczos2", 0, 4),
+    ("lanczos3", 0.5, 2),
+    ("box", 0.5, 4),
+    ("gauss", 0, 4),
+    ("gauss", 0.5, 8),
+    ("lanczos2", 0.5, 3),
+]
+
+
 @pytest.mark.parametrize(
-    "kernel, phase, factor",
-    [
-        ("lanczos2", 0.5, 4),
-        ("lanczos2", 0.5, 8),
-        ("lanczos2", 0, 4),
-        ("lanczos3", 0.5, 2),
-        ("box", 0.5, 4),
-        ("gauss", 0, 4),
-        ("gauss", 0.5, 8),
-        ("lanczos2", 0.5, 3),
-    ],
+    "kernel, phase, factor", KERNEL_CASES, ids=[f"{k}-phase{phase}-x{f}" for k, phase, f in KERNEL_CASES]
 )
 def test_downsampler_kernels_sum_to_one_and_keep_constants(kernel, phase, factor):
     ds = dn.Downsampler(factor, kernel, phase, sigma=1.5)
@@ -313,8 +325,8 @@ def test_downsampler_kernels_sum_to_one_and_keep_constants(kernel, phase, factor
 
 
 @pytest.mark.parametrize("kernel", ["lanczos2", "lanczos3", "box"])
-@pytest.mark.parametrize("factor", [4, 8])
-@pytest.mark.parametrize("axis", [-1, -2])
+@pytest.mark.parametrize("factor", [4, 8], ids=["x4", "x8"])
+@pytest.mark.parametrize("axis", [-1, -2], ids=["along_w", "along_h"])
 def test_downsampler_ramp_phase(kernel, factor, axis):
     """A linear ramp maps to its block averages: the output samples sit at the block centres."""
     n = 12
@@ -348,7 +360,7 @@ def test_downsampler_gradient_and_no_parameters():
     assert dn.Downsampler(2)(torch.rand(1, 1, 8, 8, dtype=torch.float64)).dtype == torch.float64
 
 
-@pytest.mark.parametrize("factor", [2.5, "4", 0, -2, True, None])
+@pytest.mark.parametrize("factor", [2.5, "4", 0, -2, True, None], ids=["2.5", "str_4", "0", "-2", "True", "None"])
 def test_downsampler_bad_factor(factor):
     with pytest.raises(ValueError, match="factor"):
         dn.Downsampler(factor)

@@ -109,6 +109,14 @@ def test_ctrl_c_keeps_the_last_image(extractor, pictures, tmp_path):
         ({"init": "zeros"}, ValueError, "init must be one of"),
         ({"preserve_colors": "yes"}, ValueError, "preserve_colors"),
     ],
+    ids=[
+        "style_layers=relu9_1",
+        "size=8",
+        "style_blend_weights=1.0_2.0",
+        "optimizer=sgd",
+        "init=zeros",
+        "preserve_colors=yes",
+    ],
 )
 def test_bad_input(pictures, kwargs, error, text):
     content, style, _ = pictures

@@ -167,7 +167,7 @@ def test_jpeg_exif_orientation_6_is_rotated(tmp_path):
     np.testing.assert_allclose(out, expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("orientation", range(1, 9), ids=lambda n: f"orientation{n}")
 def test_orientations_match_exif_transpose_8_and_16_bit(tmp_path, rng, orientation):
     arr16 = rng.integers(0, 65536, (5, 9, 3)).astype(np.uint16)
     write_png16(tmp_path / "o16.png", arr16, exif=exif_bytes(orientation))
@@ -365,6 +365,7 @@ def test_save_load_round_trip_png(tmp_path):
 @pytest.mark.parametrize(
     "suffix,tol",
     [(".png", 0.5), (".bmp", 0.5), (".tif", 0.5), (".TIFF", 0.5), (".jpg", 12), (".JPEG", 12), (".webp", 12)],
+    ids=["png", "bmp", "tif", "TIFF", "jpg", "JPEG", "webp"],
 )
 def test_save_formats(tmp_path, suffix, tol):
     yy, xx = torch.meshgrid(torch.linspace(0, 1, 32), torch.linspace(0, 1, 48), indexing="ij")

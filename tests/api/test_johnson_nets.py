@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from _helpers import shape_id
 from torch import nn
 
 from perceptual_kernels.api import johnson_nets as jn
@@ -61,7 +62,7 @@ def randomize_norms(net: nn.Module) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("shape", [(1, 3, 33, 47), (2, 3, 64, 64), (1, 3, 5, 6)])
+@pytest.mark.parametrize("shape", [(1, 3, 33, 47), (2, 3, 64, 64), (1, 3, 5, 6)], ids=shape_id)
 @pytest.mark.parametrize("output", ["sigmoid", "tanh"])
 def test_transform_shape_and_range(shape, output):
     net = jn.TransformNet(output=output)
@@ -175,7 +176,7 @@ def test_single_style_needs_no_selection():
     torch.testing.assert_close(y, net(x, style_index=torch.zeros(2, dtype=torch.long)))
 
 
-@pytest.mark.parametrize("num_styles", [None, 3])
+@pytest.mark.parametrize("num_styles", [None, 3], ids=["single_style", "3_styles"])
 def test_transform_gradient_reaches_every_parameter(num_styles):
     net = small_transform(num_styles=num_styles)
     randomize_norms(net)
@@ -192,7 +193,7 @@ def test_transform_gradient_reaches_every_parameter(num_styles):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("factor", [2, 4, 8])
+@pytest.mark.parametrize("factor", [2, 4, 8], ids=["x2", "x4", "x8"])
 @pytest.mark.parametrize("norm", ["batch", "instance"])
 def test_super_resolution_shape_and_range(factor, norm):
     net = jn.SuperResolutionNet(factor, channels=16, residual_blocks=2, norm=norm)
@@ -247,7 +248,9 @@ def test_parameter_counts(capsys):
 
 
 @pytest.mark.parametrize(
-    "net", [jn.TransformNet(), jn.TransformNet(4, 16, 3, "tanh"), jn.SuperResolutionNet(8, 32, 2, "instance")], ids=repr
+    "net",
+    [jn.TransformNet(), jn.TransformNet(4, 16, 3, "tanh"), jn.SuperResolutionNet(8, 32, 2, "instance")],
+    ids=["transform", "transform-4_styles-tanh", "super_resolution-x8-instance"],
 )
 def test_config_round_trip(net):
     config = jn.model_config(net)

@@ -10,7 +10,7 @@ import pathlib
 import numpy as np
 import pytest
 import torch
-from _helpers import SHARED_DATA
+from _helpers import SHARED_DATA, shape_id
 from PIL import Image
 
 from perceptual_kernels.api import metrics
@@ -114,7 +114,7 @@ def test_imresize_identity_at_scale_one():
     torch.testing.assert_close(metrics.imresize(x, size=(17, 12)), x, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("scale", [0.5, 0.25, 1 / 3, 0.3, 1.7, 2.0, 4.0])
+@pytest.mark.parametrize("scale", [0.5, 0.25, 1 / 3, 0.3, 1.7, 2.0, 4.0], ids=lambda s: f"scale{s:g}")
 def test_imresize_keeps_constants(scale):
     x = torch.full((1, 3, 23, 18), 0.37, dtype=torch.float64)
     out = metrics.imresize(x, scale)
@@ -132,6 +132,7 @@ def test_imresize_keeps_constants(scale):
         ((255, 257), 0.25, (64, 65)),
         ((5, 4), (2.0, 0.5), (10, 2)),
     ],
+    ids=["10x9-scale0.25", "10x7-scale1_3", "7x5-scale1.5", "12x8-scale0.5", "255x257-scale0.25", "5x4-scale2x0.5"],
 )
 def test_imresize_output_size_is_ceil(size, scale, expected):
     assert metrics.imresize(torch.rand(1, 1, *size), scale).shape == (1, 1, *expected)
@@ -184,6 +185,7 @@ def test_imresize_double_uses_the_cubic_polyphase_taps():
 @pytest.mark.parametrize(
     ("shape", "size"),
     [((40, 36), (10, 9)), ((40, 36), (20, 18)), ((10, 9), (40, 36)), ((37, 29), (13, 50)), ((64, 64), (21, 21))],
+    ids=shape_id,
 )
 def test_imresize_interior_matches_pillow_bicubic(shape, size):
     # Pillow's BICUBIC is the same antialiased Keys a = -0.5 filter with the same pixel-centre mapping; it only
@@ -225,6 +227,7 @@ def test_imresize_dtype_and_no_clamping():
         ((2, 1, 9, 7), 1, (2, 1, 9, 7)),
         ((9, 11), 8, (8, 8)),
     ],
+    ids=lambda v: shape_id(v) if isinstance(v, tuple) else f"mod{v}",
 )
 def test_modcrop_shapes(shape, scale, expected):
     x = torch.rand(shape)

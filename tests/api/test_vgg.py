@@ -231,6 +231,7 @@ def test_frozen_eval_and_input_gradients():
         ("vgg19", ["conv1_1", "relu1_2", "pool1", "relu2_1", "relu3_4"]),
         ("vgg16", ["relu3_3", "relu1_1", "pool3"]),
     ],
+    ids=["vgg19-conv1_1_to_relu3_4", "vgg16-relu3_3_relu1_1_pool3"],
 )
 @pytest.mark.parametrize("layout", ["torchvision", "named"])
 @pytest.mark.parametrize("fmt", ["torchvision", "caffe"])
@@ -385,6 +386,7 @@ def test_imagenet_download_call(hub_dir, monkeypatch):
 @pytest.mark.parametrize(
     "error",
     [urllib.error.URLError("[Errno -3] Temporary failure in name resolution"), OSError("Network is unreachable")],
+    ids=["dns_failure", "network_unreachable"],
 )
 def test_imagenet_offline_error(hub_dir, monkeypatch, error):
     def offline(url, progress=True):
