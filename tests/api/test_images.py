@@ -250,14 +250,14 @@ def test_palette_with_and_without_transparency(tmp_path):
     np.testing.assert_allclose(hwc(images.load_image(tmp_path / "p.gif"))[0, 1], (0, 1, 0))
 
 
-def test_cmyk_to_rgb(tmp_path):
+@pytest.mark.parametrize("name", ["c.tif", "c.jpg"])
+def test_cmyk_to_rgb(tmp_path, name):
     cmyk = Image.new("CMYK", (6, 4), (0, 255, 255, 0))  # no cyan/black, full magenta + yellow: red
     cmyk.paste((0, 0, 0, 0), (0, 0, 3, 4))  # nothing: white
-    for name in ("c.tif", "c.jpg"):
-        cmyk.save(tmp_path / name)
-        out = hwc(images.load_image(tmp_path / name))
-        np.testing.assert_allclose(out[1, 1], (1, 1, 1), atol=0.03)
-        np.testing.assert_allclose(out[1, 4], (1, 0, 0), atol=0.03)
+    cmyk.save(tmp_path / name)
+    out = hwc(images.load_image(tmp_path / name))
+    np.testing.assert_allclose(out[1, 1], (1, 1, 1), atol=0.03)
+    np.testing.assert_allclose(out[1, 4], (1, 0, 0), atol=0.03)
 
 
 def test_16bit_greyscale_png_keeps_precision(tmp_path):
@@ -510,9 +510,12 @@ def test_resize_size_range_and_errors():
     assert float(up.min()) == 0.0 and float(up.max()) == 1.0
     assert torch.equal(images.resize(img, (20, 30)), img)
     assert images.resize(img[0], [10, 10]).shape == (3, 10, 10)
-    for bad in [(0, 3), (3,), (2.5, 3), "ab"]:
-        with pytest.raises(ValueError):
-            images.resize(img, bad)
+
+
+@pytest.mark.parametrize("bad", [(0, 3), (3,), (2.5, 3), "ab"], ids=["0x3", "3", "2.5x3", "str_ab"])
+def test_resize_refuses_bad_sizes(bad):
+    with pytest.raises(ValueError):
+        images.resize(torch.rand(1, 3, 20, 30), bad)
 
 
 def test_downscaling_checkerboard_is_antialiased():

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from _helpers import shape_id
+from _helpers import kwargs_id, shape_id, text_id
 from torch import nn
 
 from perceptual_kernels.api import johnson_nets as jn
@@ -91,16 +91,14 @@ def test_transform_input_checks():
         net(torch.zeros(1, 3, 16, 16, dtype=torch.long))
 
 
-def test_transform_constructor_checks():
-    for kwargs in (
-        {"output": "relu"},
-        {"channels": 0},
-        {"residual_blocks": 2.5},
-        {"num_styles": 0},
-        {"num_styles": True},
-    ):
-        with pytest.raises(ValueError):
-            jn.TransformNet(**kwargs)
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"output": "relu"}, {"channels": 0}, {"residual_blocks": 2.5}, {"num_styles": 0}, {"num_styles": True}],
+    ids=kwargs_id,
+)
+def test_transform_constructor_checks(kwargs):
+    with pytest.raises(ValueError):
+        jn.TransformNet(**kwargs)
 
 
 def test_style_index_and_weights_select_rows():
@@ -195,24 +193,28 @@ def test_transform_gradient_reaches_every_parameter(num_styles):
 
 @pytest.mark.parametrize("factor", [2, 4, 8], ids=["x2", "x4", "x8"])
 @pytest.mark.parametrize("norm", ["batch", "instance"])
-def test_super_resolution_shape_and_range(factor, norm):
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_super_resolution_shape_and_range(factor, norm, training):
     net = jn.SuperResolutionNet(factor, channels=16, residual_blocks=2, norm=norm)
     x = torch.rand(2, 3, 9, 7)
-    for mode in (True, False):
-        net.train(mode)
-        y = net(x)
-        assert y.shape == (2, 3, 9 * factor, 7 * factor)
-        assert y.min() >= 0 and y.max() <= 1 and torch.isfinite(y).all()
-    y_cl = net(x.to(memory_format=torch.channels_last))
-    torch.testing.assert_close(y_cl, y, rtol=1e-4, atol=1e-5)
+    net.train(training)
+    y = net(x)
+    assert y.shape == (2, 3, 9 * factor, 7 * factor)
+    assert y.min() >= 0 and y.max() <= 1 and torch.isfinite(y).all()
+    if not training:  # eval mode: channels_last input gives the same output
+        y_cl = net(x.to(memory_format=torch.channels_last))
+        torch.testing.assert_close(y_cl, y, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("factor", [1, 3, 16, 4.0, True], ids=["1", "3", "16", "float_4.0", "True"])
+def test_super_resolution_refuses_bad_factors(factor):
+    with pytest.raises(ValueError, match="factor"):
+        jn.SuperResolutionNet(factor)
 
 
 def test_super_resolution_default_x4_x8_and_errors():
     assert jn.SuperResolutionNet(4)(torch.rand(1, 3, 6, 5)).shape == (1, 3, 24, 20)
     assert jn.SuperResolutionNet(8)(torch.rand(1, 3, 5, 6)).shape == (1, 3, 40, 48)
-    for factor in (1, 3, 16, 4.0, True):
-        with pytest.raises(ValueError, match="factor"):
-            jn.SuperResolutionNet(factor)
     with pytest.raises(ValueError, match="norm"):
         jn.SuperResolutionNet(4, norm="layer")
     with pytest.raises(ValueError, match="at least 5x5"):
@@ -226,18 +228,24 @@ def test_super_resolution_gradient_reaches_every_parameter():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
-def test_parameter_counts(capsys):
-    counts = {
-        "TransformNet()": (jn.TransformNet(), transform_params()),
-        "TransformNet(num_styles=32)": (jn.TransformNet(num_styles=32), transform_params(styles=32)),
-        "SuperResolutionNet(4)": (jn.SuperResolutionNet(4), sr_params(4)),
-        "SuperResolutionNet(8)": (jn.SuperResolutionNet(8), sr_params(8)),
-    }
+PARAMETER_COUNTS = {
+    # name: (the net, the parameter count written out from the papers' architectures)
+    "TransformNet()": (lambda: jn.TransformNet(), lambda: transform_params()),
+    "TransformNet(num_styles=32)": (lambda: jn.TransformNet(num_styles=32), lambda: transform_params(styles=32)),
+    "SuperResolutionNet(4)": (lambda: jn.SuperResolutionNet(4), lambda: sr_params(4)),
+    "SuperResolutionNet(8)": (lambda: jn.SuperResolutionNet(8), lambda: sr_params(8)),
+}
+
+
+@pytest.mark.parametrize("name", list(PARAMETER_COUNTS), ids=text_id)
+def test_parameter_counts(capsys, name):
+    net, expected = (make() for make in PARAMETER_COUNTS[name])
     with capsys.disabled():
-        print()
-        for name, (net, expected) in counts.items():
-            print(f"  {name}: {n_params(net):,} parameters")
-            assert n_params(net) == expected, name
+        print(f"\n  {name}: {n_params(net):,} parameters")
+    assert n_params(net) == expected, name
+
+
+def test_each_extra_style_costs_3200_parameters():
     # Dumoulin et al.: each extra style costs ~3K parameters (2 * sum of normalised channels)
     assert transform_params(styles=2) - transform_params(styles=1) == 3200
 
@@ -260,9 +268,9 @@ def test_config_round_trip(net):
     assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in net.state_dict().items()}
 
 
-def test_config_defaults_and_errors():
-    assert jn.model_config(jn.build_model({"kind": "transform"})) == jn.model_config(jn.TransformNet())
-    for bad in (
+@pytest.mark.parametrize(
+    "bad",
+    [
         {"kind": "gan"},
         {},
         [],
@@ -270,9 +278,16 @@ def test_config_defaults_and_errors():
         {"kind": "transform", "channels": -1},
         {"kind": "super_resolution", "factor": 3},
         {"kind": "transform", "output": ["x"]},
-    ):
-        with pytest.raises(ValueError):
-            jn.build_model(bad)
+    ],
+    ids=lambda bad: kwargs_id(bad) if isinstance(bad, dict) and bad else "empty_dict" if bad == {} else "list",
+)
+def test_build_model_refuses_bad_configs(bad):
+    with pytest.raises(ValueError):
+        jn.build_model(bad)
+
+
+def test_config_defaults_and_errors():
+    assert jn.model_config(jn.build_model({"kind": "transform"})) == jn.model_config(jn.TransformNet())
     with pytest.raises(TypeError):
         jn.model_config(nn.Conv2d(3, 3, 1))
 

@@ -156,20 +156,20 @@ def upsample2_matrix(n: int) -> np.ndarray:
     return up
 
 
-def test_imresize_half_uses_the_antialiased_kernel():
+@pytest.mark.parametrize("n", [8, 10], ids=["8x8", "10x10"])
+def test_imresize_half_uses_the_antialiased_kernel(n):
     # scale 1/2: the cubic stretched to width 8, sampled at half-pixel offsets: [-3, -9, 29, 111, 111, 29, -9, -3]
     # / 256 (Keys a = -0.5: k(1/4) = 111/128, k(3/4) = 29/128, k(5/4) = -9/128, k(7/4) = -3/128, halved);
     # output i (0-based) centred on input 2i + 1/2, so its taps are inputs 2i - 3 .. 2i + 4
     kernel = np.array([-3, -9, 29, 111, 111, 29, -9, -3]) / 256
-    for n in (8, 10):
-        down = np.zeros((n // 2, n))
-        for i in range(n // 2):
-            for k, w in enumerate(kernel):
-                down[i, mirror(2 * i - 3 + k, n)] += w
-        x = np.random.default_rng(n).random((n, n))
-        expected = down @ x @ down.T
-        out = metrics.imresize(torch.from_numpy(x)[None, None], 0.5)[0, 0].numpy()
-        np.testing.assert_allclose(out, expected, rtol=0, atol=1e-12)
+    down = np.zeros((n // 2, n))
+    for i in range(n // 2):
+        for k, w in enumerate(kernel):
+            down[i, mirror(2 * i - 3 + k, n)] += w
+    x = np.random.default_rng(n).random((n, n))
+    expected = down @ x @ down.T
+    out = metrics.imresize(torch.from_numpy(x)[None, None], 0.5)[0, 0].numpy()
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-12)
 
 
 def test_imresize_double_uses_the_cubic_polyphase_taps():

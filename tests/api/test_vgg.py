@@ -258,17 +258,17 @@ def test_avg_pooling(tmp_path):
     assert_outputs_close(model(x), expected)
 
 
-def test_channels_last(tmp_path):
+@pytest.mark.parametrize("fmt", ["torchvision", "caffe"])
+def test_channels_last(tmp_path, fmt):
     layers = ["relu1_1", "pool1", "relu2_1"]
     sd = fake_state_dict("vgg19", upto="relu2_1")
-    for fmt in ("torchvision", "caffe"):
-        model = VGGFeatures(layers, weights=save(sd, tmp_path / "w.pth"), weights_format=fmt)
-        x = torch.rand(2, 3, 16, 16)
-        out_cl = model(x.contiguous(memory_format=torch.channels_last))
-        out = model(x)
-        for name in layers:
-            assert out_cl[name].is_contiguous(memory_format=torch.channels_last), (fmt, name)
-            torch.testing.assert_close(out_cl[name], out[name], rtol=1e-5, atol=1e-5 * out[name].abs().max().item())
+    model = VGGFeatures(layers, weights=save(sd, tmp_path / "w.pth"), weights_format=fmt)
+    x = torch.rand(2, 3, 16, 16)
+    out_cl = model(x.contiguous(memory_format=torch.channels_last))
+    out = model(x)
+    for name in layers:
+        assert out_cl[name].is_contiguous(memory_format=torch.channels_last), (fmt, name)
+        torch.testing.assert_close(out_cl[name], out[name], rtol=1e-5, atol=1e-5 * out[name].abs().max().item())
 
 
 def test_state_dict_round_trip(tmp_path):
