@@ -8,6 +8,7 @@ import os
 import pathlib
 import re
 import types
+import warnings
 from collections.abc import Iterable
 
 import pytest
@@ -157,3 +158,24 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtyp
         f"{what}: max error {err.max():.3e} (at {worst.item()}: got {actual64[worst]:.6e}, "
         f"expected {expected64[worst]:.6e}), scale {scale:.3e}, dtype {dtype}"
     )
+
+
+def tiny_train_config(**overrides: object):
+    """A Johnson ``TrainConfig`` small enough for a CPU test (random VGG weights, 32 px crops, no workers)."""
+    from perceptual_kernels.api import johnson
+
+    base = dict(
+        iterations=6, batch_size=2, crop=32, vgg_weights="random", workers=0, checkpoint_every=3, log_every=1, lr=1e-2
+    )
+    return johnson.TrainConfig(**{**base, **overrides})
+
+
+def train_style_quietly(data, styles, out, *, resume: bool = False, **overrides: object):
+    """``johnson.train_style`` on the CPU with :func:`tiny_train_config` (``overrides``), no bar, no warnings
+    (random VGG weights, deliberately unreadable files)."""
+    from perceptual_kernels.api import johnson
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        config = tiny_train_config(**overrides)
+        return johnson.train_style(data, styles, out, config, resume=resume, device="cpu", progress=False)

@@ -15,7 +15,7 @@ import warnings
 
 import pytest
 import torch
-from _helpers import call_id, text_id, unique_ids, value_id
+from _helpers import call_id, text_id, train_style_quietly, unique_ids, value_id
 
 from perceptual_kernels.api import _checks, cli, demo, dip, gatys, images, johnson, metrics, vgg
 from perceptual_kernels.api._device import resolve_device
@@ -584,20 +584,9 @@ def test_api_train_sr_config(files, tmp_path, no_work):
 
 
 # --- training: consistent checkpoints, resume targets, corrupt images -------------------------------------------
-def small_config(**kwargs) -> johnson.TrainConfig:
-    base = dict(
-        iterations=4, batch_size=2, crop=CROP, vgg_weights="random", workers=0, checkpoint_every=0, log_every=1, lr=1e-2
-    )
-    return johnson.TrainConfig(**{**base, **kwargs})
-
-
 def train(data, styles, out, **kwargs):
-    resume = kwargs.pop("resume", False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return johnson.train_style(
-            data, styles, out, small_config(**kwargs), resume=resume, device="cpu", progress=False
-        )
+    """4 steps, no periodic checkpoint (the checkpoint written at the end and on Ctrl-C is what is tested)."""
+    return train_style_quietly(data, styles, out, **{"iterations": 4, "checkpoint_every": 0, **kwargs})
 
 
 def checkpoint(out) -> dict:

@@ -7,6 +7,7 @@ import warnings
 
 import pytest
 import torch
+from _helpers import tiny_train_config, train_style_quietly
 
 from perceptual_kernels.api import cli, images, johnson
 
@@ -30,18 +31,8 @@ def style_paths(tmp_path):
     return [images.save_image(torch.rand(1, 3, 32, 32, generator=g), tmp_path / f"style{i}.png") for i in range(2)]
 
 
-def config(**kwargs) -> johnson.TrainConfig:
-    base = dict(
-        iterations=6, batch_size=2, crop=CROP, vgg_weights="random", workers=0, checkpoint_every=3, log_every=1, lr=1e-2
-    )
-    return johnson.TrainConfig(**{**base, **kwargs})
-
-
-def train(data_dir, styles, out, **kwargs):
-    resume = kwargs.pop("resume", False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # random VGG weights, the unreadable file
-        return johnson.train_style(data_dir, styles, out, config(**kwargs), resume=resume, device="cpu", progress=False)
+config = tiny_train_config
+train = train_style_quietly
 
 
 def optimizer_steps(state: dict) -> int:
