@@ -18,7 +18,7 @@ namespace perceptual_kernels {
 using Tensor = at::Tensor;
 using OptionalTensor = std::optional<at::Tensor>;
 
-// Total-variation kinds (tv_forward's ``kind``).
+// Total-variation kinds (tv_forward's ``kind``): the positions of TV_KINDS in perceptual_kernels/backends/interface.py.
 enum TvKind : int64_t { kTvSquared = 0, kTvL1 = 1, kTvIsotropic = 2 };
 
 #define PK_DECLARE_KERNELS                                                                                            \
