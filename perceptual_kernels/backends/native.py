@@ -89,9 +89,11 @@ def _warn_unusable_build() -> None:
     so the ops silently running on the slower backends is never a surprise. A pure-Python install (no ``_C``
     file) does not warn."""
     global _warned
-    if _warned or importlib.util.find_spec("perceptual_kernels._C") is None:
+    if _warned:
         return
-    _warned = True
+    _warned = True  # decided once: the file lookup below is not repeated on every op
+    if importlib.util.find_spec("perceptual_kernels._C") is None:
+        return
     warnings.warn(
         f"{LOAD_ERROR}. Until then the ops run on the reference / Triton backends (slower).",
         RuntimeWarning,
