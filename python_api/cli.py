@@ -7,6 +7,7 @@ any work; Ctrl-C exits with 130.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ import torch
 
 import perceptual_kernels as pk
 
-from . import _checks, bench, demo, dip, gatys, images, johnson, metrics
+from . import _checks, bench, demo, dip, distributed, gatys, images, johnson, metrics
 from .johnson_nets import SR_FACTORS
 
 
@@ -323,6 +324,13 @@ def _run_train(args: argparse.Namespace) -> int:
         result = johnson.train_super_resolution(args.data, args.output, config, **common)
     else:
         result = johnson.train_style(args.data, args.styles, args.output, config, **common)
+    if not distributed.launched_by_torchrun() or os.environ["RANK"] == "0":
+        _print_trained(result)
+    return 0
+
+
+def _print_trained(result) -> None:
+    """The run's summary line (rank 0 only under torchrun)."""
     if result.losses:
         print(
             f"wrote {result.model_path}; last logged loss {result.losses[-1]['loss']:.4g} at step "
@@ -330,7 +338,6 @@ def _run_train(args: argparse.Namespace) -> int:
         )
     else:
         print(f"wrote {result.model_path}; no training step was left (the checkpoint is at --iterations)")
-    return 0
 
 
 def _run_transfer(args: argparse.Namespace) -> int:
