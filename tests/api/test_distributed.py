@@ -1,0 +1,175 @@
+"""Data-parallel Johnson training on 2 gloo processes launched by torchrun: the same losses and weights as one
+process with the same global batch, rank 1 writes nothing, a Ctrl-C on one rank stops every rank with a
+checkpoint that one process resumes, the global batch split over the ranks.
+
+The runs use lr 1e-6: Adam's first steps move every weight by about lr whatever its gradient's size, so fp32
+rounding (which differs between 1 and 2 processes as it does between 1 and 2 threads) flips the sign of
+near-zero gradient components and becomes lr-sized weight differences that grow step by step (at lr 1e-2 the
+step-5 loss differs by 2e-4 between a 1- and a 2-thread single-process run). At lr 1e-6 the weights still move
+5.6e-5 (relative), 5 times the tolerance, and the runs differ by 1e-6."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from _helpers import train_style_quietly
+
+from perceptual_kernels.api import images, johnson, johnson_data
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKER = Path(__file__).with_name("ddp_worker.py")
+STEPS, BATCH, RTOL, LR = 5, 4, 1e-5, 1e-6
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Six content images (one unreadable) and two styles."""
+    root = tmp_path_factory.mktemp("ddp")
+    g = torch.Generator().manual_seed(0)
+    for i in range(6):
+        images.save_image(torch.rand(1, 3, 40 + i, 44, generator=g), root / "data" / f"img{i}.png")
+    (root / "data" / "broken.jpg").write_bytes(b"not an image")
+    styles = [images.save_image(torch.rand(1, 3, 32, 32, generator=g), root / f"style{i}.png") for i in range(2)]
+    return root, root / "data", [str(s) for s in styles]
+
+
+def torchrun(out: Path, data_dir: Path, styles: list[str], *, interrupt: str = "", iterations: int = STEPS):
+    """``torchrun --nproc-per-node 2`` of the CLI's ``train style`` (tiny config, 2 gloo processes on the CPU)."""
+    writes = out.parent / f"{out.name}-writes"
+    writes.mkdir()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONWARNINGS": "ignore",
+        "OMP_NUM_THREADS": "1",
+        "PK_TEST_OUT": str(out),
+        "PK_TEST_WRITES": str(writes),
+        "PK_TEST_INTERRUPT": interrupt,
+    }
+    args = [
+        *("train", "style", str(data_dir), *styles, "-o", str(out), "--iterations", str(iterations)),
+        *("--batch-size", str(BATCH), "--crop", "32", "--vgg-weights", "random", "--workers", "0"),
+        *("--checkpoint-every", "3", "--log-every", "1", "--lr", str(LR), "--no-progress"),
+    ]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    proc = subprocess.run(
+        [*launcher, str(WORKER), *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=240
+    )
+    return proc, {r: (writes / f"rank{r}.txt").read_text().split() for r in range(2)}
+
+
+def logged_losses(out: Path) -> dict[int, float]:
+    with open(out / "losses.csv", newline="") as f:
+        return {int(row["step"]): float(row["loss"]) for row in csv.DictReader(f)}
+
+
+def flat(tensors: dict) -> torch.Tensor:
+    return torch.cat([t.flatten() for t in tensors.values() if t.is_floating_point()])
+
+
+def assert_close(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert abs(a[k] - b[k]) <= RTOL * abs(b[k]), (k, a[k], b[k])
+
+
+@pytest.fixture(scope="module")
+def single(data):
+    """The reference: one process, the same global batch."""
+    root, data_dir, styles = data
+    train_style_quietly(data_dir, styles, root / "single", iterations=STEPS, batch_size=BATCH, lr=LR)
+    return root / "single"
+
+
+@pytest.fixture(scope="module")
+def two_ranks(data):
+    root, data_dir, styles = data
+    proc, writes = torchrun(root / "ddp", data_dir, styles)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root / "ddp", proc, writes
+
+
+def test_two_ranks_equal_one_process(single, two_ranks):
+    out, proc, writes = two_ranks
+    losses = logged_losses(out)
+    assert list(losses) == list(range(1, STEPS + 1))
+    assert_close(losses, logged_losses(single))
+    ours, ref = (torch.load(run / "checkpoint.pt", weights_only=True) for run in (out, single))
+    assert ours["step"] == ref["step"] == STEPS and ours["data_position"] == ref["data_position"]
+    weights, expected = flat(ours["model"]), flat(ref["model"])
+    torch.manual_seed(0)
+    initial = flat(johnson.TransformNet(num_styles=2).state_dict())
+    assert (weights - expected).norm() <= RTOL * expected.norm()
+    assert (expected - initial).norm() >= 3 * RTOL * expected.norm()  # trained (5.6e-5): a real comparison
+    # Adam's first moments are linear in the gradients: DDP's average is the global batch's gradient, not a
+    # multiple of it (1e-3: 1- and 2-thread single-process runs differ by 6e-5)
+    moments, expected = (flat({k: v["exp_avg"] for k, v in s["optimizer"]["state"].items()}) for s in (ours, ref))
+    assert (moments - expected).norm() <= 1e-3 * expected.norm()
+    assert proc.stdout.count("wrote ") == 1  # the summary line: rank 0 only
+
+
+def test_rank_1_writes_nothing(two_ranks):
+    out, _, writes = two_ranks
+    assert writes[1] == []
+    assert {Path(p).name for p in writes[0]} >= {"checkpoint.pt", "losses.csv", "model.pth", "model.json"}
+
+
+def test_ctrl_c_on_one_rank_stops_all_with_a_checkpoint_that_one_process_resumes(data, two_ranks):
+    root, data_dir, styles = data
+    out = root / "interrupted"
+    proc, writes = torchrun(out, data_dir, styles, interrupt="1:3")  # rank 1 gets SIGINT after step 3
+    assert proc.returncode != 0 and "interrupted: checkpoint at step 3" in proc.stdout + proc.stderr
+    assert writes[1] == []
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 3
+    resumed = train_style_quietly(data_dir, styles, out, resume=True, iterations=STEPS, batch_size=BATCH, lr=LR)
+    assert [r["step"] for r in resumed.losses] == [4, 5]
+    full = logged_losses(two_ranks[0])
+    assert_close({r["step"]: r["loss"] for r in resumed.losses}, {4: full[4], 5: full[5]})
+
+
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_rank_parts_make_the_global_batches(data, world_size):
+    """Threads stand in for the ranks (a barrier for the all-reduce): the parts, concatenated in rank order, are
+    the batches of one process, and the positions agree, across the unreadable file."""
+    _, data_dir, _ = data
+    folder = johnson_data.ImageFolder(data_dir, 32, 0)
+    steps, flags, barrier = 5, {}, threading.Barrier(world_size)
+
+    def sum_ints(rank: int, values: list[int]) -> list[int]:
+        flags[rank] = values
+        barrier.wait()
+        total = [sum(v) for v in zip(*flags.values())]
+        barrier.wait()
+        return total
+
+    parts: dict[int, list] = {}
+
+    def run(rank: int) -> None:
+        stream = johnson_data._sharded_batches(folder, BATCH, 0, 0, 3, rank, world_size, lambda v: sum_ints(rank, v))
+        parts[rank] = [next(stream) for _ in range(steps)]
+
+    with pytest.warns(UserWarning, match="skipping unreadable"):
+        threads = [threading.Thread(target=run, args=(r,)) for r in range(world_size)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        reference = johnson_data._batches(folder, BATCH, 0, 0, 3)
+        for k in range(steps):
+            batch, position = next(reference)
+            assert torch.equal(torch.cat([parts[r][k][0] for r in range(world_size)]), batch)
+            assert {parts[r][k][1] for r in range(world_size)} == {position}
+
+
+def test_batch_must_split_over_the_ranks(data, tmp_path):
+    _, data_dir, styles = data
+    with pytest.raises(ValueError, match="batch_size 3 .* does not split evenly over the 2 processes"):
+        johnson._data_and_run(data_dir, tmp_path / "run", johnson.TrainConfig(batch_size=3, crop=32), styles, 2)
