@@ -7,7 +7,6 @@ any work; Ctrl-C exits with 130.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -320,12 +319,15 @@ def _run_train(args: argparse.Namespace) -> int:
         autocast=args.autocast,
     )
     common = dict(resume=args.resume, device=args.device, progress=not args.no_progress)
-    if sr:
-        result = johnson.train_super_resolution(args.data, args.output, config, **common)
-    else:
-        result = johnson.train_style(args.data, args.styles, args.output, config, **common)
-    if not distributed.launched_by_torchrun() or os.environ["RANK"] == "0":
-        _print_trained(result)
+    try:
+        if sr:
+            result = johnson.train_super_resolution(args.data, args.output, config, **common)
+        else:
+            result = johnson.train_style(args.data, args.styles, args.output, config, **common)
+        if distributed.is_main_process():
+            _print_trained(result)
+    finally:
+        distributed.teardown()  # under torchrun: the process group the training made
     return 0
 
 

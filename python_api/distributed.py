@@ -3,8 +3,10 @@ between ranks (errors, stop requests) and teardown. Only torch.distributed colle
 
 Under ``torchrun`` (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT`` set) a loop runs
 in :func:`process_group`, which initialises NCCL for CUDA devices (each rank on ``cuda:LOCAL_RANK``) and gloo
-otherwise, and destroys the group on the way out. Without those variables it is one process (rank 0 of 1) and
-nothing is initialised. A group the caller initialised already is used as it is and left alone::
+otherwise, once per process: the group stays for the next loop (torch cannot initialise a second default group
+from the same torchrun environment after destroying the first) until :func:`teardown`, which the CLI calls at
+the end of a command and ``atexit`` calls otherwise. Without those variables it is one process (rank 0 of 1) and
+nothing is initialised. A group the caller initialised already is used as it is::
 
     with distributed.process_group(device) as group:
         device = group.device
@@ -19,6 +21,7 @@ nothing is initialised. A group the caller initialised already is used as it is 
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import threading
@@ -141,26 +144,35 @@ def rank_device(device: torch.device) -> torch.device:
 
 @contextmanager
 def process_group(device: torch.device) -> Iterator[Group]:
-    """This process's :class:`Group`: the caller's initialised group, one from the torchrun environment (NCCL
-    for CUDA, gloo otherwise; destroyed on exit), or rank 0 of 1 without torchrun."""
+    """This process's :class:`Group`: the initialised default group (the caller's, or one made from the
+    torchrun environment on first use: NCCL for CUDA, gloo otherwise), or rank 0 of 1 without torchrun."""
     if not dist.is_available() or (not dist.is_initialized() and not launched_by_torchrun()):
         yield Group(0, 1, device)
         return
     device = rank_device(device)
-    created = not dist.is_initialized()
-    if created:
+    if not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    try:
-        world = dist.get_world_size()
-        cpu_group = None
-        if world > 1:
-            cpu_group = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
-        yield Group(dist.get_rank(), world, device, cpu_group)
-    finally:
-        if created:
-            dist.destroy_process_group()
+        atexit.register(teardown)
+    world = dist.get_world_size()
+    cpu_group = None
+    if world > 1:
+        cpu_group = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+    yield Group(dist.get_rank(), world, device, cpu_group)
+
+
+def teardown() -> None:
+    """Destroy the default process group, if there is one (the end of a torchrun command)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def is_main_process() -> bool:
+    """Rank 0 of the initialised group, or of the torchrun environment; True for a lone process."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return os.environ.get("RANK", "0") == "0"
 
 
 class StopRequest:

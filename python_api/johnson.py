@@ -34,7 +34,15 @@ from . import distributed, images, loop
 from ._device import resolve_device
 from .johnson_data import IMAGE_SUFFIXES, ImageFolder, _batches, _sharded_batches, degrade, gaussian_blur
 from .johnson_infer import check_style, parse_style, stylize_feedforward
-from .johnson_nets import SR_FACTORS, SuperResolutionNet, TransformNet, load_model, model_config, save_model
+from .johnson_nets import (
+    SR_FACTORS,
+    SuperResolutionNet,
+    TransformNet,
+    load_model,
+    model_config,
+    save_model,
+    sync_batch_norms,
+)
 from .johnson_run import (
     CONTENT_LAYER,
     RESUMABLE_FIELDS,
@@ -110,6 +118,7 @@ def _train(
         step, position = int(state["step"]), int(state["data_position"])
     net = model
     if group.distributed:
+        sync_batch_norms(model)  # batch statistics of the global batch, as one process computes them
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )

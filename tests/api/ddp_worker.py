@@ -2,7 +2,10 @@
 
 ``PK_TEST_WRITES``: a folder where each rank writes, at exit, ``rank<R>.txt`` listing the paths under
 ``PK_TEST_OUT`` it opened for writing, created, renamed or removed (Python audit events).
-``PK_TEST_INTERRUPT``: ``"R:S"``: rank R sends itself SIGINT when step S is logged (a Ctrl-C on one rank).
+``PK_TEST_INTERRUPT``: ``"C:R:S"``: in command C (from 0), rank R sends itself SIGINT when step S is logged (a
+Ctrl-C on one rank; ``--log-every 1``).
+The arguments may hold several CLI commands separated by ``::``, run one after the other in one launch (one
+process group for all: torch cannot make a second one from the same torchrun environment).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
-from perceptual_kernels.api import cli, loop
+from perceptual_kernels.api import cli, distributed, loop
 
 RANK = int(os.environ["RANK"])
 OUT = Path(os.environ["PK_TEST_OUT"]).resolve()
@@ -33,10 +36,14 @@ def audit(event: str, args: tuple) -> None:
     )
 
 
-def interrupt_at(rank: int, step: int) -> None:
-    show, logged = loop.show, [0]
+logged = [0]  # steps logged by the current command
 
-    def show_then_interrupt(bar, values):  # called once per logged step (log_every 1)
+
+def interrupt_at(rank: int, step: int) -> None:
+    """From now on, rank ``rank`` sends itself SIGINT when the current command logs its ``step``-th step."""
+    show = loop.show
+
+    def show_then_interrupt(bar, values):
         show(bar, values)
         logged[0] += 1
         if RANK == rank and logged[0] == step:
@@ -47,8 +54,16 @@ def interrupt_at(rank: int, step: int) -> None:
 
 if __name__ == "__main__":
     sys.addaudithook(audit)
-    if os.environ.get("PK_TEST_INTERRUPT"):
-        interrupt_at(*map(int, os.environ["PK_TEST_INTERRUPT"].split(":")))
-    code = cli.main(sys.argv[1:])
+    command, rank, step = map(int, (os.environ.get("PK_TEST_INTERRUPT") or "-1:0:0").split(":"))
+    commands, code = " ".join(sys.argv[1:]).split(" :: "), 0
+    teardown, distributed.teardown = distributed.teardown, lambda: None  # one group for all the commands
+    for i, args in enumerate(commands):
+        logged[0] = 0
+        if i == command:
+            interrupt_at(rank, step)
+        code = cli.main(args.split())
+        if code:
+            break
+    teardown()
     Path(os.environ["PK_TEST_WRITES"], f"rank{RANK}.txt").write_text("\n".join(touched))
     sys.exit(code)

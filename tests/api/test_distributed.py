@@ -15,11 +15,12 @@ import os
 import subprocess
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
-from _helpers import train_style_quietly
+from _helpers import tiny_train_config, train_style_quietly
 
 from perceptual_kernels.api import images, johnson, johnson_data
 
@@ -40,8 +41,20 @@ def data(tmp_path_factory):
     return root, root / "data", [str(s) for s in styles]
 
 
-def torchrun(out: Path, data_dir: Path, styles: list[str], *, interrupt: str = "", iterations: int = STEPS):
-    """``torchrun --nproc-per-node 2`` of the CLI's ``train style`` (tiny config, 2 gloo processes on the CPU)."""
+def train_args(task: str, out: Path, data_dir: Path, styles: list[str]) -> list[str]:
+    """The CLI's ``train sr`` or ``train style`` (any other task name; both styles: a CIN network), tiny config."""
+    task = "sr" if task == "sr" else "style"
+    inputs = [str(data_dir), *styles] if task == "style" else [str(data_dir)]
+    return [
+        *("train", task, *inputs, "-o", str(out), "--iterations", str(STEPS), "--batch-size", str(BATCH)),
+        *("--crop", "32", "--vgg-weights", "random", "--workers", "0", "--checkpoint-every", "3"),
+        *("--log-every", "1", "--lr", str(LR), "--no-progress"),
+    ]
+
+
+def torchrun(out: Path, commands: list[list[str]], *, interrupt: str = ""):
+    """``torchrun --nproc-per-node 2`` of CLI commands (one launch, 2 gloo processes on the CPU) writing under
+    ``out``; the process and, per rank, the paths under ``out`` it wrote."""
     writes = out.parent / f"{out.name}-writes"
     writes.mkdir()
     env = {
@@ -53,16 +66,19 @@ def torchrun(out: Path, data_dir: Path, styles: list[str], *, interrupt: str = "
         "PK_TEST_WRITES": str(writes),
         "PK_TEST_INTERRUPT": interrupt,
     }
-    args = [
-        *("train", "style", str(data_dir), *styles, "-o", str(out), "--iterations", str(iterations)),
-        *("--batch-size", str(BATCH), "--crop", "32", "--vgg-weights", "random", "--workers", "0"),
-        *("--checkpoint-every", "3", "--log-every", "1", "--lr", str(LR), "--no-progress"),
-    ]
+    args = [a for command in commands for a in (*command, "::")][:-1]
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    proc = subprocess.run(
-        [*launcher, str(WORKER), *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=240
+    proc = subprocess.Popen(
+        [*launcher, str(WORKER), *args], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    return proc, {r: (writes / f"rank{r}.txt").read_text().split() for r in range(2)}
+    try:
+        stdout, stderr = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # the agent stops its workers (their own sessions: a kill would leave them running)
+        stdout, stderr = proc.communicate(timeout=60)
+        pytest.fail(f"torchrun did not finish in 300 s: {stderr[-3000:]}")
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    return result, {r: (writes / f"rank{r}.txt").read_text().split() for r in range(2)}
 
 
 def logged_losses(out: Path) -> dict[int, float]:
@@ -82,56 +98,69 @@ def assert_close(a: dict, b: dict) -> None:
 
 @pytest.fixture(scope="module")
 def single(data):
-    """The reference: one process, the same global batch."""
+    """The references: one process, the same global batch."""
     root, data_dir, styles = data
-    train_style_quietly(data_dir, styles, root / "single", iterations=STEPS, batch_size=BATCH, lr=LR)
+    train_style_quietly(data_dir, styles, root / "single" / "style", iterations=STEPS, batch_size=BATCH, lr=LR)
+    config = tiny_train_config(iterations=STEPS, batch_size=BATCH, lr=LR, content_weight=1.0, style_weight=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random VGG weights, the unreadable file
+        johnson.train_super_resolution(data_dir, root / "single" / "sr", config, device="cpu", progress=False)
     return root / "single"
 
 
 @pytest.fixture(scope="module")
 def two_ranks(data):
+    """One torchrun launch: both tasks on 2 processes, then the style run again with a Ctrl-C on rank 1 after
+    step 3."""
     root, data_dir, styles = data
-    proc, writes = torchrun(root / "ddp", data_dir, styles)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return root / "ddp", proc, writes
+    out = root / "ddp"
+    commands = [train_args(task, out / task, data_dir, styles) for task in ("style", "sr", "interrupted")]
+    proc, writes = torchrun(out, commands, interrupt="2:1:3")
+    assert proc.stdout.count("wrote ") == 2, proc.stderr[-3000:]  # the first two ran through
+    return out, proc, writes
 
 
-def test_two_ranks_equal_one_process(single, two_ranks):
-    out, proc, writes = two_ranks
-    losses = logged_losses(out)
+@pytest.mark.parametrize("task", ["style", "sr"])
+def test_two_ranks_equal_one_process(single, two_ranks, task):
+    out, proc, _ = two_ranks
+    losses = logged_losses(out / task)
     assert list(losses) == list(range(1, STEPS + 1))
-    assert_close(losses, logged_losses(single))
-    ours, ref = (torch.load(run / "checkpoint.pt", weights_only=True) for run in (out, single))
+    assert_close(losses, logged_losses(single / task))
+    ours, ref = (torch.load(run / task / "checkpoint.pt", weights_only=True) for run in (out, single))
     assert ours["step"] == ref["step"] == STEPS and ours["data_position"] == ref["data_position"]
-    weights, expected = flat(ours["model"]), flat(ref["model"])
+    weights, expected = flat(ours["model"]), flat(ref["model"])  # SR: the batch norms' running statistics too
     torch.manual_seed(0)
-    initial = flat(johnson.TransformNet(num_styles=2).state_dict())
+    initial = flat(
+        (johnson.TransformNet(num_styles=2) if task == "style" else johnson.SuperResolutionNet()).state_dict()
+    )
     assert (weights - expected).norm() <= RTOL * expected.norm()
-    assert (expected - initial).norm() >= 3 * RTOL * expected.norm()  # trained (5.6e-5): a real comparison
+    assert (expected - initial).norm() >= 3 * RTOL * expected.norm()  # trained (style 5.6e-5): a real comparison
     # Adam's first moments are linear in the gradients: DDP's average is the global batch's gradient, not a
     # multiple of it (1e-3: 1- and 2-thread single-process runs differ by 6e-5)
     moments, expected = (flat({k: v["exp_avg"] for k, v in s["optimizer"]["state"].items()}) for s in (ours, ref))
     assert (moments - expected).norm() <= 1e-3 * expected.norm()
-    assert proc.stdout.count("wrote ") == 1  # the summary line: rank 0 only
+    assert proc.stdout.count(f"wrote {out / task}") == 1  # the summary line: rank 0 only
 
 
 def test_rank_1_writes_nothing(two_ranks):
     out, _, writes = two_ranks
     assert writes[1] == []
-    assert {Path(p).name for p in writes[0]} >= {"checkpoint.pt", "losses.csv", "model.pth", "model.json"}
+    for task in ("style", "sr"):
+        written = {Path(p).name for p in writes[0] if Path(p).parent.name == task}
+        assert written >= {"checkpoint.pt", "losses.csv", "model.pth", "model.json"}
+    assert out / "interrupted" / "checkpoint.pt" in {Path(p) for p in writes[0]}
 
 
 def test_ctrl_c_on_one_rank_stops_all_with_a_checkpoint_that_one_process_resumes(data, two_ranks):
     root, data_dir, styles = data
-    out = root / "interrupted"
-    proc, writes = torchrun(out, data_dir, styles, interrupt="1:3")  # rank 1 gets SIGINT after step 3
+    out, proc, writes = two_ranks
     assert proc.returncode != 0 and "interrupted: checkpoint at step 3" in proc.stdout + proc.stderr
-    assert writes[1] == []
-    state = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert state["step"] == 3
-    resumed = train_style_quietly(data_dir, styles, out, resume=True, iterations=STEPS, batch_size=BATCH, lr=LR)
+    assert torch.load(out / "interrupted" / "checkpoint.pt", weights_only=True)["step"] == 3
+    resumed = train_style_quietly(
+        data_dir, styles, out / "interrupted", resume=True, iterations=STEPS, batch_size=BATCH, lr=LR
+    )
     assert [r["step"] for r in resumed.losses] == [4, 5]
-    full = logged_losses(two_ranks[0])
+    full = logged_losses(out / "style")
     assert_close({r["step"]: r["loss"] for r in resumed.losses}, {4: full[4], 5: full[5]})
 
 
