@@ -175,6 +175,30 @@ def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+class _SumOverRanks(torch.autograd.Function):
+    """y = sum over the ranks of x; the gradient of x is the sum over the ranks of the gradients of y."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        y = x.clone()
+        dist.all_reduce(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+def sum_over_ranks(x: torch.Tensor) -> torch.Tensor:
+    """The sum of ``x`` over the ranks of the default group, differentiable (every rank must call it, in the same
+    order, forward and backward); ``x`` itself with one process."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    return _SumOverRanks.apply(x)
+
+
 class StopRequest:
     """Turn SIGINT and SIGTERM into a request to stop at the next step instead of an exception: torchrun's agent
     answers a Ctrl-C by sending SIGTERM to every worker, and a rank interrupted alone must not leave the others

@@ -49,6 +49,7 @@ from perceptual_kernels.nn import ConditionalInstanceNorm2d, InstanceNorm2d
 
 from . import _checks
 from ._device import resolve_device
+from .distributed import sum_over_ranks
 
 __all__ = [
     "OUTPUTS",
@@ -123,13 +124,11 @@ class _BatchNormAct(nn.BatchNorm2d):
         mean = sum_ranks sum x / (W n), var = sum_ranks sum (x - mean)^2 / (W n), two differentiable all-reduces
         (their backward sums the gradients over the ranks, as the global batch's loss needs). Statistics in
         fp32; running statistics updated as ``nn.BatchNorm2d`` does (unbiased variance)."""
-        import torch.distributed.nn.functional as dist_nn  # only where torch.distributed is available
-
         xf = x.float()
         count = xf.numel() // xf.shape[1] * dist.get_world_size()
-        mean = dist_nn.all_reduce(xf.sum((0, 2, 3))) / count
+        mean = sum_over_ranks(xf.sum((0, 2, 3))) / count
         centered = xf - mean[None, :, None, None]
-        var = dist_nn.all_reduce(centered.square().sum((0, 2, 3))) / count
+        var = sum_over_ranks(centered.square().sum((0, 2, 3))) / count
         if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
