@@ -155,7 +155,7 @@ def _train(
             on_interrupt=keep_checkpoint,
         ) as bar,
     ):
-        writer = csv.writer(log) if main else None
+        writer = csv.writer(log) if log is not None else None
         while step < config.iterations:
             if request is not None and group.any(request.requested):
                 raise KeyboardInterrupt  # on every rank: keep_checkpoint runs, then the interrupt propagates
@@ -179,7 +179,7 @@ def _train(
                         f"lower lr or the loss weights (the last checkpoint in {out_dir} is kept)",
                     )
                 if logged:
-                    if writer is not None:
+                    if writer is not None and log is not None:
                         writer.writerow(
                             [step]
                             + [values.get(k, 0.0) for k in ("loss", "content", "style", "tv", "pixel")]
@@ -203,6 +203,17 @@ def _train(
 
 
 def _save_sample(model, sample: torch.Tensor, path: Path, config: TrainConfig, protected: Sequence[object]) -> None:
+    """The model's output for ``sample`` in eval mode (batch norms use their running statistics: a sample neither
+    changes them nor, on rank 0 alone, waits for the other ranks' batch statistics)."""
+    training = model.training
+    model.eval()
+    try:
+        _write_sample(model, sample, path, config, protected)
+    finally:
+        model.train(training)
+
+
+def _write_sample(model, sample: torch.Tensor, path: Path, config: TrainConfig, protected: Sequence[object]) -> None:
     with torch.no_grad():
         if config.task == "style" and getattr(model, "num_styles", None):
             n = model.num_styles  # every style side by side

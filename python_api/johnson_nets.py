@@ -129,12 +129,13 @@ class _BatchNormAct(nn.BatchNorm2d):
         mean = sum_over_ranks(xf.sum((0, 2, 3))) / count
         centered = xf - mean[None, :, None, None]
         var = sum_over_ranks(centered.square().sum((0, 2, 3))) / count
-        if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
+        tracked, running_mean, running_var = self.num_batches_tracked, self.running_mean, self.running_var
+        if self.track_running_stats and tracked is not None and running_mean is not None and running_var is not None:
             with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-                self.running_mean.lerp_(mean.to(self.running_mean.dtype), m)
-                self.running_var.lerp_((var * count / max(count - 1, 1)).to(self.running_var.dtype), m)
+                tracked.add_(1)
+                m = self.momentum if self.momentum is not None else 1.0 / float(tracked)
+                running_mean.lerp_(mean.to(running_mean.dtype), m)
+                running_var.lerp_((var * count / max(count - 1, 1)).to(running_var.dtype), m)
         y = centered * torch.rsqrt(var + self.eps)[None, :, None, None]
         if self.affine:
             y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]

@@ -48,7 +48,7 @@ def train_args(task: str, out: Path, data_dir: Path, styles: list[str]) -> list[
     return [
         *("train", task, *inputs, "-o", str(out), "--iterations", str(STEPS), "--batch-size", str(BATCH)),
         *("--crop", "32", "--vgg-weights", "random", "--workers", "0", "--checkpoint-every", "3"),
-        *("--log-every", "1", "--lr", str(LR), "--no-progress"),
+        *("--log-every", "1", "--lr", str(LR), "--sample-every", "5", "--no-progress"),
     ]
 
 
@@ -148,6 +148,7 @@ def test_rank_1_writes_nothing(two_ranks):
     for task in ("style", "sr"):
         written = {Path(p).name for p in writes[0] if Path(p).parent.name == task}
         assert written >= {"checkpoint.pt", "losses.csv", "model.pth", "model.json"}
+        assert out / task / "samples" / "step5.png" in {Path(p) for p in writes[0]}  # rank 0 alone runs the net
     assert out / "interrupted" / "checkpoint.pt" in {Path(p) for p in writes[0]}
 
 
