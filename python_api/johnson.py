@@ -140,8 +140,10 @@ def _train(
         )
     else:
         batches = _batches(data, config.batch_size, config.workers, config.seed, position)
-    stop = distributed.StopRequest() if group.distributed else contextlib.nullcontext()
-    hold = contextlib.nullcontext if group.distributed else loop.HoldInterrupt  # ranks stop on the agreed flag
+    # under torchrun (even one process: its Ctrl-C arrives as SIGTERM) the ranks stop on an agreed flag
+    agreed = group.distributed or distributed.launched_by_torchrun()
+    stop = distributed.StopRequest() if agreed else contextlib.nullcontext()
+    hold = contextlib.nullcontext if agreed else loop.HoldInterrupt
     with (
         stop as request,
         _open_log(out_dir / "losses.csv", step) if main else contextlib.nullcontext() as log,
