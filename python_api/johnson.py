@@ -257,7 +257,9 @@ def train_style(
         return _train_style(data_dir, styles, out_dir, config, resume, group, progress)
 
 
-def _train_style(data_dir, styles, out_dir, config: TrainConfig, resume: bool, group, progress: bool) -> TrainResult:
+def _train_style(
+    data_dir, styles, out_dir, config: TrainConfig, resume: bool, group: distributed.Group, progress: bool
+) -> TrainResult:
     device = group.device
     data, out = group.together(lambda: _data_and_run(data_dir, out_dir, config, styles, group.world_size))
     num_styles = len(styles)
@@ -345,7 +347,9 @@ def train_super_resolution(
         return _train_super_resolution(data_dir, out_dir, config, resume, group, progress)
 
 
-def _train_super_resolution(data_dir, out_dir, config: TrainConfig, resume: bool, group, progress: bool) -> TrainResult:
+def _train_super_resolution(
+    data_dir, out_dir, config: TrainConfig, resume: bool, group: distributed.Group, progress: bool
+) -> TrainResult:
     device = group.device
     data, out = group.together(lambda: _data_and_run(data_dir, out_dir, config, (), group.world_size))
     torch.manual_seed(config.seed)  # the initial weights

@@ -22,7 +22,7 @@ import pytest
 import torch
 from _helpers import tiny_train_config, train_style_quietly
 
-from perceptual_kernels.api import images, johnson, johnson_data
+from perceptual_kernels.api import distributed, images, johnson, johnson_data
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("ddp_worker.py")
@@ -203,3 +203,21 @@ def test_batch_must_split_over_the_ranks(data, tmp_path):
     _, data_dir, styles = data
     with pytest.raises(ValueError, match="batch_size 3 .* does not split evenly over the 2 processes"):
         johnson._data_and_run(data_dir, tmp_path / "run", johnson.TrainConfig(batch_size=3, crop=32), styles, 2)
+
+
+def test_rank_device_under_torchrun(monkeypatch):
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert distributed.rank_device(torch.device("cuda")) == torch.device("cuda", 1)
+    assert distributed.rank_device(torch.device("cpu")) == torch.device("cpu")
+    with pytest.raises(ValueError, match="pass device 'cuda'.*cuda:LOCAL_RANK"):
+        distributed.rank_device(torch.device("cuda", 0))  # every rank of the node on one GPU
+
+
+def test_one_process_without_torchrun(monkeypatch):
+    for name in distributed.TORCHRUN_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    with distributed.process_group(torch.device("cpu")) as group:
+        assert (group.rank, group.world_size, group.is_main, group.distributed) == (0, 1, True, False)
+        assert group.any(True) and group.sum_ints([1, 2]) == [1, 2] and group.on_main(lambda: 3) == 3
+    assert not torch.distributed.is_initialized()
