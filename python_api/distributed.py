@@ -149,6 +149,8 @@ def process_group(device: torch.device) -> Iterator[Group]:
     if not dist.is_available() or (not dist.is_initialized() and not launched_by_torchrun()):
         yield Group(0, 1, device)
         return
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {device}: torch.distributed runs here on cpu (gloo) or cuda (NCCL) devices")
     device = rank_device(device)
     if not dist.is_initialized():
         if device.type == "cuda":
