@@ -15,7 +15,7 @@ import torch
 
 import perceptual_kernels as pk
 
-from . import _checks, bench, demo, dip, gatys, images, johnson, metrics
+from . import _checks, bench, demo, dip, distributed, gatys, images, johnson, metrics
 from .johnson_nets import SR_FACTORS
 
 
@@ -319,10 +319,20 @@ def _run_train(args: argparse.Namespace) -> int:
         autocast=args.autocast,
     )
     common = dict(resume=args.resume, device=args.device, progress=not args.no_progress)
-    if sr:
-        result = johnson.train_super_resolution(args.data, args.output, config, **common)
-    else:
-        result = johnson.train_style(args.data, args.styles, args.output, config, **common)
+    try:
+        if sr:
+            result = johnson.train_super_resolution(args.data, args.output, config, **common)
+        else:
+            result = johnson.train_style(args.data, args.styles, args.output, config, **common)
+        if distributed.is_main_process():
+            _print_trained(result)
+    finally:
+        distributed.teardown()  # under torchrun: the process group the training made
+    return 0
+
+
+def _print_trained(result) -> None:
+    """The run's summary line (rank 0 only under torchrun)."""
     if result.losses:
         print(
             f"wrote {result.model_path}; last logged loss {result.losses[-1]['loss']:.4g} at step "
@@ -330,7 +340,6 @@ def _run_train(args: argparse.Namespace) -> int:
         )
     else:
         print(f"wrote {result.model_path}; no training step was left (the checkpoint is at --iterations)")
-    return 0
 
 
 def _run_transfer(args: argparse.Namespace) -> int:
