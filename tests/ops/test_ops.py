@@ -433,3 +433,40 @@ def test_lpips_distance_reference_is_the_formula():
     expected = torch.stack([sum(w[c] * (n0[b, c] - n1[b, c]) ** 2 for c in range(5)).mean() for b in range(2)])
     with pk.use_backend("reference"):
         torch.testing.assert_close(pk.lpips_distance(f0, f1, w), expected, rtol=1e-12, atol=0)
+
+
+@per_backend
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=dtype_id)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_lpips_distance_half_precision(kernel_backend, layout, dtype):
+    """fp16 / bf16 features on every backend (the CPU interpreter pass sweeps Triton in fp32 above)."""
+    shape = (2, 17, 5, 7)
+    check_against_reference(
+        lambda f0, f1, weight: pk.lpips_distance(f0, f1, weight),
+        {"f0": make_input(shape, layout, dtype), "f1": make_input(shape, "contiguous", dtype), "weight": _lpips_weight(17)},
+        kernel_backend,
+        dtype,
+        ("f0", "f1"),
+        out_dtype=torch.float32,
+    )
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_lpips_distance_cpu_is_bitwise_equal_for_any_thread_count(layout):
+    if reason := pk.backends.unavailable_reason("cpu", torch.device("cpu"), torch.float32):
+        pytest.skip(reason)
+    f0, f1 = make_input((3, 33, 19, 70), layout, device=torch.device("cpu")), make_input((3, 33, 19, 70), device=torch.device("cpu"))
+    weight = torch.rand(33)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            a, b = f0.clone().requires_grad_(), f1.clone().requires_grad_()
+            with pk.use_backend("cpu"):
+                d = pk.lpips_distance(a, b, weight)
+            results.append((d, *torch.autograd.grad((d * torch.arange(1.0, 4.0)).sum(), [a, b])))
+    finally:
+        torch.set_num_threads(threads)
+    for other in results[1:]:
+        assert all(torch.equal(x, y) for x, y in zip(results[0], other))

@@ -102,8 +102,9 @@ def _lpips_kernel(
             dot0 += tl.sum(g * x0, axis=0)
             dot1 += tl.sum(g * x1, axis=0)
         coef = tl.load(coef_ptr + b)
-        k0 = tl.where(r0 > 0, dot0 * inv0 / r0, 0.0)  # (g . f) / (r (r + eps)); f = 0 where r = 0
-        k1 = tl.where(r1 > 0, dot1 * inv1 / r1, 0.0)
+        # (g . f) / (r (r + eps)); 0 where r = 0 (there f = 0), without evaluating 0 / 0
+        k0 = tl.where(r0 > 0, dot0 * inv0 / tl.where(r0 > 0, r0, 1.0), 0.0)
+        k1 = tl.where(r1 > 0, dot1 * inv1 / tl.where(r1 > 0, r1, 1.0), 0.0)
         sc0 = coef * inv0
         sc1 = coef * inv1
         q0 = _pixel_offsets(b, m, W, t0b, t0h, t0w)
