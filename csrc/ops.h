@@ -77,10 +77,10 @@ PK_DECLARE_KERNELS
 //                   in f0's dtype, computed in acc and cast once; an unneeded gradient is an empty tensor.
 // f0, f1: (B, C, H, W) of one dtype and any strides; weight: (C,) contiguous acc; coef: (B,) acc, the upstream
 // gradient over H*W.
-#define PK_DECLARE_LPIPS_KERNELS                                                                        \
-  Tensor lpips_forward(const Tensor& f0, const Tensor& f1, const Tensor& weight, double eps);           \
-  std::tuple<Tensor, Tensor> lpips_backward(const Tensor& f0, const Tensor& f1, const Tensor& weight,    \
-                                            double eps, const Tensor& coef, bool need_grad0, bool need_grad1);
+#define PK_DECLARE_LPIPS_KERNELS                                                                                  \
+  Tensor lpips_forward(const Tensor& f0, const Tensor& f1, const Tensor& weight, double eps);                     \
+  std::tuple<Tensor, Tensor> lpips_backward(const Tensor& f0, const Tensor& f1, const Tensor& weight, double eps, \
+                                            const Tensor& coef, bool need_grad0, bool need_grad1);
 
 namespace cpu {
 PK_DECLARE_LPIPS_KERNELS

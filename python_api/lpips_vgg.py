@@ -86,6 +86,9 @@ class LPIPS(nn.Module):
     Everything is frozen (buffers, no parameters); gradients flow to the images, so it also serves as a loss.
     """
 
+    shift: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self, vgg_weights: str | os.PathLike = "imagenet", lin_weights: str | os.PathLike | None = None):
         super().__init__()
         lins = load_linear_weights(lin_weights)  # first: the clearer error when the package is missing
@@ -110,7 +113,8 @@ class LPIPS(nn.Module):
         if channels_last:
             h = h.contiguous(memory_format=torch.channels_last)
         out = []
-        for index, module in enumerate(self.vgg.features[: self._indices[-1] + 1]):
+        modules: list[nn.Module] = list(self.vgg.features)[: self._indices[-1] + 1]
+        for index, module in enumerate(modules):
             h = module(h)
             if index in self._indices:
                 out.append(h)

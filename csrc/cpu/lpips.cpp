@@ -29,8 +29,8 @@
 namespace perceptual_kernels::cpu {
 namespace {
 
-constexpr int kPix = 64;            // pixels of one row handled together (the lanes of the channel loops)
-constexpr int64_t kTaskRows = 1;    // minimum rows per parallel task
+constexpr int kPix = 64;          // pixels of one row handled together (the lanes of the channel loops)
+constexpr int64_t kTaskRows = 1;  // minimum rows per parallel task
 
 struct Plane {  // the (b, h) row of a 4-D tensor: base pointer offset and the channel / width strides
   int64_t sb, sc, sh, sw;
@@ -159,8 +159,8 @@ void check_args(const char* op, const Tensor& f0, const Tensor& f1, const Tensor
   TORCH_CHECK(f0.dim() == 4, op, ": f0 must be 4-D (B, C, H, W), got shape ", f0.sizes());
   check_dtype(f0.scalar_type(), op, "f0");
   TORCH_CHECK(f1.sizes() == f0.sizes() && f1.scalar_type() == f0.scalar_type(), op,
-              ": f1 must have the shape and dtype of f0 ", f0.sizes(), " ", f0.scalar_type(), ", got ", f1.sizes(),
-              " ", f1.scalar_type());
+              ": f1 must have the shape and dtype of f0 ", f0.sizes(), " ", f0.scalar_type(), ", got ", f1.sizes(), " ",
+              f1.scalar_type());
   TORCH_CHECK(weight.dim() == 1 && weight.size(0) == f0.size(1) && weight.is_contiguous() &&
                   weight.scalar_type() == acc_dtype(f0.scalar_type()),
               op, ": weight must be a contiguous (", f0.size(1), ",) ", acc_dtype(f0.scalar_type()), " tensor, got ",

@@ -48,11 +48,10 @@ Tensor lpips_forward(const Tensor& f0, const Tensor& f1, const Tensor& weight, d
   Tensor partials = at::empty({B, n}, f0.options().dtype(at::kFloat));
   with_dtype(f0.scalar_type(), [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    lpips_kernels::launch_lpips<T>(reinterpret_cast<const T*>(f0.const_data_ptr()),
-                                   reinterpret_cast<const T*>(f1.const_data_ptr()), weight.const_data_ptr<float>(),
-                                   partials.data_ptr<float>(), nullptr, nullptr, nullptr, B, C, H, W, strides_of(f0),
-                                   strides_of(f1), strides_of(f0), strides_of(f1), false, static_cast<float>(eps),
-                                   stream);
+    lpips_kernels::launch_lpips<T>(
+        reinterpret_cast<const T*>(f0.const_data_ptr()), reinterpret_cast<const T*>(f1.const_data_ptr()),
+        weight.const_data_ptr<float>(), partials.data_ptr<float>(), nullptr, nullptr, nullptr, B, C, H, W,
+        strides_of(f0), strides_of(f1), strides_of(f0), strides_of(f1), false, static_cast<float>(eps), stream);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   lpips_kernels::launch_lpips_row_mean(partials.const_data_ptr<float>(), n, B, static_cast<float>(H * W),

@@ -116,8 +116,8 @@ void launch_lpips(const T* f0, const T* f1, const float* weight, float* partials
   const int64_t n_pblocks = lpips_num_pblocks(H, W);
   const dim3 grid(static_cast<unsigned>(B * n_pblocks));
   auto launch = [&](auto kernel) {
-    PK_LAUNCH(kernel, grid, kThreads, 0, stream)(f0, f1, weight, partials, g0, g1, coef, C, H * W, W, n_pblocks, s0,
-                                                 s1, t0, t1, eps);
+    PK_LAUNCH(kernel, grid, kThreads, 0, stream)(f0, f1, weight, partials, g0, g1, coef, C, H * W, W, n_pblocks, s0, s1,
+                                                 t0, t1, eps);
   };
   need_grad ? launch(lpips_kernel<T, true>) : launch(lpips_kernel<T, false>);
 }

@@ -91,7 +91,6 @@ class KernelBackend(Protocol):
         or empty tensors when not ``need_affine_grad``."""
         ...
 
-
     # --- LPIPS layer distance ---------------------------------------------------------------------------------
     def lpips_forward(self, f0: torch.Tensor, f1: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         """``d_b = mean_hw sum_c w_c (n0_c - n1_c)^2`` (B,) acc, ``n = f / (||f|| + eps)`` with ``||f||`` the

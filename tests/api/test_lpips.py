@@ -69,7 +69,11 @@ def lpips_package():
     except RuntimeError as exc:
         if "torchvision::nms" not in str(exc):
             raise
-    saved = {name: mod for name, mod in sys.modules.items() if name == "torchvision" or name.startswith(("torchvision.", "lpips"))}
+    saved = {
+        name: mod
+        for name, mod in sys.modules.items()
+        if name == "torchvision" or name.startswith(("torchvision.", "lpips"))
+    }
     for name in saved:
         del sys.modules[name]
     stand_in = _torchvision_stand_in()
@@ -158,7 +162,9 @@ def test_bad_weight_files_are_clear_errors(tmp_path):
 
 
 def test_weights_from_a_given_path(tmp_path):
-    state = {f"lin{k}.model.1.weight": torch.full((1, c, 1, 1), 0.5 + k) for k, c in enumerate(lpips_vgg.LPIPS_CHANNELS)}
+    state = {
+        f"lin{k}.model.1.weight": torch.full((1, c, 1, 1), 0.5 + k) for k, c in enumerate(lpips_vgg.LPIPS_CHANNELS)
+    }
     torch.save(state, tmp_path / "lin.pth")
     weights = lpips_vgg.load_linear_weights(tmp_path / "lin.pth")
     assert [tuple(w.shape) for w in weights] == [(c,) for c in lpips_vgg.LPIPS_CHANNELS]

@@ -46,7 +46,9 @@ def test_lpips_forward_backward(harness, shape, l0, l1, dtype):
     exe = harness("lpips")
     common = dict(sizes=f0.shape, strides0=f0.stride(), strides1=f1.stride(), dtype=E.DTYPE_CODES[dtype], eps=EPS)
     dist, g0_ref, g1_ref = _reference(f0, f1, w, coef)
-    fwd = E.run_orders(exe, "lpips_forward", {"f0": f0, "f1": f1, "weight": w}, {"dist": E.Out.contiguous((B,))}, **common)
+    fwd = E.run_orders(
+        exe, "lpips_forward", {"f0": f0, "f1": f1, "weight": w}, {"dist": E.Out.contiguous((B,))}, **common
+    )
     R.check(fwd["dist"], dist, "fp32")
     if C == 1:
         return  # n = sign(f): the gradient is eps-small, all rounding (the op tests cover its size)
@@ -72,7 +74,9 @@ def test_lpips_backward_one_side_and_nan(harness):
     w, coef = torch.rand(5) + 0.05, torch.ones(2)
     exe = harness("lpips")
     common = dict(sizes=f0.shape, strides0=f0.stride(), strides1=f1.stride(), dtype=0, eps=EPS)
-    fwd = E.run_orders(exe, "lpips_forward", {"f0": f0, "f1": f1, "weight": w}, {"dist": E.Out.contiguous((2,))}, **common)
+    fwd = E.run_orders(
+        exe, "lpips_forward", {"f0": f0, "f1": f1, "weight": w}, {"dist": E.Out.contiguous((2,))}, **common
+    )
     assert fwd["dist"][1].isnan() and not fwd["dist"][0].isnan()
     g1 = E.Out.like(f1)
     bwd = E.run_orders(

@@ -443,7 +443,11 @@ def test_lpips_distance_half_precision(kernel_backend, layout, dtype):
     shape = (2, 17, 5, 7)
     check_against_reference(
         lambda f0, f1, weight: pk.lpips_distance(f0, f1, weight),
-        {"f0": make_input(shape, layout, dtype), "f1": make_input(shape, "contiguous", dtype), "weight": _lpips_weight(17)},
+        {
+            "f0": make_input(shape, layout, dtype),
+            "f1": make_input(shape, "contiguous", dtype),
+            "weight": _lpips_weight(17),
+        },
         kernel_backend,
         dtype,
         ("f0", "f1"),
@@ -455,7 +459,10 @@ def test_lpips_distance_half_precision(kernel_backend, layout, dtype):
 def test_lpips_distance_cpu_is_bitwise_equal_for_any_thread_count(layout):
     if reason := pk.backends.unavailable_reason("cpu", torch.device("cpu"), torch.float32):
         pytest.skip(reason)
-    f0, f1 = make_input((3, 33, 19, 70), layout, device=torch.device("cpu")), make_input((3, 33, 19, 70), device=torch.device("cpu"))
+    f0, f1 = (
+        make_input((3, 33, 19, 70), layout, device=torch.device("cpu")),
+        make_input((3, 33, 19, 70), device=torch.device("cpu")),
+    )
     weight = torch.rand(33)
     threads = torch.get_num_threads()
     results = []

@@ -216,7 +216,15 @@ def lpips_backward(
     g1 = torch.empty_like(f1) if need_grad1 else empty.clone()
     if need_grad0 or need_grad1:
         _launch(
-            f0, f1, weight, eps, coef, g0 if need_grad0 else f0, g1 if need_grad1 else f1, coef.contiguous(),
-            need_grad0, need_grad1,
+            f0,
+            f1,
+            weight,
+            eps,
+            coef,
+            g0 if need_grad0 else f0,
+            g1 if need_grad1 else f1,
+            coef.contiguous(),
+            need_grad0,
+            need_grad1,
         )
     return g0, g1
