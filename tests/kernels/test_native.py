@@ -37,6 +37,8 @@ def test_extension_is_built_with_every_cpu_kernel():
         "tv_backward",
         "instance_norm_forward",
         "instance_norm_backward",
+        "lpips_forward",
+        "lpips_backward",
     }
     assert set(native.provided_ops("cpu")) == expected
 
