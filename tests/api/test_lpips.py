@@ -103,7 +103,7 @@ def both_models(lpips_package):
     return theirs, ours
 
 
-@pytest.mark.parametrize("size", [(1, 32, 32), (2, 37, 45), (3, 16, 64)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("size", [(1, 32, 32), (2, 21, 35), (2, 16, 48)], ids=lambda s: "x".join(map(str, s)))
 def test_lpips_equals_the_lpips_package(both_models, size):
     theirs, ours = both_models
     B, H, W = size
@@ -121,7 +121,7 @@ def test_lpips_equals_the_lpips_package(both_models, size):
 def test_lpips_gradient_equals_the_lpips_package(both_models):
     theirs, ours = both_models
     g = torch.Generator().manual_seed(1)
-    x, y = (torch.rand(2, 3, 24, 20, generator=g) * 2 - 1 for _ in range(2))
+    x, y = (torch.rand(1, 3, 20, 18, generator=g) * 2 - 1 for _ in range(2))
     xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
     (expected,) = torch.autograd.grad(theirs(xa, y).sum(), xa)
     (got,) = torch.autograd.grad(ours(xb, y).sum(), xb)
