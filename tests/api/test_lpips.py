@@ -187,9 +187,16 @@ def test_cli_evaluate_sr_reports_lpips(tmp_path, capsys):
     assert all(v > 0 for v in values) and values[-1] == pytest.approx(sum(values[:-1]) / 2, abs=1e-4)
 
 
-def test_cli_evaluate_sr_lpips_without_the_package(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize(
+    "extra,text",
+    [([], "pip install lpips"), (["--lpips-weights", "{missing}"], "is not a file")],
+    ids=["no_package", "missing_weights_file"],
+)
+def test_cli_evaluate_sr_lpips_errors_before_work(tmp_path, capsys, monkeypatch, extra, text):
     monkeypatch.setattr(lpips_vgg, "package_weights_path", lambda: None)
+    monkeypatch.setattr(metrics, "evaluate_sr", lambda *a, **k: pytest.fail("the evaluation started"))
     images.save_image(torch.rand(1, 3, 16, 16), tmp_path / "set" / "a.png")
-    assert cli.main(["evaluate-sr", str(tmp_path / "set"), "--lpips", "--lpips-vgg", "random"]) == 2
+    extra = [e.format(missing=tmp_path / "missing.pth") for e in extra]
+    assert cli.main(["evaluate-sr", str(tmp_path / "set"), "--lpips", "--lpips-vgg", "random", *extra]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and "pip install lpips" in err[0]
+    assert len(err) == 1 and err[0].startswith("error: ") and text in err[0], err
