@@ -297,7 +297,7 @@ def _add_johnson(sub) -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--lpips", action="store_true", help="also LPIPS-VGG (RGB, not shaved; needs the lpips package)")
     p.add_argument("--lpips-weights", default=None, help="LPIPS linear-layer file (default: the lpips package's)")
-    p.add_argument("--lpips-vgg", default="imagenet", help="LPIPS VGG16 backbone: imagenet (default) or a path")
+    p.add_argument("--lpips-vgg", default="imagenet", help="LPIPS VGG16 backbone: imagenet (default), a path or random")
 
 
 def _run_train(args: argparse.Namespace) -> int:
