@@ -311,6 +311,17 @@ HALF_OPS = {
     # a style weight as used in practice keeps the fp16 gradient (~1e-7 at weight 1) above fp16's subnormals
     "style": (lambda x: pk.style_loss(x, torch.eye(17, device=DEVICE) * 0.05, weight=1e4), ("x",), torch.float32),
     "content": (lambda x: pk.content_loss(x, torch.ones_like(x)), ("x",), torch.float32),
+    # l1: a target far from G (sign(G - A) = -1, no near-ties to round either way); a shared broadcast target
+    "style_l1": (
+        lambda x: pk.style_loss(x, torch.full((17, 17), 0.2, device=DEVICE), weight=1e3, criterion="l1"),
+        ("x",),
+        torch.float32,
+    ),
+    "content_l1": (
+        lambda x: pk.content_loss(x, torch.ones_like(x[:1]) * 0.25, weight=10.0, criterion="l1"),
+        ("x",),
+        torch.float32,
+    ),
     "tv": (lambda x: pk.tv_loss(x, kind="isotropic"), ("x",), torch.float32),
     "cin": (
         lambda x: pk.conditional_instance_norm(
