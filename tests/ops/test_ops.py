@@ -452,7 +452,7 @@ def test_content_loss_broadcast_reaches_the_kernels_as_stride_0_views():
 
     def spy(name):
         def call(x, target, *args):
-            seen.append((name, x.stride(), target.stride()))
+            seen.append((name, x.stride(), target.stride(), x.data_ptr(), target.data_ptr()))
             return getattr(torch_kernels, name)(x, target, *args)
 
         return call
@@ -472,8 +472,22 @@ def test_content_loss_broadcast_reaches_the_kernels_as_stride_0_views():
     finally:
         backends.unregister_backend("content-spy")
     assert sorted(name for name, *_ in seen) == ["content_loss_backward"] * 2 + ["content_loss_forward"] * 2
-    for _, x_strides, t_strides in seen:
+    for _, x_strides, t_strides, *_ in seen:
         assert x_strides[0] == 0 and t_strides[0] == 0
+    # ranks other than 4: views of the caller's memory, no copies (rank 5 merged, rank 2 padded)
+    for x_other, t_other in (
+        (torch.randn(2, 3, 4, 5, 6), torch.randn(3, 4, 5, 6)),
+        (torch.randn(7, 9), torch.randn(9)),
+    ):
+        seen.clear()
+        backends.register_backend("content-spy", types.SimpleNamespace(**functions))
+        try:
+            with pk.use_backend("content-spy"):
+                pk.content_loss(x_other, t_other, criterion="l1")
+        finally:
+            backends.unregister_backend("content-spy")
+        (_, _, _, x_ptr, t_ptr) = seen[0]
+        assert (x_ptr, t_ptr) == (x_other.data_ptr(), t_other.data_ptr())
     with pk.use_backend("reference"):
         expected = pk.content_loss(x.detach().double().expand(3, -1, -1, -1), target.double(), criterion="l1")
     assert_close(loss_l1, expected, torch.float32)
