@@ -9,7 +9,7 @@ import numpy
 import torch
 
 from ._reduction import REDUCTIONS
-from .backends.interface import TV_KINDS
+from .backends.interface import CRITERIA, TV_KINDS
 
 NORMALIZATIONS = ("chw", "hw", "none")
 ACTIVATIONS = (None, "relu")
@@ -51,6 +51,11 @@ def reduction(value: object) -> str:
 def tv_kind(value: object) -> str:
     """A total-variation kind name, one of :data:`TV_KINDS`."""
     return choice("kind", value, TV_KINDS)
+
+
+def criterion(value: object) -> str:
+    """A content / style loss criterion name, one of :data:`~perceptual_kernels.backends.interface.CRITERIA`."""
+    return choice("criterion", value, CRITERIA)
 
 
 def real_number(name: str, value: object, *, positive: bool = False) -> float:

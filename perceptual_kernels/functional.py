@@ -76,50 +76,76 @@ def style_loss(
     weight: float = 1.0,
     reduction: str = "mean",
     style_index: torch.Tensor | None = None,
+    criterion: str = "l2",
 ) -> torch.Tensor:
     """Style loss ``w * reduce_b sum_ij (G_b - A_b)_ij^2`` with ``G = gram_matrix(x, normalize)``.
 
     ``target`` A: (C, C) for every sample, (B, C, C) per sample, or (S, C, C) with ``style_index`` (B,) int64
     choosing a row per sample. ``reduction="mean"`` divides by B*C*C (equals ``F.mse_loss(G, A)``), "sum" does
     not, "none" returns (B,). Gatys' layer loss ``1/(4 N^2 M^2) sum (G - A)^2`` is ``normalize="chw",
-    reduction="sum", weight=0.25``. Fused: one pass over x forward, one ``(D + D^T) F`` product backward.
+    reduction="sum", weight=0.25``. ``criterion="l1"``: ``w * reduce_b sum_ij |G_b - A_b|_ij`` ("mean" equals
+    ``F.l1_loss(G, A)``), gradient ``sign(G - A)`` with ``sign(NaN) = NaN``. Fused: one pass over x forward, one
+    ``(D + D^T) F`` product backward (``D = G - A`` for "l2", ``sign(G - A)`` for "l1").
     """
     x = check.as_4d(check.floating_tensor("x", x, (3, 4)))
     B, C, H, W = x.shape
     scale = check.fits_accumulation("the Gram scale 1 / normalize", check.gram_scale(normalize, C, H * W), x.dtype)
     weight = check.real_number("weight", weight)
     reduction = check.reduction(reduction)
+    criterion = check.criterion(criterion)
     target, index = _style_target(target, x, style_index)
     backend = select(x.device, x.dtype)
-    if backend == "reference":
-        return _reference(reference.style_loss, x, target, index, scale, weight, reduction)
+    if backend == "reference" or criterion != "l2":  # TODO(kern): l1 kernels
+        return _reference(reference.style_loss, x, target, index, scale, weight, reduction, criterion)
     per_sample, _ = _ops.style_loss(x, target, index, scale, backend)
     return reduce_loss(per_sample, reduction, weight, B * C * C)
 
 
-def content_loss(
-    x: torch.Tensor, target: torch.Tensor, *, weight: float = 1.0, reduction: str = "mean"
-) -> torch.Tensor:
-    """Feature reconstruction loss ``w * reduce (x - target)^2`` (``F.mse_loss`` semantics, same shapes).
+def _broadcast_shape(x: torch.Tensor, target: torch.Tensor) -> torch.Size:
+    """The shape ``x`` and ``target`` broadcast to (``torch.broadcast_shapes``, as ``F.mse_loss``)."""
+    try:
+        return torch.broadcast_shapes(x.shape, target.shape)
+    except RuntimeError:
+        raise ValueError(
+            f"target of shape {tuple(target.shape)} does not broadcast with x of shape {tuple(x.shape)} "
+            "(torch broadcasting rules, as F.mse_loss / F.l1_loss)"
+        ) from None
 
-    The backward kernel writes ``c (x - target)`` in one pass, with ``c`` (the upstream gradient times ``2 w`` or
-    ``2 w / N``) applied in fp32 before the one cast to x's dtype. ``reduction="none"`` is elementwise and runs as
-    plain torch ops on every backend. Ranks other than 4 are viewed as 4-D (ranks above 4 are reshaped, which
-    copies a non-contiguous input).
+
+def content_loss(
+    x: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    weight: float = 1.0,
+    reduction: str = "mean",
+    criterion: str = "l2",
+) -> torch.Tensor:
+    """Feature reconstruction loss ``w * reduce (x - target)^2`` ("l2", ``F.mse_loss`` semantics) or
+    ``w * reduce |x - target|`` ("l1", ``F.l1_loss`` semantics; gradient ``sign(x - target)``, ``sign(0) = 0``,
+    ``sign(NaN) = NaN``).
+
+    ``x`` and ``target`` broadcast as in ``F.mse_loss``: the loss is over the broadcast shape ("mean" divides by
+    its element count, "none" returns it). A shared target, e.g. (1, C, H, W) for a (B, C, H, W) batch, is
+    intended usage: no warning, and the kernels read it through stride-0 views (never expanded in memory).
+    The backward kernel writes ``c (x - target)`` (or ``c sign(x - target)``) in one pass, with ``c`` (the
+    upstream gradient times ``2 w`` or ``2 w / N``; ``w`` or ``w / N`` for "l1") applied in fp32 before the one
+    cast to x's dtype. ``reduction="none"`` is elementwise and runs as plain torch ops on every backend. Ranks other
+    than 4 are viewed as 4-D.
     """
     x = check.floating_tensor("x", x, (1, 2, 3, 4, 5, 6))
-    target = check.floating_tensor("target", target, (x.dim(),))
+    target = check.floating_tensor("target", target, (1, 2, 3, 4, 5, 6))
     check.same_device(x, target=target)
-    if target.shape != x.shape:
-        raise ValueError(f"target must have the shape of x {tuple(x.shape)}, got {tuple(target.shape)}")
+    _broadcast_shape(x, target)
     weight = check.real_number("weight", weight)
     reduction = check.reduction(reduction)
+    criterion = check.criterion(criterion)
     backend = select(x.device, x.dtype)
-    if backend == "reference" or reduction == "none":
-        return _reference(reference.content_loss, x, target, weight, reduction)
+    # TODO(kern): l1 and broadcast targets in the kernels
+    if backend == "reference" or reduction == "none" or criterion != "l2" or target.shape != x.shape:
+        return _reference(reference.content_loss, x, target, weight, reduction, criterion)
     if x.dim() != 4:
-        shape = (-1, *x.shape[-3:]) if x.dim() > 4 else (1,) * (4 - x.dim()) + tuple(x.shape)
-        x, target = x.reshape(shape), target.reshape(shape)
+        shape4 = (-1, *x.shape[-3:]) if x.dim() > 4 else (1,) * (4 - x.dim()) + tuple(x.shape)
+        x, target = x.reshape(shape4), target.reshape(shape4)
     if target.dtype == torch.float64 and x.dtype != torch.float64:
         target = target.float()  # the kernels compute in fp32 (float64 only for float64 x): the same rounding
     total = _ops.content_loss(x, target, backend)

@@ -40,7 +40,8 @@ class StyleLoss(nn.Module):
 
     ``target_features``: (N, C, H, W) or (N, C, M) feature maps of N style images; their Grams (fp32) are kept
     as the buffer ``target``, (C, C) when N == 1, else (N, C, C) (per sample, or picked by ``style_index``).
-    ``target_gram`` gives precomputed Grams instead.
+    ``target_gram`` gives precomputed Grams instead. ``criterion``: "l2" (squared Gram difference) or "l1"
+    (absolute), see :func:`perceptual_kernels.style_loss`.
     """
 
     target: torch.Tensor  # buffer
@@ -54,6 +55,7 @@ class StyleLoss(nn.Module):
         weight: float = 1.0,
         reduction: str = "mean",
         passthrough: bool = False,
+        criterion: str = "l2",
     ) -> None:
         super().__init__()
         if (target_features is None) == (target_gram is None):
@@ -61,6 +63,7 @@ class StyleLoss(nn.Module):
         normalize = check.normalization(normalize)
         weight = check.real_number("weight", weight)
         reduction = check.reduction(reduction)
+        self.criterion = check.criterion(criterion)
         if target_gram is not None:
             target_gram = check.floating_tensor("target_gram", target_gram, (2, 3))
             if target_gram.shape[-1] != target_gram.shape[-2]:
@@ -83,6 +86,7 @@ class StyleLoss(nn.Module):
             weight=self.weight,
             reduction=self.reduction,
             style_index=style_index,
+            criterion=self.criterion,
         )
         if self.passthrough:
             self.loss = loss
@@ -91,15 +95,23 @@ class StyleLoss(nn.Module):
 
 
 class ContentLoss(nn.Module):
-    """Feature reconstruction loss ``w * mean((x - target)^2)`` against a fixed ``target`` (kept detached)."""
+    """Feature reconstruction loss ``w * mean((x - target)^2)`` ("l2") or ``w * mean(|x - target|)`` ("l1")
+    against a fixed ``target`` (kept detached; it broadcasts against x, e.g. one (1, C, H, W) target for a batch)."""
 
     target: torch.Tensor  # buffer
 
     def __init__(
-        self, target: torch.Tensor, *, weight: float = 1.0, reduction: str = "mean", passthrough: bool = False
+        self,
+        target: torch.Tensor,
+        *,
+        weight: float = 1.0,
+        reduction: str = "mean",
+        passthrough: bool = False,
+        criterion: str = "l2",
     ) -> None:
         super().__init__()
         target = check.floating_tensor("target", target, (1, 2, 3, 4, 5, 6))
+        self.criterion = check.criterion(criterion)
         self.register_buffer("target", target.detach().clone())
         self.weight = check.real_number("weight", weight)
         self.reduction = check.reduction(reduction)
@@ -107,7 +119,7 @@ class ContentLoss(nn.Module):
         self.loss: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        loss = F.content_loss(x, self.target, weight=self.weight, reduction=self.reduction)
+        loss = F.content_loss(x, self.target, weight=self.weight, reduction=self.reduction, criterion=self.criterion)
         if self.passthrough:
             self.loss = loss
             return x

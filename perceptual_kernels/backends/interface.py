@@ -23,6 +23,16 @@ def tv_kind_code(kind: str) -> int:
     return TV_KINDS.index(kind)
 
 
+# Loss criteria of content_loss / style_loss: the position in this tuple is the integer ``criterion`` of
+# content_loss_forward / content_loss_backward / style_loss_forward (C++ ``Criterion``).
+CRITERIA = ("l2", "l1")
+
+
+def criterion_code(criterion: str) -> int:
+    """The kernel interface's integer for a criterion name (``"l2"`` -> 0, ``"l1"`` -> 1)."""
+    return CRITERIA.index(criterion)
+
+
 class KernelBackend(Protocol):
     """What a kernel backend provides (shapes and formulas; see each backend's docstrings for its layouts)."""
 

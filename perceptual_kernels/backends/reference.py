@@ -24,27 +24,47 @@ def gram_matrix(x: torch.Tensor, scale: float, out_dtype: torch.dtype) -> torch.
 
 
 def style_loss(
-    x: torch.Tensor, target: torch.Tensor, style_index: torch.Tensor | None, scale: float, weight: float, reduction: str
+    x: torch.Tensor,
+    target: torch.Tensor,
+    style_index: torch.Tensor | None,
+    scale: float,
+    weight: float,
+    reduction: str,
+    criterion: str = "l2",
 ) -> torch.Tensor:
-    """``w * reduce_b sum_ij (G_b - A_b)^2``; A is (C, C), (B, C, C) or (S, C, C) picked by ``style_index``.
+    """``w * reduce_b sum_ij (G_b - A_b)^2`` ("l2") or ``|G_b - A_b|`` ("l1"); A is (C, C), (B, C, C) or
+    (S, C, C) picked by ``style_index``.
 
-    ``"mean"`` divides by B*C*C (like ``F.mse_loss(G, A)``); ``"none"`` returns (B,).
+    ``"mean"`` divides by B*C*C (like ``F.mse_loss(G, A)`` / ``F.l1_loss(G, A)``); ``"none"`` returns (B,). The
+    l1 gradient is ``sign(G - A)`` with ``sign(NaN) = NaN``.
     """
     acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     gram = gram_matrix(x, scale, acc_dtype)
     tgt = target.to(acc_dtype)
     if style_index is not None:
         tgt = tgt.index_select(0, style_index)
-    per_sample = ((gram - tgt) ** 2).sum(dim=(1, 2))
+    diff = gram - tgt
+    per_sample = (_abs(diff) if criterion == "l1" else diff**2).sum(dim=(1, 2))
     B, C = x.shape[:2]
     return reduce_loss(per_sample, reduction, weight, B * C * C)
 
 
-def content_loss(x: torch.Tensor, target: torch.Tensor, weight: float, reduction: str) -> torch.Tensor:
-    """``w * reduce (x - target)^2`` with ``F.mse_loss`` reduction semantics, computed in x's accumulation dtype
-    like the kernels (fp32 for fp16 / bf16 / fp32 x whatever the target's dtype, float64 for float64 x)."""
+def content_loss(
+    x: torch.Tensor, target: torch.Tensor, weight: float, reduction: str, criterion: str = "l2"
+) -> torch.Tensor:
+    """``w * reduce (x - target)^2`` ("l2") or ``w * reduce |x - target|`` ("l1") with ``F.mse_loss`` /
+    ``F.l1_loss`` semantics, broadcasting included (without their warning), computed in x's accumulation dtype like
+    the kernels (fp32 for fp16 / bf16 / fp32 x whatever the target's dtype, float64 for float64 x). The l1
+    gradient is ``sign(x - target)`` with ``sign(NaN) = NaN``."""
     acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    return weight * F.mse_loss(x.to(acc_dtype), target.to(acc_dtype), reduction=reduction)
+    shape = torch.broadcast_shapes(x.shape, target.shape)
+    xa, ta = x.to(acc_dtype).expand(shape), target.to(acc_dtype).expand(shape)  # views: F.*_loss does not warn
+    if criterion == "l2":
+        return weight * F.mse_loss(xa, ta, reduction=reduction)
+    loss = _abs(xa - ta)
+    if reduction == "none":
+        return weight * loss
+    return weight * (loss.mean() if reduction == "mean" else loss.sum())
 
 
 def _abs(d: torch.Tensor) -> torch.Tensor:
