@@ -37,6 +37,7 @@ class _Residual(nn.Module):
 
 def small_sr_net(channels: int = 64, blocks: int = 4) -> nn.Module:
     """x4 SRResNet-style generator (no batch norm), LR (B, 3, h, w) -> HR (B, 3, 4h, 4w)."""
+
     def upsample() -> list[nn.Module]:
         return [nn.Conv2d(channels, 4 * channels, 3, padding=1), nn.PixelShuffle(2), nn.ReLU()]
 
@@ -67,7 +68,9 @@ def test_sr_generator_step(benchmark, variant, precision):
 
     def step():
         sr = net(lr)
-        autocast = torch.autocast(DEVICE.type, dtype=torch.bfloat16) if precision != "fp32" else contextlib.nullcontext()
+        autocast = (
+            torch.autocast(DEVICE.type, dtype=torch.bfloat16) if precision != "fp32" else contextlib.nullcontext()
+        )
         with autocast:
             out = loss_fn(sr, hr)
         loss = out[0] if isinstance(out, tuple) else out

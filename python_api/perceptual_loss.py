@@ -15,7 +15,6 @@ the fused ``content_loss`` / ``style_loss`` ops (the Gram of ``f_k(x)`` is never
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -152,8 +151,8 @@ class PerceptualLoss(nn.Module):
         super().__init__()
         self.layer_weights = _layer_weights(layer_weights, arch)
         self.criterion = _criterion("criterion", criterion)
-        self.style_criterion = self.criterion if style_criterion is None else _criterion(
-            "style_criterion", style_criterion
+        self.style_criterion = (
+            self.criterion if style_criterion is None else _criterion("style_criterion", style_criterion)
         )
         self.perceptual_weight = _checks.loss_weight("perceptual_weight", perceptual_weight)
         self.style_weight = _checks.loss_weight("style_weight", style_weight)
@@ -211,7 +210,9 @@ class PerceptualLoss(nn.Module):
     def _to_unit_range(self, x: torch.Tensor) -> torch.Tensor:
         return (x + 1) / 2 if self.input_range == (-1, 1) else x
 
-    def _features(self, x: torch.Tensor, target: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def _features(
+        self, x: torch.Tensor, target: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """VGG features of ``x`` (with autograd) and of ``target`` (without)."""
         target = target.detach()
         if self.batched_target:
@@ -227,9 +228,7 @@ class PerceptualLoss(nn.Module):
     def _distance(f: torch.Tensor, t: torch.Tensor, criterion: str, weight: float) -> torch.Tensor:
         if criterion == "fro":
             return _SqrtZeroGrad.apply(pk.content_loss(f, t, reduction="sum")) * weight
-        if criterion == "l1":
-            return pk.content_loss(f, t, criterion="l1", weight=weight)
-        return pk.content_loss(f, t, weight=weight)  # l2: the op's mean squared error
+        return pk.content_loss(f, t, criterion=criterion, weight=weight)  # mean |f - t| or mean (f - t)^2
 
     @staticmethod
     def _gram_distance(f: torch.Tensor, t: torch.Tensor, criterion: str, weight: float) -> torch.Tensor:
@@ -237,9 +236,7 @@ class PerceptualLoss(nn.Module):
             target_gram = pk.gram_matrix(t, "chw", torch.float32)  # (B, C, C): one target per sample
         if criterion == "fro":
             return _SqrtZeroGrad.apply(pk.style_loss(f, target_gram, reduction="sum")) * weight
-        if criterion == "l1":
-            return pk.style_loss(f, target_gram, criterion="l1", weight=weight)
-        return pk.style_loss(f, target_gram, weight=weight)  # l2: mean squared Gram difference
+        return pk.style_loss(f, target_gram, criterion=criterion, weight=weight)  # mean over B*C*C
 
     def forward(
         self, x: torch.Tensor, target: torch.Tensor

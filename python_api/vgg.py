@@ -465,8 +465,7 @@ class VGGFeatures(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"arch={self._arch!r}, layers={list(self._layers)}, pooling={self._pooling!r}, "
-            f"weights_format={self._weights_format!r}"
-            + ("" if self._normalize_input else ", normalize_input=False")
+            f"weights_format={self._weights_format!r}" + ("" if self._normalize_input else ", normalize_input=False")
         )
 
     def train(self, mode: bool = True) -> VGGFeatures:

@@ -98,7 +98,9 @@ class PlainPerceptualLoss(nn.Module):
         return perceptual, style
 
 
-def plain_copy_of(loss: nn.Module, layer_weights: dict[str, float], arch: str = "vgg19", **options) -> PlainPerceptualLoss:
+def plain_copy_of(
+    loss: nn.Module, layer_weights: dict[str, float], arch: str = "vgg19", **options
+) -> PlainPerceptualLoss:
     """The plain loss on the same VGG weights as a ``PerceptualLoss`` (whose weights are ``vgg.features`` buffers)."""
     features = plain_features(arch, device="meta")
     weights = {name: t.clone() for name, t in loss.vgg.features.named_buffers()}
