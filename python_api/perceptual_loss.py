@@ -56,10 +56,12 @@ def _criterion(name: str, value: object) -> str:
 
 
 def _input_range(value: object) -> tuple[int, int]:
-    try:
-        pair = tuple(float(v) for v in value)  # type: ignore[attr-defined]
-    except (TypeError, ValueError):
-        pair = None
+    pair = None
+    if not isinstance(value, (str, bytes)):
+        try:
+            pair = tuple(float(v) for v in value)  # type: ignore[attr-defined]
+        except (TypeError, ValueError):
+            pass
     for allowed in INPUT_RANGES:
         if pair == allowed:
             return allowed

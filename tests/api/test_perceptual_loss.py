@@ -270,6 +270,8 @@ VGG19 = ", ".join(layer_names("vgg19"))
         ({"perceptual_weight": 0.0}, ValueError, "both 0"),
         ({"input_range": (0, 255)}, ValueError, r"input_range must be \(0, 1\) or \(-1, 1\)"),
         ({"input_range": "0-1"}, ValueError, "input_range must be"),
+        ({"input_range": "01"}, ValueError, "input_range must be"),
+        ({"input_range": (0, 1, 2)}, ValueError, "input_range must be"),
         ({"normalize_input": 1}, TypeError, "normalize_input must be True or False"),
         ({"return_pair": "yes"}, TypeError, "return_pair must be True or False"),
         ({"batched_target": None}, TypeError, "batched_target must be True or False"),
