@@ -2,8 +2,10 @@
 blocks, two pixel-shuffle upsamplers; forward, loss, backward, Adam) with an ESRGAN-style VGG19 ``conv5_4`` L1
 perceptual loss: ``PerceptualLoss`` (fused ops) vs the same step with the plain-torch BasicSR-formula module
 (``tests/plain_perceptual.py``), on the same random VGG weights and crops. The loss (the VGG passes included) runs
-in fp32 and under ``torch.autocast`` bf16; the generator in fp32. ``fused-batched`` is ``batched_target=True``
-(one VGG pass over ``cat([x, target])``), the choice measured for its default.
+in fp32 and under ``torch.autocast`` bf16; the generator in fp32. ``fused`` is the default module (NHWC VGG pass,
+target in a second ``no_grad`` pass); ``fused-nchw`` is ``channels_last=False`` (the VGG in the images' NCHW
+layout, as the plain module) and ``fused-batched`` is ``batched_target=True`` (one VGG pass over
+``cat([x, target])``): the choices measured for the defaults.
 CPU: batch 8 of 128 px HR crops; GPU: batch 16 of 192 px.
 Run: ``python -m pytest benchmarks/test_sr_step.py --benchmark-only``.
 """
@@ -52,13 +54,19 @@ def small_sr_net(channels: int = 64, blocks: int = 4) -> nn.Module:
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16-autocast"])
-@pytest.mark.parametrize("variant", ["fused", "fused-batched", "plain"])
+@pytest.mark.parametrize("variant", ["fused", "fused-nchw", "fused-batched", "plain"])
 def test_sr_generator_step(benchmark, variant, precision):
     benchmark.group = f"sr-step-conv5_4-l1-b{BATCH}-{CROP}-{precision}-{DEVICE.type}"
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fused = PerceptualLoss(LAYERS, weights="random", criterion="l1", batched_target=variant == "fused-batched")
+        fused = PerceptualLoss(
+            LAYERS,
+            weights="random",
+            criterion="l1",
+            batched_target=variant == "fused-batched",
+            channels_last=variant != "fused-nchw",
+        )
     loss_fn: nn.Module = fused if variant != "plain" else plain_copy_of(fused, LAYERS, criterion="l1")
     loss_fn = loss_fn.to(DEVICE)
     net = small_sr_net().to(DEVICE)
