@@ -17,10 +17,10 @@
 TORCH_LIBRARY(pk_native, m) {
   m.def("gram_forward(Tensor x, float scale, ScalarType out_dtype) -> Tensor");
   m.def("gram_backward(Tensor grad, Tensor x, float scale) -> Tensor");
-  m.def("style_loss_forward(Tensor x, Tensor target, Tensor? style_index, float scale) -> (Tensor, Tensor)");
+  m.def("style_loss_forward(Tensor x, Tensor target, Tensor? style_index, float scale, int criterion) -> (Tensor, Tensor)");
   m.def("style_loss_backward(Tensor coef, Tensor diff, Tensor x) -> Tensor");
-  m.def("content_loss_forward(Tensor x, Tensor target) -> Tensor");
-  m.def("content_loss_backward(Tensor x, Tensor target, Tensor coef) -> Tensor");
+  m.def("content_loss_forward(Tensor x, Tensor target, int criterion) -> Tensor");
+  m.def("content_loss_backward(Tensor x, Tensor target, Tensor coef, int criterion) -> Tensor");
   m.def("tv_forward(Tensor x, int kind, float eps) -> Tensor");
   m.def("tv_backward(Tensor x, int kind, float eps, Tensor coef) -> Tensor");
   m.def("instance_norm_forward(Tensor x, Tensor? gamma, Tensor? beta, Tensor? style_index, float eps, "

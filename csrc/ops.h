@@ -21,23 +21,28 @@ using OptionalTensor = std::optional<at::Tensor>;
 // Total-variation kinds (tv_forward's ``kind``): the positions of TV_KINDS in perceptual_kernels/backends/interface.py.
 enum TvKind : int64_t { kTvSquared = 0, kTvL1 = 1, kTvIsotropic = 2 };
 
+// Content / style loss criteria (``criterion``): the positions of CRITERIA in perceptual_kernels/backends/interface.py.
+enum Criterion : int64_t { kCriterionL2 = 0, kCriterionL1 = 1 };
+
 #define PK_DECLARE_KERNELS                                                                                            \
   /* G_b = F_b F_b^T * scale -> (B, C, C) of out_dtype, accumulated in acc, scaled before the cast. */                \
   Tensor gram_forward(const Tensor& x, double scale, at::ScalarType out_dtype);                                       \
   /* dF_b = (dG_b + dG_b^T) F_b * scale; grad (B, C, C) of any float dtype. */                                        \
   Tensor gram_backward(const Tensor& grad, const Tensor& x, double scale);                                            \
-  /* D_b = F_b F_b^T * scale - A_b, loss_b = sum_ij D_b[i,j]^2. target (R, C, C), any float dtype and strides;  \
+  /* D_b = F_b F_b^T * scale - A_b; l2: loss_b = sum_ij D_b[i,j]^2, l1: loss_b = sum_ij |D_b[i,j]| and sign(D)   \
+     (sign(0) = 0, sign(NaN) = NaN) in place of D. target (R, C, C), any float dtype and strides;               \
      A_b = target[style_index[b]] (int64 (B,)) or, without an index, target[0] (R == 1) or target[b] (R == B).  \
-     Returns (loss (B,) acc, D (B, C, C) acc contiguous). */     \
+     Returns (loss (B,) acc, D or sign(D) (B, C, C) acc contiguous). */    \
   std::tuple<Tensor, Tensor> style_loss_forward(const Tensor& x, const Tensor& target,                                \
-                                                const OptionalTensor& style_index, double scale);                     \
+                                                const OptionalTensor& style_index, double scale, int64_t criterion);  \
   /* dF_b = coef_b (D_b + D_b^T) F_b; coef (B,) acc, diff (B, C, C) acc. */                                           \
   Tensor style_loss_backward(const Tensor& coef, const Tensor& diff, const Tensor& x);                                \
-  /* sum (x - t)^2 as a 0-d acc tensor; target: x's shape, any float dtype and strides. */                            \
-  Tensor content_loss_forward(const Tensor& x, const Tensor& target);                                                 \
-  /* coef * (x - t) in x's dtype, computed in acc and cast once; coef: a one-element acc tensor (the upstream   \
-     gradient times the loss's scale). */     \
-  Tensor content_loss_backward(const Tensor& x, const Tensor& target, const Tensor& coef);                            \
+  /* sum (x - t)^2 (l2) or sum |x - t| (l1) as a 0-d acc tensor; target: x's shape, any float dtype; both of any \
+     strides, stride 0 included. */    \
+  Tensor content_loss_forward(const Tensor& x, const Tensor& target, int64_t criterion);                              \
+  /* coef * (x - t) (l2) or coef * sign(x - t) (l1, NaN kept) in x's dtype (at::empty_like(x): dense), computed \
+     in acc and cast once; coef: a one-element acc tensor (the upstream gradient times the loss's scale). */     \
+  Tensor content_loss_backward(const Tensor& x, const Tensor& target, const Tensor& coef, int64_t criterion);         \
   /* Per-sample total variation (B,) acc. With dh = x[h+1,w] - x[h,w], dw = x[h,w+1] - x[h,w]: squared          \
      sum dh^2 + dw^2; l1 sum |dh| + |dw| (gradient sign(.), NaN stays NaN); isotropic sum over h < H-1,         \
      w < W-1 of sqrt(dh^2 + dw^2 + eps). */     \

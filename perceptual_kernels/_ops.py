@@ -12,7 +12,7 @@ import torch
 from torch.library import custom_op
 
 from .backends import kernels
-from .backends.interface import tv_kind_code
+from .backends.interface import criterion_code, tv_kind_code
 
 _NS = "perceptual_kernels"
 
@@ -93,15 +93,20 @@ gram.register_autograd(_gram_bwd, setup_context=_gram_setup)
 # --- Style loss -----------------------------------------------------------------------------------------------
 @custom_op(f"{_NS}::style_loss", mutates_args=())
 def style_loss(
-    x: torch.Tensor, target: torch.Tensor, style_index: torch.Tensor | None, scale: float, backend: str
+    x: torch.Tensor,
+    target: torch.Tensor,
+    style_index: torch.Tensor | None,
+    scale: float,
+    backend: str,
+    criterion: str = "l2",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample ``sum_ij (G_b - A_b)^2`` (B,) and ``D = G - A`` (B, C, C), kept for the backward (fp32; float64
-    for float64 x)."""
-    return kernels(backend).style_loss_forward(x, target, style_index, scale)
+    """Per-sample ``sum_ij (G_b - A_b)^2`` ("l2") or ``sum_ij |G_b - A_b|`` ("l1") (B,), and what the backward
+    symmetrises (B, C, C): ``D = G - A`` ("l2") or ``sign(G - A)`` ("l1", NaN kept) (fp32; float64 for float64 x)."""
+    return kernels(backend).style_loss_forward(x, target, style_index, scale, criterion_code(criterion))
 
 
 @style_loss.register_fake
-def _(x, target, style_index, scale, backend):
+def _(x, target, style_index, scale, backend, criterion="l2"):
     B, C = x.shape[:2]
     acc = _acc(x.dtype)
     return x.new_empty((B,), dtype=acc), x.new_empty((B, C, C), dtype=acc)
@@ -109,7 +114,7 @@ def _(x, target, style_index, scale, backend):
 
 @custom_op(f"{_NS}::style_loss_backward", mutates_args=())
 def style_loss_backward(coef: torch.Tensor, diff: torch.Tensor, x: torch.Tensor, backend: str) -> torch.Tensor:
-    """``dF_b = coef_b * (D_b + D_b^T) F_b``."""
+    """``dF_b = coef_b * (D_b + D_b^T) F_b`` (``D`` the forward's second output: the difference or its sign)."""
     return kernels(backend).style_loss_backward(coef, diff, x)
 
 
@@ -122,27 +127,30 @@ _first_order_only(style_loss_backward, "style_loss")
 
 
 def _style_setup(ctx, inputs, output):
-    x, target, style_index, scale, backend = inputs
+    x, target, style_index, scale, backend, criterion = inputs
     ctx.mark_non_differentiable(output[1])
     ctx.set_materialize_grads(False)  # no zero (B, C, C) "gradient" for D
     ctx.save_for_backward(x, output[1], target, style_index)
-    ctx.scale, ctx.backend = scale, backend
+    ctx.scale, ctx.backend, ctx.criterion = scale, backend, criterion
 
 
 def _style_bwd(ctx, grad_per_sample, _grad_diff):
     if grad_per_sample is None:  # grads are not materialized (see _style_setup)
-        return None, None, None, None, None
+        return None, None, None, None, None, None
     x, diff, target, style_index = ctx.saved_tensors
+    # d loss_b / d G_b = 2 D_b ("l2") or sign(D_b) ("l1", what the forward returned in place of D)
+    factor = 2.0 if ctx.criterion == "l2" else 1.0
     grad_x = grad_target = None
     if ctx.needs_input_grad[0]:
-        coef = (grad_per_sample.to(diff.dtype) * (2.0 * ctx.scale)).contiguous()
+        coef = (grad_per_sample.to(diff.dtype) * (factor * ctx.scale)).contiguous()
         grad_x = style_loss_backward(coef, diff, x, ctx.backend)
     if ctx.needs_input_grad[1]:
-        if torch.is_grad_enabled():  # create_graph=True: D recomputed through the Gram op, so d(dL/dA)/dx exists
+        if ctx.criterion == "l2" and torch.is_grad_enabled():
+            # create_graph=True: D recomputed through the Gram op, so d(dL/dA)/dx exists (sign(D) has none)
             rows = target.index_select(0, style_index) if style_index is not None else target
             diff = gram(x, ctx.scale, diff.dtype, ctx.backend) - rows.to(diff.dtype)
-        # dL/dA_b = -2 g_b D_b, summed into the target rows that were read
-        per_sample = diff * (-2.0 * grad_per_sample.to(diff.dtype))[:, None, None]
+        # dL/dA_b = -2 g_b D_b ("l2") or -g_b sign(D_b) ("l1"), summed into the target rows that were read
+        per_sample = diff * (-factor * grad_per_sample.to(diff.dtype))[:, None, None]
         S = target.shape[0]
         if style_index is not None:
             grad_target = _sum_rows_by_index(per_sample, style_index, S)
@@ -151,7 +159,7 @@ def _style_bwd(ctx, grad_per_sample, _grad_diff):
         else:
             grad_target = per_sample
         grad_target = grad_target.to(target.dtype)
-    return grad_x, grad_target, None, None, None
+    return grad_x, grad_target, None, None, None, None
 
 
 style_loss.register_autograd(_style_bwd, setup_context=_style_setup)
@@ -159,24 +167,28 @@ style_loss.register_autograd(_style_bwd, setup_context=_style_setup)
 
 # --- Content (feature) loss -----------------------------------------------------------------------------------
 @custom_op(f"{_NS}::content_loss", mutates_args=())
-def content_loss(x: torch.Tensor, target: torch.Tensor, backend: str) -> torch.Tensor:
-    """``sum (x - t)^2`` as a 0-d tensor (fp32; float64 for float64 x)."""
-    return kernels(backend).content_loss_forward(x, target)
+def content_loss(x: torch.Tensor, target: torch.Tensor, backend: str, criterion: str = "l2") -> torch.Tensor:
+    """``sum (x - t)^2`` ("l2") or ``sum |x - t|`` ("l1") as a 0-d tensor (fp32; float64 for float64 x); x and
+    target of one shape, any strides (stride-0 broadcast views included)."""
+    return kernels(backend).content_loss_forward(x, target, criterion_code(criterion))
 
 
 @content_loss.register_fake
-def _(x, target, backend):
+def _(x, target, backend, criterion="l2"):
     return x.new_empty((), dtype=_acc(x.dtype))
 
 
 @custom_op(f"{_NS}::content_loss_backward", mutates_args=())
-def content_loss_backward(x: torch.Tensor, target: torch.Tensor, coef: torch.Tensor, backend: str) -> torch.Tensor:
-    """``coef * (x - t)`` in x's dtype, scaled in fp32 (float64) and cast once; ``coef`` 0-d."""
-    return kernels(backend).content_loss_backward(x, target, coef)
+def content_loss_backward(
+    x: torch.Tensor, target: torch.Tensor, coef: torch.Tensor, backend: str, criterion: str = "l2"
+) -> torch.Tensor:
+    """``coef * (x - t)`` ("l2") or ``coef * sign(x - t)`` ("l1", NaN kept) in x's dtype, scaled in fp32 (float64)
+    and cast once; ``coef`` 0-d. Dense (``torch.empty_like(x)``) even for a stride-0 x."""
+    return kernels(backend).content_loss_backward(x, target, coef, criterion_code(criterion))
 
 
 @content_loss_backward.register_fake
-def _(x, target, coef, backend):
+def _(x, target, coef, backend, criterion="l2"):
     return torch.empty_like(x)
 
 
@@ -184,22 +196,29 @@ _first_order_only(content_loss_backward, "content_loss")
 
 
 def _content_setup(ctx, inputs, output):
-    x, target, backend = inputs
+    x, target, backend, criterion = inputs
     ctx.save_for_backward(x, target)
-    ctx.backend = backend
+    ctx.backend, ctx.criterion = backend, criterion
 
 
 def _content_bwd(ctx, grad_total):
     x, target = ctx.saved_tensors
-    coef = grad_total.to(_acc(x.dtype)) * 2.0  # d sum (x - t)^2 / dx = 2 (x - t)
-    grad_x = content_loss_backward(x, target, coef, ctx.backend) if ctx.needs_input_grad[0] else None
+    # d sum (x - t)^2 / dx = 2 (x - t); d sum |x - t| / dx = sign(x - t)
+    coef = grad_total.to(_acc(x.dtype)) * (2.0 if ctx.criterion == "l2" else 1.0)
+    grad_x = content_loss_backward(x, target, coef, ctx.backend, ctx.criterion) if ctx.needs_input_grad[0] else None
     grad_target = None
     if ctx.needs_input_grad[1]:
         if grad_x is not None and target.dtype == x.dtype:
-            grad_target = -grad_x  # exact: coef * (t - x) = -(coef * (x - t))
+            grad_target = -grad_x  # exact: coef * (t - x) = -(coef * (x - t)), the same for the signs
         else:
-            grad_target = (coef * (target.to(coef.dtype) - x.to(coef.dtype))).to(target.dtype)
-    return grad_x, grad_target, None
+            d = target.to(coef.dtype) - x.to(coef.dtype)
+            grad_target = (coef * (d if ctx.criterion == "l2" else _sign(d))).to(target.dtype)
+    return grad_x, grad_target, None, None
+
+
+def _sign(d: torch.Tensor) -> torch.Tensor:
+    """``sign(d)`` with ``sign(NaN) = NaN`` (``torch.sign`` gives 0 there)."""
+    return torch.where(d > 0, 1.0, torch.where(d < 0, -1.0, d)).to(d.dtype)
 
 
 content_loss.register_autograd(_content_bwd, setup_context=_content_setup)

@@ -95,9 +95,9 @@ def style_loss(
     criterion = check.criterion(criterion)
     target, index = _style_target(target, x, style_index)
     backend = select(x.device, x.dtype)
-    if backend == "reference" or criterion != "l2":  # TODO(kern): l1 kernels
+    if backend == "reference":
         return _reference(reference.style_loss, x, target, index, scale, weight, reduction, criterion)
-    per_sample, _ = _ops.style_loss(x, target, index, scale, backend)
+    per_sample, _ = _ops.style_loss(x, target, index, scale, backend, criterion)
     return reduce_loss(per_sample, reduction, weight, B * C * C)
 
 
@@ -135,21 +135,47 @@ def content_loss(
     x = check.floating_tensor("x", x, (1, 2, 3, 4, 5, 6))
     target = check.floating_tensor("target", target, (1, 2, 3, 4, 5, 6))
     check.same_device(x, target=target)
-    _broadcast_shape(x, target)
+    shape = _broadcast_shape(x, target)
     weight = check.real_number("weight", weight)
     reduction = check.reduction(reduction)
     criterion = check.criterion(criterion)
     backend = select(x.device, x.dtype)
-    # TODO(kern): l1 and broadcast targets in the kernels
-    if backend == "reference" or reduction == "none" or criterion != "l2" or target.shape != x.shape:
+    if backend == "reference" or reduction == "none":
         return _reference(reference.content_loss, x, target, weight, reduction, criterion)
-    if x.dim() != 4:
-        shape4 = (-1, *x.shape[-3:]) if x.dim() > 4 else (1,) * (4 - x.dim()) + tuple(x.shape)
-        x, target = x.reshape(shape4), target.reshape(shape4)
     if target.dtype == torch.float64 and x.dtype != torch.float64:
         target = target.float()  # the kernels compute in fp32 (float64 only for float64 x): the same rounding
-    total = _ops.content_loss(x, target, backend)
+    # stride-0 views of the broadcast shape (autograd sums x's gradient back over the expanded dimensions)
+    x = x if x.shape == shape else x.expand(shape)
+    target = target if target.shape == shape else target.expand(shape)
+    x, target = _content_views(x, target)
+    total = _ops.content_loss(x, target, backend, criterion)
     return reduce_loss(total, reduction, weight, x.numel())
+
+
+def _content_views(x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` and ``target`` (one shape) as 4-D tensors for the kernels, views wherever possible.
+
+    Ranks below 4 get leading unit dimensions. Above 4, the size-1 dimensions are dropped and neighbours merged
+    where both tensors' strides allow it (a contiguous pair, or two stride-0 broadcast dimensions); when more than
+    4 dimensions remain, both are reshaped to (-1, *last 3), which copies (a broadcast target of such a shape is
+    then expanded in memory).
+    """
+    if x.dim() <= 4:
+        lead = (1,) * (4 - x.dim())
+        return x.view(*lead, *x.shape), target.view(*lead, *target.shape)
+    dims: list[list[int]] = []  # [size, x stride, target stride], outermost first
+    for n, sx, st in zip(x.shape, x.stride(), target.stride()):
+        if n == 1:
+            continue
+        if dims and dims[-1][1] == sx * n and dims[-1][2] == st * n:
+            dims[-1] = [dims[-1][0] * n, sx, st]
+        else:
+            dims.append([n, sx, st])
+    if len(dims) <= 4:
+        shape4 = (1,) * (4 - len(dims)) + tuple(d[0] for d in dims)
+        return x.view(shape4), target.view(shape4)
+    shape4 = (-1, *x.shape[-3:])
+    return x.reshape(shape4), target.reshape(shape4)
 
 
 def tv_loss(

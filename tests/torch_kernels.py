@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from perceptual_kernels.backends.interface import TV_KINDS
+from perceptual_kernels.backends.interface import CRITERIA, TV_KINDS
 
 
 def _acc(x: torch.Tensor) -> torch.Tensor:
@@ -24,11 +24,18 @@ def gram_backward(grad, x, scale):
     return ((g + g.transpose(1, 2)) @ f * scale).view_as(x).to(x.dtype)
 
 
-def style_loss_forward(x, target, style_index, scale):
+def _sign(d):
+    """sign(d) with sign(NaN) = NaN."""
+    return torch.where(d > 0, 1.0, torch.where(d < 0, -1.0, d)).to(d.dtype)
+
+
+def style_loss_forward(x, target, style_index, scale, criterion):
     gram = gram_forward(x, scale, torch.float64 if x.dtype == torch.float64 else torch.float32)
     tgt = target.to(gram.dtype)
     tgt = tgt.index_select(0, style_index) if style_index is not None else tgt.expand_as(gram)
     diff = gram - tgt
+    if CRITERIA[criterion] == "l1":
+        return diff.abs().sum((1, 2)), _sign(diff)
     return (diff * diff).sum((1, 2)), diff
 
 
@@ -37,13 +44,15 @@ def style_loss_backward(coef, diff, x):
     return (coef.to(f.dtype)[:, None, None] * ((diff + diff.transpose(1, 2)).to(f.dtype) @ f)).view_as(x).to(x.dtype)
 
 
-def content_loss_forward(x, target):
+def content_loss_forward(x, target, criterion):
     d = _acc(x) - target.to(_acc(x).dtype)
-    return (d * d).sum()
+    return d.abs().sum() if CRITERIA[criterion] == "l1" else (d * d).sum()
 
 
-def content_loss_backward(x, target, coef):
+def content_loss_backward(x, target, coef, criterion):
     d = _acc(x) - target.to(_acc(x).dtype)
+    if CRITERIA[criterion] == "l1":
+        d = _sign(d)
     return (coef.to(d.dtype) * d).to(x.dtype)
 
 

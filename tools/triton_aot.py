@@ -123,11 +123,14 @@ def kernel_calls(dtype: torch.dtype, layout: str) -> list:
     rows = torch.ones(2, 64)
     calls = [
         lambda: gram.gram_forward(x, 0.1, dtype),
-        lambda: gram.style_loss_forward(x, torch.randn(3, 64, 64), torch.tensor([0, 2]), 0.1),
+        lambda: gram.style_loss_forward(x, torch.randn(3, 64, 64), torch.tensor([0, 2]), 0.1, 0),
+        lambda: gram.style_loss_forward(x, torch.randn(3, 64, 64), torch.tensor([0, 2]), 0.1, 1),
         lambda: gram.gram_backward(torch.randn(2, 64, 64, dtype=dtype), x, 0.1),
         lambda: gram.style_loss_backward(torch.rand(2), torch.randn(2, 64, 64), x),
-        lambda: content.content_loss_forward(x, torch.randn(2, 64, 16, 16)),
-        lambda: content.content_loss_backward(x, torch.randn(2, 64, 16, 16), torch.tensor(2.0)),
+        lambda: content.content_loss_forward(x, torch.randn(2, 64, 16, 16), 0),
+        lambda: content.content_loss_backward(x, torch.randn(2, 64, 16, 16), torch.tensor(2.0), 0),
+        lambda: content.content_loss_forward(x, torch.randn(1, 64, 16, 16).expand(2, -1, -1, -1), 1),
+        lambda: content.content_loss_backward(x, torch.randn(2, 64, 16, 16), torch.tensor(2.0), 1),
         lambda: instance_norm.instance_norm_forward(x, rows, rows, None, 1e-5, True),
         lambda: instance_norm.instance_norm_backward(x, x, rows, rows, rows, rows, None, True, True),
     ] + [

@@ -2,7 +2,8 @@
 //
 // Per sample b, with F_b = x[b] as a C x M matrix (M = H * W):
 //   G_b = F_b F_b^T * scale                                  (gram_forward)
-//   D_b = G_b - A_b,  loss_b = sum_ij D_b[i, j]^2             (style_loss_forward)
+//   D_b = G_b - A_b,  loss_b = sum_ij D_b[i, j]^2             (style_loss_forward, l2)
+//   loss_b = sum_ij |D_b[i, j]|, sign(D_b) returned for D_b    (style_loss_forward, l1)
 //   dF_b = S_b F_b,  S_b = coef_b (D_b + D_b^T)              (style_loss_backward; gram_backward: D = dG, coef = scale)
 // The products run on ATen's BLAS-backed matmul; the small C x C passes (mirror + scale + cast, target gather +
 // loss, symmetrisation) are written out here. G is symmetric, so for large C only the lower column panels
@@ -14,12 +15,14 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 #include <vector>
 
 #include "../ops.h"
 
 #include "common.h"
+#include "isa.h"
 
 namespace perceptual_kernels::cpu {
 namespace {
@@ -118,9 +121,20 @@ void gram_tile(const acc_t* g, out_t* o, int64_t C, int64_t i0, int64_t j0, acc_
 }
 
 // Style loss: D = s G - A in place over G (d), A[i][j] = a[i * tr + j * tc] of any float dtype. Returns the sum
-// of the squares: acc lanes, one per column of the tile (at most 2 kTile terms each, a fixed order), summed in
-// double.
-template <class acc_t, class t_t>
+// of the squares (L1: of |D|, and sign(D) is stored in place of D; sign(0) = 0, sign(NaN) = NaN): acc lanes, one
+// per column of the tile (at most 2 kTile terms each, a fixed order), summed in double.
+template <bool L1, class acc_t>
+PK_INLINE acc_t style_term(acc_t diff, acc_t& stored) {
+  if constexpr (L1) {
+    stored = diff > acc_t(0) ? acc_t(1) : (diff < acc_t(0) ? acc_t(-1) : diff);
+    return std::abs(diff);
+  } else {
+    stored = diff;
+    return diff * diff;
+  }
+}
+
+template <bool L1, class acc_t, class t_t>
 double style_tile(acc_t* d, const t_t* a, int64_t tr, int64_t tc, int64_t C, int64_t i0, int64_t j0, acc_t s) {
   const int64_t i1 = std::min(C, i0 + kTile), j1 = std::min(C, j0 + kTile);
   acc_t lanes[kTile] = {};
@@ -129,8 +143,7 @@ double style_tile(acc_t* d, const t_t* a, int64_t tr, int64_t tc, int64_t C, int
     const t_t* arow = a + j * tr;
     for (int64_t i = std::max(i0, j + 1); i < i1; ++i) {
       const acc_t diff = d[i * C + j] * s - static_cast<acc_t>(arow[i * tc]);
-      drow[i] = diff;
-      lanes[i - i0] += diff * diff;
+      lanes[i - i0] += style_term<L1>(diff, drow[i]);
     }
   }
   for (int64_t i = i0; i < i1; ++i) {
@@ -138,8 +151,7 @@ double style_tile(acc_t* d, const t_t* a, int64_t tr, int64_t tc, int64_t C, int
     const t_t* arow = a + i * tr;
     for (int64_t j = j0, je = std::min(j1, i + 1); j < je; ++j) {
       const acc_t diff = drow[j] * s - static_cast<acc_t>(arow[j * tc]);
-      drow[j] = diff;
-      lanes[j - j0] += diff * diff;
+      lanes[j - j0] += style_term<L1>(diff, drow[j]);
     }
   }
   double sum = 0.0;
@@ -230,8 +242,11 @@ Tensor gram_backward(const Tensor& grad, const Tensor& x, double scale) {
 }
 
 std::tuple<Tensor, Tensor> style_loss_forward(const Tensor& x, const Tensor& target, const OptionalTensor& style_index,
-                                              double scale) {
+                                              double scale, int64_t criterion) {
   check_x(x, "style_loss_forward");
+  TORCH_CHECK(criterion == kCriterionL2 || criterion == kCriterionL1, "style_loss_forward: criterion must be ",
+              kCriterionL2, " (l2) or ", kCriterionL1, " (l1), got ", criterion);
+  const bool l1 = criterion == kCriterionL1;
   const int64_t B = x.size(0), C = x.size(1);
   check_square(target, "style_loss_forward", "target", -1, C);
   const int64_t R = target.size(0);
@@ -251,7 +266,8 @@ std::tuple<Tensor, Tensor> style_loss_forward(const Tensor& x, const Tensor& tar
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, target.scalar_type(), "pk_style_loss_target", [&] {
       const scalar_t* tp = target.const_data_ptr<scalar_t>();
       sums = for_lower_tiles(B, C, [&](int64_t b, int64_t i0, int64_t j0) {
-        return style_tile(dp + b * C * C, tp + rows[b] * tb, tr, tc, C, i0, j0, s);
+        return l1 ? style_tile<true>(dp + b * C * C, tp + rows[b] * tb, tr, tc, C, i0, j0, s)
+                  : style_tile<false>(dp + b * C * C, tp + rows[b] * tb, tr, tc, C, i0, j0, s);
       });
     });
     acc_t* lp = loss.mutable_data_ptr<acc_t>();

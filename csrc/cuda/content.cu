@@ -1,5 +1,6 @@
-// CUDA launchers of content_loss_forward / _backward (kernels and design in content.cuh): sum (x - t)^2 as a 0-d
-// fp32 tensor; coef * (x - t) in x's dtype and memory format. t may have another dtype and other strides.
+// CUDA launchers of content_loss_forward / _backward (kernels and design in content.cuh): sum (x - t)^2 (l1:
+// sum |x - t|) as a 0-d fp32 tensor; coef * (x - t) (l1: coef * sign(x - t)) in x's dtype and memory format
+// (at::empty_like(x), dense). t may have another dtype and other strides; x and t may have stride-0 dimensions.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -20,8 +21,11 @@ namespace {
 content_kernels::Strides4 strides4(const Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
 
 // Forward (no coef): (sum (x - t)^2 as a 0-d fp32 tensor, undefined); backward: (undefined, coef * (x - t)).
-std::tuple<Tensor, Tensor> content_pass(const char* op, const Tensor& x, const Tensor& target, const Tensor* coef) {
+std::tuple<Tensor, Tensor> content_pass(const char* op, const Tensor& x, const Tensor& target, const Tensor* coef,
+                                        int64_t criterion) {
   const bool need_grad = coef != nullptr;
+  TORCH_CHECK(criterion == kCriterionL2 || criterion == kCriterionL1, op, ": criterion must be ", kCriterionL2,
+              " (l2) or ", kCriterionL1, " (l1), got ", criterion);
   TORCH_CHECK(x.is_cuda(), op, ": x must be a CUDA tensor, got ", x.device());
   TORCH_CHECK(target.device() == x.device(), op, ": target must be on x's device ", x.device(), ", got ",
               target.device());
@@ -62,7 +66,7 @@ std::tuple<Tensor, Tensor> content_pass(const char* op, const Tensor& x, const T
       content_kernels::launch_content<TX, TT>(
           reinterpret_cast<const TX*>(x.const_data_ptr()), reinterpret_cast<const TT*>(target.const_data_ptr()),
           need_grad ? reinterpret_cast<TX*>(grad.data_ptr()) : nullptr, partials.data_ptr<float>(), n, x.size(1),
-          x.size(2), x.size(3), strides4(x), strides4(target), strides4(g), flat, need_grad,
+          x.size(2), x.size(3), strides4(x), strides4(target), strides4(g), flat, need_grad, criterion == kCriterionL1,
           need_grad ? coef->const_data_ptr<float>() : nullptr, stream);
     });
   });
@@ -76,12 +80,12 @@ std::tuple<Tensor, Tensor> content_pass(const char* op, const Tensor& x, const T
 
 }  // namespace
 
-Tensor content_loss_forward(const Tensor& x, const Tensor& target) {
-  return std::get<0>(content_pass("content_loss_forward", x, target, nullptr));
+Tensor content_loss_forward(const Tensor& x, const Tensor& target, int64_t criterion) {
+  return std::get<0>(content_pass("content_loss_forward", x, target, nullptr, criterion));
 }
 
-Tensor content_loss_backward(const Tensor& x, const Tensor& target, const Tensor& coef) {
-  return std::get<1>(content_pass("content_loss_backward", x, target, &coef));
+Tensor content_loss_backward(const Tensor& x, const Tensor& target, const Tensor& coef, int64_t criterion) {
+  return std::get<1>(content_pass("content_loss_backward", x, target, &coef, criterion));
 }
 
 }  // namespace perceptual_kernels::cuda

@@ -1,6 +1,7 @@
-// Content (feature MSE) loss and its gradient, each in one pass (CUDA kernels; no torch headers).
+// Content (feature) loss and its gradient, each in one pass (CUDA kernels; no torch headers).
 //
-//   d = x - t (fp32),   loss = sum d^2 (fp32),   grad = coef[0] * d (fp32, cast once to x's dtype)
+//   d = x - t (fp32),   l2: loss = sum d^2,    grad = coef[0] * d        (fp32, cast once to x's dtype)
+//                       l1: loss = sum |d|,    grad = coef[0] * sign(d)  (sign(0) = 0, sign(NaN) = NaN)
 //
 // The forward launches NEED_GRAD = false; the backward NEED_GRAD = true with coef the upstream gradient times
 // the loss's scale, read from device memory (no host sync), so fp16 / bf16 gradients never overflow early.
@@ -16,7 +17,8 @@
 //   The n % vector-width tail elements are handled by the last block.
 // * content_strided_kernel: any strides; the logical row-major index over (B, C, H, W) is split into
 //   (b, c, h, w) (32-bit arithmetic when n < 2^32, int64 otherwise) and each tensor is addressed with its
-//   own int64 strides.
+//   own int64 strides; stride 0 is a broadcast dimension (a shared target or an expanded x, read in place). The
+//   gradient is dense (the launcher allocates it like at::empty_like(x)).
 // t may have another dtype than x (TT vs TX); all math is fp32.
 #pragma once
 
@@ -51,7 +53,17 @@ struct Strides4 {
   int64_t b, c, h, w;
 };
 
-template <typename TX, typename TT, bool NEED_GRAD>
+// The loss term of d (d^2, or |d| for L1) and what the gradient scales (d, or sign(d) with NaN kept).
+template <bool L1>
+__device__ __forceinline__ float loss_term(float d) {
+  return L1 ? fabsf(d) : d * d;
+}
+template <bool L1>
+__device__ __forceinline__ float grad_term(float d) {
+  return L1 ? (d > 0.f ? 1.f : (d < 0.f ? -1.f : d)) : d;
+}
+
+template <typename TX, typename TT, bool NEED_GRAD, bool L1>
 __global__ void __launch_bounds__(kThreads)
     content_flat_kernel(const TX* __restrict__ x, const TT* __restrict__ t, TX* __restrict__ grad,
                         float* __restrict__ partials, int64_t n, const float* __restrict__ coef) {
@@ -81,8 +93,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int e = 0; e < V; ++e) {
         const float d = to_float(xv[u].v[e]) - to_float(tv[u].v[e]);
-        acc += d * d;
-        gv.v[e] = from_float<TX>(d * grad_scale);
+        acc += loss_term<L1>(d);
+        gv.v[e] = from_float<TX>(grad_term<L1>(d) * grad_scale);
       }
       if constexpr (NEED_GRAD) reinterpret_cast<XVec*>(grad)[k] = gv;
     }
@@ -91,15 +103,15 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t k = n_vec * V + threadIdx.x;
     if (k < n) {
       const float d = to_float(x[k]) - to_float(t[k]);
-      acc += d * d;
-      if constexpr (NEED_GRAD) grad[k] = from_float<TX>(d * grad_scale);
+      acc += loss_term<L1>(d);
+      if constexpr (NEED_GRAD) grad[k] = from_float<TX>(grad_term<L1>(d) * grad_scale);
     }
   }
   acc = block_sum(acc);
   if (threadIdx.x == 0) partials[blockIdx.x] = acc;
 }
 
-template <typename TX, typename TT, bool NEED_GRAD>
+template <typename TX, typename TT, bool NEED_GRAD, bool L1>
 __global__ void __launch_bounds__(kThreads)
     content_strided_kernel(const TX* __restrict__ x, const TT* __restrict__ t, TX* __restrict__ grad,
                            float* __restrict__ partials, int64_t n, int64_t C, int64_t H, int64_t W, Strides4 sx,
@@ -129,8 +141,10 @@ __global__ void __launch_bounds__(kThreads)
       }
       const float d = to_float(x[b * sx.b + c * sx.c + h * sx.h + w * sx.w]) -
                       to_float(t[b * st.b + c * st.c + h * st.h + w * st.w]);
-      acc += d * d;
-      if constexpr (NEED_GRAD) grad[b * sg.b + c * sg.c + h * sg.h + w * sg.w] = from_float<TX>(d * grad_scale);
+      acc += loss_term<L1>(d);
+      if constexpr (NEED_GRAD) {
+        grad[b * sg.b + c * sg.c + h * sg.h + w * sg.w] = from_float<TX>(grad_term<L1>(d) * grad_scale);
+      }
     }
   }
   acc = block_sum(acc);
@@ -172,19 +186,23 @@ inline bool content_flat(bool dense, const int64_t* sizes, const int64_t* sx, co
          aligned(t, 16 / x_bytes * t_bytes);
 }
 
-// partials (content_num_blocks<TX>(n, flat),) <- the per-block sums of (x - t)^2; grad <- coef[0] * (x - t)
-// when need_grad (grad and coef, a device pointer, may be null otherwise). flat: x, t, grad dense with identical strides, x and grad
+// partials (content_num_blocks<TX>(n, flat),) <- the per-block sums of (x - t)^2 (l1: |x - t|); grad <- coef[0] *
+// (x - t) (l1: coef[0] * sign(x - t)) when need_grad (grad and coef, a device pointer, may be null otherwise). flat: x, t, grad dense with identical strides, x and grad
 // 16-byte aligned, t aligned to its vector (16 / sizeof(TX) elements); the strides are then unused.
 template <typename TX, typename TT>
 void launch_content(const TX* x, const TT* t, TX* grad, float* partials, int64_t n, int64_t C, int64_t H, int64_t W,
-                    Strides4 sx, Strides4 st, Strides4 sg, bool flat, bool need_grad, const float* coef,
+                    Strides4 sx, Strides4 st, Strides4 sg, bool flat, bool need_grad, bool l1, const float* coef,
                     cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(content_num_blocks<TX>(n, flat)));
   if (flat) {
-    auto kernel = need_grad ? content_flat_kernel<TX, TT, true> : content_flat_kernel<TX, TT, false>;
+    auto kernel = need_grad
+                      ? (l1 ? content_flat_kernel<TX, TT, true, true> : content_flat_kernel<TX, TT, true, false>)
+                      : (l1 ? content_flat_kernel<TX, TT, false, true> : content_flat_kernel<TX, TT, false, false>);
     PK_LAUNCH(kernel, grid, kThreads, 0, stream)(x, t, grad, partials, n, coef);
   } else {
-    auto kernel = need_grad ? content_strided_kernel<TX, TT, true> : content_strided_kernel<TX, TT, false>;
+    auto kernel =
+        need_grad ? (l1 ? content_strided_kernel<TX, TT, true, true> : content_strided_kernel<TX, TT, true, false>)
+                  : (l1 ? content_strided_kernel<TX, TT, false, true> : content_strided_kernel<TX, TT, false, false>);
     PK_LAUNCH(kernel, grid, kThreads, 0, stream)(x, t, grad, partials, n, C, H, W, sx, st, sg, coef);
   }
 }
@@ -198,7 +216,7 @@ inline void launch_content_sum(const float* partials, int64_t n, float* out, cud
 // Every kernel variant, through the launcher that selects them.
 #define PK_CONTENT_INSTANTIATE(TX, TT)                                                                        \
   template void launch_content<TX, TT>(const TX*, const TT*, TX*, float*, int64_t, int64_t, int64_t, int64_t, \
-                                       Strides4, Strides4, Strides4, bool, bool, const float*, cudaStream_t);
+                                       Strides4, Strides4, Strides4, bool, bool, bool, const float*, cudaStream_t);
 #define PK_CONTENT_INSTANTIATE_X(TX) \
   PK_CONTENT_INSTANTIATE(TX, float)  \
   PK_CONTENT_INSTANTIATE(TX, __half) \

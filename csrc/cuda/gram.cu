@@ -1,6 +1,6 @@
 // CUDA launchers of the Gram matrix and the fused style loss (kernels and design in gram.cuh):
 //   gram_forward         G_b = scale * F_b F_b^T -> (B, C, C) of out_dtype
-//   style_loss_forward   D_b = G_b - A_b (fp32), loss_b = sum_ij D_b[i, j]^2 (fp32)
+//   style_loss_forward   D_b = G_b - A_b (fp32), loss_b = sum_ij D_b[i, j]^2 (fp32); l1: sum_ij |D_b[i, j]| and sign(D)
 //   gram_backward        dF_b = scale * (dG_b + dG_b^T) F_b
 //   style_loss_backward  dF_b = coef_b * (D_b + D_b^T) F_b
 // x (B, C, H, W) is read through its strides (contiguous, channels_last and sliced views without a copy); the
@@ -144,8 +144,10 @@ Tensor gram_forward(const Tensor& x, double scale, at::ScalarType out_dtype) {
 }
 
 std::tuple<Tensor, Tensor> style_loss_forward(const Tensor& x, const Tensor& target, const OptionalTensor& style_index,
-                                              double scale) {
+                                              double scale, int64_t criterion) {
   check_x(x, "style_loss_forward");
+  TORCH_CHECK(criterion == kCriterionL2 || criterion == kCriterionL1, "style_loss_forward: criterion must be ",
+              kCriterionL2, " (l2) or ", kCriterionL1, " (l1), got ", criterion);
   const int64_t B = x.size(0), C = x.size(1);
   TORCH_CHECK(target.device() == x.device(), "style_loss_forward: target must be on x's device ", x.device(), ", got ",
               target.device());
@@ -188,6 +190,7 @@ std::tuple<Tensor, Tensor> style_loss_forward(const Tensor& x, const Tensor& tar
   ep.s_tc = target.stride(2);
   ep.index = idx.defined() ? idx.const_data_ptr<int64_t>() : nullptr;
   ep.loss_parts = parts.data_ptr<float>();
+  ep.l1 = criterion == kCriterionL1 ? 1 : 0;
   ep.scale = float(scale);
   run_forward(x, p, ep, v);
   gk::launch_loss_sum(parts.const_data_ptr<float>(), p.parts_per_sample, loss.data_ptr<float>(), B,

@@ -3,6 +3,7 @@
 // Per sample b, F_b = x[b] as a C x M matrix (M = H * W, read through x's strides), s = scale:
 //   forward   G_b = s * F_b F_b^T                                        (gram, written as float/half/bf16/double)
 //             D_b = G_b - A_b, loss_b = sum_ij D_b[i, j]^2               (style; D fp32, A any float dtype/strides)
+//             l1: loss_b = sum_ij |D_b[i, j]|, sign(D_b) written for D_b (sign(0) = 0, sign(NaN) = NaN)
 //   backward  dF_b = coef_b * (D_b + D_b^T) F_b                          (coef_b = s for the gram, D = dG)
 //
 // Design (the algorithm of perceptual_kernels/backends/triton/gram.py):
@@ -105,7 +106,8 @@ struct Epilogue {
   int target_dtype;
   int64_t target_rows, s_tb, s_tr, s_tc;
   const int64_t* index;  // style: contiguous (B,) target row per sample, or nullptr (row b)
-  float* loss_parts;     // style: per-sample partial sums of D^2; nullptr selects gram mode
+  float* loss_parts;     // style: per-sample partial sums of D^2 (|D| for l1); nullptr selects gram mode
+  int l1;                // style: 1 stores sign(D) (sign(NaN) = NaN) in place of D and sums |D|
   float scale;
 };
 
@@ -329,7 +331,8 @@ __device__ __forceinline__ int64_t target_base(const Epilogue& ep, int64_t b) {
   return (r >= 0 && r < ep.target_rows) ? r * ep.s_tb : -1;
 }
 
-// out[b, i, j] = v (gram) or D[b, i, j] = v - A_b[i, j] (style, tb = target_base). Returns D^2 (0 for gram).
+// out[b, i, j] = v (gram) or D[b, i, j] = v - A_b[i, j] (style, tb = target_base; ep.l1: sign(D) stored). Returns
+// the loss term D^2 (|D| for l1; 0 for gram).
 __device__ __forceinline__ float emit(const Epilogue& ep, int64_t tb, int64_t ob, int64_t C, int64_t i, int64_t j,
                                       float v) {
   if (ep.loss_parts == nullptr) {
@@ -339,6 +342,10 @@ __device__ __forceinline__ float emit(const Epilogue& ep, int64_t tb, int64_t ob
   const float a =
       tb >= 0 ? load_any(ep.target, tb + i * ep.s_tr + j * ep.s_tc, ep.target_dtype) : __int_as_float(0x7fc00000);
   const float d = v - a;
+  if (ep.l1) {
+    static_cast<float*>(ep.out)[ob + i * C + j] = d > 0.f ? 1.f : (d < 0.f ? -1.f : d);
+    return fabsf(d);
+  }
   static_cast<float*>(ep.out)[ob + i * C + j] = d;
   return d * d;
 }

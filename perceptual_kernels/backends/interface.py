@@ -45,22 +45,28 @@ class KernelBackend(Protocol):
         ...
 
     def style_loss_forward(
-        self, x: torch.Tensor, target: torch.Tensor, style_index: torch.Tensor | None, scale: float
+        self, x: torch.Tensor, target: torch.Tensor, style_index: torch.Tensor | None, scale: float, criterion: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(sum_ij D_b^2 (B,), D (B, C, C))`` in acc, ``D_b = scale * F_b F_b^T - A_b``; ``target`` (1, C, C),
-        (B, C, C), or (S, C, C) with rows picked by ``style_index`` (B,) int64."""
+        """With ``D_b = scale * F_b F_b^T - A_b``: ``criterion`` 0 ("l2") gives ``(sum_ij D_b^2 (B,), D (B, C, C))``,
+        1 ("l1") ``(sum_ij |D_b| (B,), sign(D) (B, C, C))`` (``sign(0) = 0``, ``sign(NaN) = NaN``), in acc.
+        ``target`` (1, C, C), (B, C, C), or (S, C, C) with rows picked by ``style_index`` (B,) int64.
+        ``criterion`` is :func:`criterion_code` of a :data:`CRITERIA` name."""
         ...
 
     def style_loss_backward(self, coef: torch.Tensor, diff: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``dF_b = coef_b (D_b + D_b^T) F_b``; ``coef`` (B,) acc, ``diff`` the D of the forward."""
+        """``dF_b = coef_b (D_b + D_b^T) F_b``; ``coef`` (B,) acc, ``diff`` the D (or sign(D)) of the forward."""
         ...
 
-    def content_loss_forward(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """``sum (x - t)^2`` -> 0-d acc; ``target`` of x's shape, any floating dtype."""
+    def content_loss_forward(self, x: torch.Tensor, target: torch.Tensor, criterion: int) -> torch.Tensor:
+        """``sum (x - t)^2`` (criterion 0, "l2") or ``sum |x - t|`` (1, "l1") -> 0-d acc; ``target`` of x's shape,
+        any floating dtype; both of any strides, stride-0 (expanded) dimensions included."""
         ...
 
-    def content_loss_backward(self, x: torch.Tensor, target: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
-        """``coef * (x - t)``; ``coef`` a one-element acc tensor."""
+    def content_loss_backward(
+        self, x: torch.Tensor, target: torch.Tensor, coef: torch.Tensor, criterion: int
+    ) -> torch.Tensor:
+        """``coef * (x - t)`` ("l2") or ``coef * sign(x - t)`` ("l1", ``sign(NaN) = NaN``); ``coef`` a one-element
+        acc tensor; the result is allocated like ``torch.empty_like(x)`` (dense even for a stride-0 x)."""
         ...
 
     def tv_forward(self, x: torch.Tensor, kind: int, eps: float) -> torch.Tensor:

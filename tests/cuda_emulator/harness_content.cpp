@@ -29,7 +29,8 @@ static void content(const Job& job) {  // as content_pass in content.cu
     ck::launch_content<TX, TT>(static_cast<const TX*>(x), static_cast<const TT*>(t),
                                need_grad ? static_cast<TX*>(const_cast<void*>(g)) : nullptr, partials.get(), n,
                                sizes[1], sizes[2], sizes[3], s4(xs), s4(ts), s4(gs), flat, need_grad,
-                               need_grad ? job.in("coef").as<float>() : nullptr, nullptr);
+                               job.has("l1") && job.i("l1") != 0, need_grad ? job.in("coef").as<float>() : nullptr,
+                               nullptr);
     if (!need_grad) ck::launch_content_sum(partials.get(), n_blocks, job.out("loss").as<float>(), nullptr);
   });
 }

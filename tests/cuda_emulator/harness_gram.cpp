@@ -41,6 +41,7 @@ static void gram_forward(const Job& job) {
       ep.s_tc = ts[2];
       ep.index = index != nullptr ? index->as<int64_t>() : nullptr;
       ep.loss_parts = parts->get();
+      ep.l1 = job.has("l1") ? int(job.i("l1")) : 0;
     }
     gk::launch_forward(job.in("x").data, p, ep, v, nullptr);
     if (style) gk::launch_loss_sum(parts->get(), p.parts_per_sample, job.out("loss").as<float>(), B, nullptr);

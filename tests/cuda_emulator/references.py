@@ -114,3 +114,27 @@ def tv_grad(x: torch.Tensor, kind: int, eps: float, coef: torch.Tensor) -> torch
     xd = x.detach().double().requires_grad_(True)
     (tv(xd, kind, eps) * coef.double()).sum().backward()
     return xd.grad
+
+
+def sign(d: torch.Tensor) -> torch.Tensor:
+    """sign(d) with sign(0) = 0 and sign(NaN) = NaN (the kernels' l1 gradient)."""
+    return torch.where(d > 0, 1.0, torch.where(d < 0, -1.0, d)).to(d.dtype)
+
+
+def style_target_off_zero(g: torch.Tensor, rows: int, index: torch.Tensor | None) -> torch.Tensor:
+    """(rows, C, C) float64 targets at least 0.1 max|G| away from the Grams g (B, C, C) of every sample that reads
+    them (row index[b], or row b, or row 0 when rows == 1), on a random side: sign(G - A) is then exact in every
+    precision."""
+    B = g.shape[0]
+    margin = 0.1 * g.abs().max().clamp_min(1e-3)
+    out = []
+    for r in range(rows):
+        if index is not None:
+            readers = [b for b in range(B) if index[b] == r] or list(range(B))
+        else:
+            readers = list(range(B)) if rows == 1 else [r]
+        lo, hi = g[readers].amin(0), g[readers].amax(0)
+        above = torch.randint(0, 2, lo.shape).bool()
+        gap = margin * (1 + torch.rand(lo.shape, dtype=torch.float64))
+        out.append(torch.where(above, hi + gap, lo - gap))
+    return torch.stack(out)

@@ -170,3 +170,38 @@ def test_style_backward(harness, variant):
         **common(x, variant, 132),
     )
     R.check(out["dx"], R.sym_dot(diff, x, coef), variant[3])
+
+
+# l1: sign(D) in place of D and sum |D| (the shared epilogue, so a few variants and target kinds cover it)
+L1_CASES = [
+    pytest.param("single", VARIANTS[0], False, id="single-simt-unsplit"),
+    pytest.param("per_sample", VARIANTS[1], False, id="per_sample-tf32-unsplit"),
+    pytest.param("indexed", VARIANTS[2], True, id="indexed-fp16-split"),
+]
+
+
+@pytest.mark.parametrize("target_kind,variant,split", L1_CASES)
+def test_style_forward_l1(harness, target_kind, variant, split):
+    shape = (2, 19, 40, 40) if split else (3, 67, 4, 5)
+    x = R.make(shape, variant[1], "sliced" if split else "channels_last")
+    B, C = shape[:2]
+    rows = {"single": 1, "per_sample": B, "indexed": 3}[target_kind]
+    index = torch.randint(0, rows, (B,)) if target_kind == "indexed" else None
+    target = R.style_target_off_zero(R.gram(x, 0.1), rows, index).float()
+    target[0, 1, 2] = float("nan")  # its sign stays NaN, never 0
+    inputs = {"x": x, "target": target} | ({"index": index} if index is not None else {})
+    out = E.run_orders(
+        harness("gram"),
+        "style_forward",
+        inputs,
+        {"loss": E.Out.contiguous((B,)), "diff": E.Out.contiguous((B, C, C))},
+        scale=0.1,
+        target_dtype=0,
+        target_rows=rows,
+        t_strides=target.stride(),
+        l1=1,
+        **common(x, variant, 4),
+    )
+    _, d = R.style(x, target, index, 0.1)
+    R.check(out["diff"], R.sign(d), "fp32")
+    R.check(out["loss"], d.abs().sum((1, 2)), variant[3])

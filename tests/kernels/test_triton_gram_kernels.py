@@ -30,7 +30,7 @@ def test_split_k_and_mirrored_tiles(monkeypatch, splits, shape, layout):
     assert_close(gram.gram_forward(x, scale, torch.float32), expected, torch.float32, "gram")
     target = torch.randn(4, C, C, device=DEVICE) * 0.01
     index = torch.arange(shape[0], device=DEVICE) % 4
-    per_sample, diff = gram.style_loss_forward(x, target, index, scale)
+    per_sample, diff = gram.style_loss_forward(x, target, index, scale, 0)
     expected_diff = expected - target.double()[index]
     assert_close(diff, expected_diff, torch.float32, "D")
     assert_close(per_sample, (expected_diff**2).sum((1, 2)), torch.float32, "loss")
@@ -39,6 +39,24 @@ def test_split_k_and_mirrored_tiles(monkeypatch, splits, shape, layout):
     f = x.double().flatten(2)
     expected_dx = coef.double()[:, None, None] * ((expected_diff + expected_diff.transpose(1, 2)) @ f)
     assert_close(dx, expected_dx.view(x.shape), torch.float32, "dx")
+
+
+@pytest.mark.parametrize("splits", [1, 3], ids=lambda n: f"split_k{n}")
+def test_style_l1_stores_the_sign(monkeypatch, splits):
+    """l1: sum |G - A| per sample and sign(G - A) in place of D, from both epilogues (direct and split-K reduce);
+    targets 0.05 away from G on either side (no near-ties), a NaN target entry keeps a NaN sign."""
+    monkeypatch.setattr(gram, "_FORCE_SPLIT", splits)
+    x = make_input((2, 70, 5, 7), "channels_last")
+    scale = 1.0 / (70 * 35)
+    expected = _reference(x, scale)
+    side = torch.randint(0, 2, (2, 70, 70), device=DEVICE) * 2 - 1
+    target = (expected + side * (0.05 + torch.rand(2, 70, 70, device=DEVICE))).float()
+    target[1, 3, 4] = float("nan")
+    per_sample, sign = gram.style_loss_forward(x, target, None, scale, 1)
+    d = expected - target.double()
+    assert_close(sign, torch.where(d > 0, 1.0, torch.where(d < 0, -1.0, d)), torch.float32, "sign(D)")
+    assert_close(per_sample, d.abs().sum((1, 2)), torch.float32, "loss")
+    assert per_sample[1].isnan() and not per_sample[0].isnan()
 
 
 def test_split_count_covers_the_gpu(monkeypatch):
@@ -54,9 +72,9 @@ def test_results_are_deterministic(monkeypatch):
     monkeypatch.setattr(gram, "_FORCE_SPLIT", 4)
     x = make_input((2, 70, 9, 11))
     target = torch.randn(70, 70, device=DEVICE)[None]
-    first = gram.style_loss_forward(x, target, None, 1e-3)
+    first = gram.style_loss_forward(x, target, None, 1e-3, 0)
     for _ in range(2):
-        again = gram.style_loss_forward(x, target, None, 1e-3)
+        again = gram.style_loss_forward(x, target, None, 1e-3, 0)
         assert all(torch.equal(a, b) for a, b in zip(first, again))
 
 

@@ -44,12 +44,13 @@ def tv_forward(x, kind, eps, grad_scale, need_grad):
     return per_sample, tv.tv_backward(x, kind, eps, coef)
 
 
-def content_loss_forward(x, target, grad_scale, need_grad):
-    """The forward kernel's loss and, with need_grad, the backward kernel's ``grad_scale * (x - target)``."""
-    total = content.content_loss_forward(x, target)
+def content_loss_forward(x, target, grad_scale, need_grad, criterion=0):
+    """The forward kernel's loss and, with need_grad, the backward kernel's ``grad_scale * (x - target)`` (l1,
+    criterion 1: ``grad_scale * sign(x - target)``)."""
+    total = content.content_loss_forward(x, target, criterion)
     if not need_grad:
         return total, None
-    return total, content.content_loss_backward(x, target, torch.tensor(grad_scale, device=x.device))
+    return total, content.content_loss_backward(x, target, torch.tensor(grad_scale, device=x.device), criterion)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -310,5 +311,38 @@ def test_content_many_blocks_and_broadcast_target(target_layout):
 def test_content_fp16_gradient_is_scaled_before_the_cast():
     """x = +40000, t = -40000: 2 (x - t) = 1.6e5 overflows fp16, the mean-reduced gradient 1e4 does not."""
     x = torch.full((1, 1, 4, 4), 40000.0, dtype=torch.float16, device=DEVICE)
-    grad = content.content_loss_backward(x, -x, torch.tensor(2.0 / 16, device=DEVICE))
+    grad = content.content_loss_backward(x, -x, torch.tensor(2.0 / 16, device=DEVICE), 0)
     assert torch.equal(grad.float().cpu(), torch.full((1, 1, 4, 4), 1e4))
+
+
+def ref_content_l1(x: torch.Tensor, target: torch.Tensor, grad_scale: float):
+    d = x.to(torch.float64) - target.to(torch.float64)
+    return d.abs().sum(), grad_scale * torch.where(d > 0, 1.0, torch.where(d < 0, -1.0, d))
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize(
+    "case", ["flat", "expanded_target", "expanded_x_channels_last"], ids=["flat", "stride0_target", "stride0_x"]
+)
+def test_content_l1_flat_and_stride_0(case):
+    """l1 through the flat and strided kernels, with exact ties (sign 0), a NaN (sign NaN) and stride-0 operands;
+    the gradient of a stride-0 x is dense (torch.empty_like)."""
+    shape = (3, 5, 9, 13)
+    x = make(shape, "contiguous", torch.float32, seed=13)
+    target = make(shape, "contiguous", torch.float32, seed=14)
+    if case == "expanded_target":
+        target = target[:1].expand(shape)
+    elif case == "expanded_x_channels_last":
+        x = make((1, *shape[1:]), "channels_last", torch.float32, seed=15).expand(shape)
+    ties = torch.rand(shape, device=DEVICE) < 0.3
+    if case == "flat":
+        target = torch.where(ties, x, target)
+        x[1, 2, 3, 4] = float("nan")
+    total, grad = content_loss_forward(x, target, 0.5, True, criterion=1)
+    ref_total, ref_grad = ref_content_l1(x, target, 0.5)
+    assert grad.stride() == torch.empty_like(x).stride() and 0 not in grad.stride()
+    if case == "flat":
+        assert total.isnan() and grad[1, 2, 3, 4].isnan() and ((grad == 0) == (ref_grad == 0)).all()
+        return
+    close(total, ref_total, torch.float32, "sum_abs")
+    close(grad, ref_grad, torch.float32, "grad")

@@ -17,6 +17,8 @@ def perceptual_objective(x, feats, gram_targets, content_target, gamma, beta, in
         + pk.style_loss(feats, gram_targets[0], reduction="sum", weight=0.25)
         + pk.gram_matrix(y).square().mean()
         + pk.content_loss(y, content_target)
+        + pk.content_loss(y, content_target[:1], criterion="l1", weight=0.5)  # a shared (broadcast) target
+        + pk.style_loss(feats, gram_targets[1], criterion="l1", weight=0.5)
         + pk.tv_loss(x, weight=0.1)
         + pk.tv_loss(x, kind="isotropic", weight=0.1)
         + pk.instance_norm(x).abs().mean()

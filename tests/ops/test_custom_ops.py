@@ -41,9 +41,24 @@ def test_gram_and_style_backward(layout):
     assert torch.autograd.gradcheck(lambda x, t: _ops.style_loss(x, t, None, 0.1, BACKEND)[0], (x, per_sample))
 
 
-def test_content_backward():
+@pytest.mark.parametrize("criterion", ["l2", "l1"])
+def test_content_backward(criterion):
     x, target = _x(), torch.randn(2, 3, 4, 5, dtype=f64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x, t: _ops.content_loss(x, t, BACKEND), (x, target))
+    assert torch.autograd.gradcheck(lambda x, t: _ops.content_loss(x, t, BACKEND, criterion), (x, target))
+    # stride-0 (broadcast) views of a shared target and of x: autograd sums their gradients over the batch
+    x1, t1 = x[:1].detach().requires_grad_(), target[:1].detach().requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda x, t: _ops.content_loss(x.expand(2, -1, -1, -1), t.expand(2, -1, -1, -1), BACKEND, criterion),
+        (x1, t1),
+    )
+
+
+@pytest.mark.parametrize("rows,index", [(1, None), (4, [3, 1])], ids=["single", "indexed"])
+def test_style_l1_backward(rows, index):
+    """sign(G - A) in place of D, coef w / s instead of 2 w / s; |D| is smooth away from D = 0 (random data)."""
+    x, target = _x(), torch.randn(rows, 3, 3, dtype=f64, requires_grad=True)
+    index = torch.tensor(index) if index is not None else None
+    assert torch.autograd.gradcheck(lambda x, t: _ops.style_loss(x, t, index, 0.1, BACKEND, "l1")[0], (x, target))
 
 
 @pytest.mark.parametrize("kind", ["squared", "isotropic"])

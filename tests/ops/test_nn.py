@@ -57,6 +57,21 @@ def test_style_and_content_match_fast_neural_style(backend):
     assert_close(pk.nn.ContentLoss(features_x)(features_y), F.mse_loss(features_y, features_x), torch.float32)
 
 
+def test_l1_criterion_modules_match_f_l1_loss(backend):
+    """criterion="l1": ContentLoss is F.l1_loss (a shared (1, C, H, W) target broadcast over the batch, without
+    F.l1_loss's warning), StyleLoss is F.l1_loss of the Grams; gradients agree too."""
+    y = torch.randn(3, 8, 6, 5, device=DEVICE, requires_grad=True)
+    style, content = torch.randn(1, 8, 6, 5, device=DEVICE), torch.randn(1, 8, 6, 5, device=DEVICE)
+    ours = pk.nn.StyleLoss(style, criterion="l1")(y) + pk.nn.ContentLoss(content, criterion="l1", weight=0.5)(y)
+    gm_s = fast_neural_style_gram_matrix(style).expand(3, -1, -1)
+    expected = F.l1_loss(fast_neural_style_gram_matrix(y), gm_s) + 0.5 * F.l1_loss(y, content.expand_as(y))
+    assert_close(ours, expected, torch.float32)
+    (grad,) = torch.autograd.grad(ours, y)
+    (expected_grad,) = torch.autograd.grad(expected, y)
+    assert_close(grad, expected_grad, torch.float32)
+    assert pk.nn.StyleLoss(style, criterion="l1").criterion == "l1"
+
+
 def test_multi_style_loss_with_style_index(backend):
     styles = torch.randn(4, 5, 6, 6, device=DEVICE)
     module = pk.nn.StyleLoss(styles, weight=2.0)

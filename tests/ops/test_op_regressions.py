@@ -33,7 +33,8 @@ def _acc(dtype: torch.dtype) -> torch.dtype:
 
 def _custom_op_calls(x: torch.Tensor, backend: str) -> dict[str, tuple]:
     """Every custom op with arguments for input x (B, 3, H, W) of any dtype and layout; the forward ops get an x
-    that requires grad (so their autograd formula is checked too)."""
+    that requires grad (so their autograd formula is checked too). Criterion "l1" where an op has one (l2 is the
+    default of the others' calls), and the content ops get stride-0 (broadcast) targets and x."""
     B, C = x.shape[:2]
     acc, dt = _acc(x.dtype), x.dtype
     xg = x.detach().requires_grad_()
@@ -43,15 +44,15 @@ def _custom_op_calls(x: torch.Tensor, backend: str) -> dict[str, tuple]:
     return {
         "gram": (_ops.gram, (xg, 0.1, dt, backend)),
         "gram_backward": (_ops.gram_backward, (torch.randn(B, C, C, dtype=dt), x, 0.1, backend)),
-        "style_loss": (_ops.style_loss, (xg, torch.randn(4, C, C, dtype=dt), index, 0.1, backend)),
+        "style_loss": (_ops.style_loss, (xg, torch.randn(4, C, C, dtype=dt), index, 0.1, backend, "l1")),
         "style_loss_backward": (
             _ops.style_loss_backward,
             (torch.rand(B, dtype=acc), torch.randn(B, C, C, dtype=acc), x, backend),
         ),
-        "content_loss": (_ops.content_loss, (xg, torch.randn_like(x), backend)),
+        "content_loss": (_ops.content_loss, (xg, torch.randn_like(x[:1]).expand_as(x), backend)),
         "content_loss_backward": (
             _ops.content_loss_backward,
-            (x, torch.randn_like(x), torch.tensor(0.3, dtype=acc), backend),
+            (x[:1].expand_as(x), torch.randn_like(x), torch.tensor(0.3, dtype=acc), backend, "l1"),
         ),
         "tv_loss": (_ops.tv_loss, (xg, "isotropic", 1e-3, backend)),
         "tv_loss_backward": (_ops.tv_loss_backward, (x, "squared", 1e-3, torch.rand(B, dtype=acc), backend)),
@@ -115,7 +116,9 @@ def test_fake_kernels_match_the_real_kernels(cpu_backend, dtype, layout, op_name
 def _all_losses(x, target, content_target, gamma, beta, index):
     return (
         pk.style_loss(x, target, style_index=index)
+        + pk.style_loss(x, target[:1], criterion="l1")
         + pk.content_loss(x, content_target)
+        + pk.content_loss(x, content_target[:1], criterion="l1")
         + pk.tv_loss(x, kind="isotropic")
         + pk.gram_matrix(x).float().square().mean()
         + pk.conditional_instance_norm(x, gamma, beta, style_index=index).float().square().mean()
@@ -407,6 +410,8 @@ def test_meta_tensors_propagate_shapes_and_dtypes():
         (lambda: pk.nn.StyleLoss(target_gram=torch.rand(3, 4)), ValueError, r"target_gram must be \(C, C\)"),
         (lambda: pk.nn.StyleLoss(torch.rand(1, 3, 4, 4), weight=float("nan")), ValueError, "weight must be a finite"),
         (lambda: pk.nn.StyleLoss(torch.rand(1, 3, 4, 4), reduction="avg"), ValueError, "reduction must be one of"),
+        (lambda: pk.nn.StyleLoss(torch.rand(1, 3, 4, 4), criterion="mse"), ValueError, "criterion must be one of"),
+        (lambda: pk.nn.ContentLoss(torch.rand(1, 3, 4, 4), criterion=1), ValueError, "criterion must be one of"),
         (lambda: pk.nn.ContentLoss(None), TypeError, "target must be a torch.Tensor"),
         (lambda: pk.nn.ContentLoss(torch.rand(1, 3, 4, 4), weight="1"), TypeError, "weight must be a real number"),
         (lambda: pk.nn.TotalVariation(kind="tv"), ValueError, "kind must be one of"),
@@ -423,6 +428,8 @@ def test_meta_tensors_propagate_shapes_and_dtypes():
         "style-gram-shape",
         "style-weight",
         "style-reduction",
+        "style-criterion",
+        "content-criterion",
         "content-target",
         "content-weight",
         "tv-kind",

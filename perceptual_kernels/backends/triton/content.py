@@ -1,7 +1,8 @@
-"""Fused feature (content) MSE and gradient (Triton).
+"""Fused feature (content) loss and gradient (Triton), criterion l2 or l1.
 
-Forward ``sum_sq = sum (x - target)^2`` (fp32), backward ``grad = coef * (x - target)`` (scaled in fp32, cast
-once at the store; ``coef`` is the upstream gradient times the loss's scale, read from device memory), each in
+Forward ``sum (x - target)^2`` (l2) or ``sum |x - target|`` (l1) (fp32), backward ``grad = coef * (x - target)``
+(l2) or ``coef * sign(x - target)`` (l1; ``sign(0) = 0``, ``sign(NaN) = NaN``), scaled in fp32, cast
+once at the store (``coef`` is the upstream gradient times the loss's scale, read from device memory), each in
 one pass: a program reads its block of ``x`` and ``target`` once, writes its block of ``grad`` (backward) and
 stores one fp32 partial sum; ``torch.sum`` of the partials gives the loss deterministically (no float atomics).
 
@@ -11,7 +12,8 @@ Two addressings:
   contiguous, both channels_last, ...), so element k of memory has the same offset in all three and the
   kernel walks ``[0, numel)`` directly;
 * strided: the logical linear index over (B, C, H, W) is split into (b, c, h, w) and each tensor is
-  addressed with its own strides.
+  addressed with its own strides (stride 0 included: a broadcast target or x is read in place, never expanded;
+  the gradient is ``torch.empty_like(x)``, dense).
 """
 
 from __future__ import annotations
@@ -20,22 +22,35 @@ import torch
 import triton
 import triton.language as tl
 
+from ..interface import CRITERIA
 from ._common import TRITON_DTYPES, interpreting
 
 
 @triton.jit
+def _loss_and_grad_term(d, L1: tl.constexpr):
+    """(the loss term of d, what the gradient scales): (d^2, d) for l2, (|d|, sign(d)) for l1 with NaN kept."""
+    if L1:
+        term = tl.abs(d)
+        g = tl.where(d > 0, 1.0, tl.where(d < 0, -1.0, d))
+    else:
+        term = d * d
+        g = d
+    return term, g
+
+
+@triton.jit
 def _content_flat_kernel(
-    x_ptr, t_ptr, grad_ptr, partials_ptr, N, coef_ptr, NEED_GRAD: tl.constexpr, BLOCK: tl.constexpr
+    x_ptr, t_ptr, grad_ptr, partials_ptr, N, coef_ptr, NEED_GRAD: tl.constexpr, L1: tl.constexpr, BLOCK: tl.constexpr
 ):
     pid = tl.program_id(0).to(tl.int64)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     mask = offs < N
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     t = tl.load(t_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    d = x - t
-    tl.store(partials_ptr + pid, tl.sum(tl.where(mask, d * d, 0.0), axis=0))
+    term, g = _loss_and_grad_term(x - t, L1)
+    tl.store(partials_ptr + pid, tl.sum(tl.where(mask, term, 0.0), axis=0))
     if NEED_GRAD:
-        tl.store(grad_ptr + offs, (d * tl.load(coef_ptr)).to(grad_ptr.dtype.element_ty), mask=mask)
+        tl.store(grad_ptr + offs, (g * tl.load(coef_ptr)).to(grad_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -62,6 +77,7 @@ def _content_strided_kernel(
     sgh,
     sgw,
     NEED_GRAD: tl.constexpr,
+    L1: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0).to(tl.int64)
@@ -75,11 +91,11 @@ def _content_strided_kernel(
     b = rest // C
     x = tl.load(x_ptr + b * sxb + c * sxc + h * sxh + w * sxw, mask=mask, other=0.0).to(tl.float32)
     t = tl.load(t_ptr + b * stb + c * stc + h * sth + w * stw, mask=mask, other=0.0).to(tl.float32)
-    d = x - t
-    tl.store(partials_ptr + pid, tl.sum(tl.where(mask, d * d, 0.0), axis=0))
+    term, g = _loss_and_grad_term(x - t, L1)
+    tl.store(partials_ptr + pid, tl.sum(tl.where(mask, term, 0.0), axis=0))
     if NEED_GRAD:
         gp = grad_ptr + b * sgb + c * sgc + h * sgh + w * sgw
-        tl.store(gp, (d * tl.load(coef_ptr)).to(grad_ptr.dtype.element_ty), mask=mask)
+        tl.store(gp, (g * tl.load(coef_ptr)).to(grad_ptr.dtype.element_ty), mask=mask)
 
 
 def _dense(t: torch.Tensor) -> bool:
@@ -104,16 +120,19 @@ def _launch_config() -> tuple[int, int]:
     return 4096, 8
 
 
-def _content_pass(x: torch.Tensor, target: torch.Tensor, coef: torch.Tensor | None) -> torch.Tensor:
-    """Forward (no ``coef``): ``sum (x - target)^2`` 0-d fp32; backward (``coef`` one fp32 element):
-    ``coef * (x - target)`` in x's dtype (``torch.empty_like(x)``). 4-D tensors of one shape, any
-    strides; target may have another floating dtype than x."""
+def _content_pass(x: torch.Tensor, target: torch.Tensor, coef: torch.Tensor | None, criterion: int) -> torch.Tensor:
+    """Forward (no ``coef``): ``sum (x - target)^2`` (l2) or ``sum |x - target|`` (l1) 0-d fp32; backward (``coef``
+    one fp32 element): ``coef * (x - target)`` or ``coef * sign(x - target)`` in x's dtype (``torch.empty_like(x)``).
+    4-D tensors of one shape, any strides (stride 0 included); target may have another floating dtype than x."""
     if x.dim() != 4 or target.shape != x.shape:
         raise ValueError(
             f"content_loss: expected two 4-D tensors of the same shape, got {tuple(x.shape)} and {tuple(target.shape)}"
         )
     if x.dtype not in TRITON_DTYPES or target.dtype not in TRITON_DTYPES:
         raise TypeError(f"content_loss: unsupported dtypes {x.dtype}, {target.dtype}")
+    if criterion not in range(len(CRITERIA)):
+        raise ValueError(f"content_loss: criterion must be one of 0..{len(CRITERIA) - 1} ({CRITERIA}), got {criterion}")
+    l1 = CRITERIA[criterion] == "l1"
     need_grad = coef is not None
     if coef is not None and (coef.numel() != 1 or coef.dtype != torch.float32 or coef.device != x.device):
         raise ValueError(
@@ -137,6 +156,7 @@ def _content_pass(x: torch.Tensor, target: torch.Tensor, coef: torch.Tensor | No
             N,
             coef_arg,
             NEED_GRAD=need_grad,
+            L1=l1,
             BLOCK=BLOCK,
             num_warps=num_warps,
         )
@@ -156,17 +176,19 @@ def _content_pass(x: torch.Tensor, target: torch.Tensor, coef: torch.Tensor | No
             *target.stride(),
             *g.stride(),
             NEED_GRAD=need_grad,
+            L1=l1,
             BLOCK=BLOCK,
             num_warps=num_warps,
         )
     return g if need_grad else partials.sum()  # the backward does not use the loss
 
 
-def content_loss_forward(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``sum (x - target)^2`` as a 0-d fp32 tensor."""
-    return _content_pass(x, target, None)
+def content_loss_forward(x: torch.Tensor, target: torch.Tensor, criterion: int) -> torch.Tensor:
+    """``sum (x - target)^2`` (criterion 0, l2) or ``sum |x - target|`` (1, l1) as a 0-d fp32 tensor."""
+    return _content_pass(x, target, None, criterion)
 
 
-def content_loss_backward(x: torch.Tensor, target: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
-    """``coef * (x - target)`` in x's dtype; ``coef``: one fp32 element (upstream gradient times the loss scale)."""
-    return _content_pass(x, target, coef)
+def content_loss_backward(x: torch.Tensor, target: torch.Tensor, coef: torch.Tensor, criterion: int) -> torch.Tensor:
+    """``coef * (x - target)`` (l2) or ``coef * sign(x - target)`` (l1) in x's dtype; ``coef``: one fp32 element
+    (upstream gradient times the loss scale)."""
+    return _content_pass(x, target, coef, criterion)

@@ -2,7 +2,8 @@
 
 Forward, per sample b with F_b = x[b] as a C x M matrix (M = H*W) and s the normalisation divisor:
     G_b = F_b F_b^T / s                                    (gram)
-    D_b = G_b - A_b,  loss_b = sum_ij D_b[i, j]^2          (style loss)
+    D_b = G_b - A_b,  loss_b = sum_ij D_b[i, j]^2          (style loss, l2)
+                      loss_b = sum_ij |D_b[i, j]|, and sign(D_b) (sign(NaN) = NaN) stored in place of D_b (l1)
 Only tiles on and above the diagonal of G are computed; each is written twice (mirrored). The reduction over M
 is split across programs when B * tiles is too small to fill the GPU (split-K, relu1_1: C = 64, M = 262144):
 the partial tiles go to an fp32 workspace that a second kernel sums before the epilogue. All accumulation is
@@ -10,7 +11,8 @@ fp32 and ``1/s`` is applied before any down-cast.
 
 Backward, one product per sample (autograd of ``bmm(F, F^T)`` would do two):
     dF_b = coef_b * (D_b + D_b^T) F_b
-with ``D = dG`` and ``coef = 1/s`` for the Gram, and ``coef_b = 2 w r dL_b / s`` for the style loss.
+with ``D = dG`` and ``coef = 1/s`` for the Gram, and ``coef_b = 2 w r dL_b / s`` for the style loss (l1:
+``D = sign(G - A)``, ``coef_b = w r dL_b / s``).
 """
 
 from __future__ import annotations
@@ -19,11 +21,24 @@ import torch
 import triton
 import triton.language as tl
 
+from ..interface import CRITERIA
 from ._common import dot_precision, hw_layout, interpreting, num_sms, plane_offset
 
 _FORCE_SPLIT: int | None = None  # tests set this to exercise split-K on small shapes
 
 _GRAM, _STYLE = 0, 1
+
+
+@triton.jit
+def _style_term(d, L1: tl.constexpr):
+    """(loss term, stored value) of a difference: (d^2, d), or for L1 (|d|, sign(d)) with sign(NaN) = NaN."""
+    if L1:
+        term = tl.abs(d)
+        stored = tl.where(d > 0, 1.0, tl.where(d < 0, -1.0, d))
+    else:
+        term = d * d
+        stored = d
+    return term, stored
 
 
 @triton.jit
@@ -46,8 +61,9 @@ def _gram_epilogue(
     s_tc,
     MODE: tl.constexpr,
     HAS_INDEX: tl.constexpr,
+    L1: tl.constexpr,
 ):
-    """Write one (rows x cols) tile of G (gram) or of D = G - A plus its share of the loss (style).
+    """Write one (rows x cols) tile of G (gram) or of D = G - A (sign(D) for L1) plus its share of the loss (style).
 
     ``acc`` is already scaled by 1/s. Off-diagonal tiles are also written mirrored. ``out`` is a contiguous
     (B, C, C) tensor.
@@ -67,14 +83,16 @@ def _gram_epilogue(
             t_base = target_ptr + b * s_tb
         a = tl.load(t_base + rows[:, None] * s_tr + cols[None, :] * s_tc, mask=mask, other=0.0)
         d = tl.where(mask, acc - a.to(tl.float32), 0.0)
-        tl.store(upper_ptrs, d, mask=mask)
-        partial = tl.sum(tl.sum(d * d, axis=1), axis=0)
+        term, stored = _style_term(d, L1)
+        tl.store(upper_ptrs, stored, mask=mask)
+        partial = tl.sum(tl.sum(term, axis=1), axis=0)
         if ti != tj:
             # mirrored tile: D[j, i] = G[i, j] - A[j, i] (A need not be symmetric)
             a_t = tl.load(t_base + cols[None, :] * s_tr + rows[:, None] * s_tc, mask=mask, other=0.0)
             d_t = tl.where(mask, acc - a_t.to(tl.float32), 0.0)
-            tl.store(mirror_ptrs, d_t, mask=mask)
-            partial += tl.sum(tl.sum(d_t * d_t, axis=1), axis=0)
+            term_t, stored_t = _style_term(d_t, L1)
+            tl.store(mirror_ptrs, stored_t, mask=mask)
+            partial += tl.sum(tl.sum(term_t, axis=1), axis=0)
         tl.store(loss_ptr + b * n_tiles + tile_id, partial)
 
 
@@ -101,6 +119,7 @@ def _gram_fwd_kernel(
     scale,
     MODE: tl.constexpr,
     HAS_INDEX: tl.constexpr,
+    L1: tl.constexpr,
     SPLIT: tl.constexpr,
     SPLIT_HW: tl.constexpr,
     PRECISION: tl.constexpr,
@@ -160,6 +179,7 @@ def _gram_fwd_kernel(
                 s_tc,
                 MODE,
                 HAS_INDEX,
+                L1,
             )
         else:
             n_batch = tl.num_programs(2)
@@ -184,6 +204,7 @@ def _gram_reduce_kernel(
     s_tc,
     MODE: tl.constexpr,
     HAS_INDEX: tl.constexpr,
+    L1: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):
     """Grid (tiles * tiles, B): sum the split-K partial tiles in a fixed order, then run the epilogue."""
@@ -223,6 +244,7 @@ def _gram_reduce_kernel(
             s_tc,
             MODE,
             HAS_INDEX,
+            L1,
         )
 
 
@@ -326,6 +348,7 @@ def _gram_launch(
     target: torch.Tensor | None = None,
     style_index: torch.Tensor | None = None,
     loss_parts: torch.Tensor | None = None,
+    l1: bool = False,
 ) -> None:
     B, C, H, W = x.shape
     M = H * W
@@ -362,6 +385,7 @@ def _gram_launch(
         scale,
         MODE=mode,
         HAS_INDEX=style_index is not None,
+        L1=l1,
         SPLIT=splits,
         SPLIT_HW=split_hw,
         PRECISION=dot_precision(x.dtype),
@@ -384,6 +408,7 @@ def _gram_launch(
             *target_args[1:],
             MODE=mode,
             HAS_INDEX=style_index is not None,
+            L1=l1,
             BLOCK_C=block_c,
             num_warps=warps,
         )
@@ -398,17 +423,20 @@ def gram_forward(x: torch.Tensor, scale: float, out_dtype: torch.dtype) -> torch
 
 
 def style_loss_forward(
-    x: torch.Tensor, target: torch.Tensor, style_index: torch.Tensor | None, scale: float
+    x: torch.Tensor, target: torch.Tensor, style_index: torch.Tensor | None, scale: float, criterion: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample ``sum_ij (G_b - A_b)^2`` (B,) fp32 and ``D = G - A`` (B, C, C) fp32 in one pass over x.
+    """Per-sample ``sum_ij (G_b - A_b)^2`` (B,) fp32 and ``D = G - A`` (B, C, C) fp32 in one pass over x
+    (criterion 0, l2), or ``sum_ij |G_b - A_b|`` and ``sign(G - A)`` (criterion 1, l1; ``sign(NaN) = NaN``).
 
     ``target`` is (1, C, C) (broadcast), (B, C, C), or (S, C, C) with ``style_index`` (B,) int64.
     """
+    if criterion not in range(len(CRITERIA)):
+        raise ValueError(f"style_loss: criterion must be one of 0..{len(CRITERIA) - 1} ({CRITERIA}), got {criterion}")
     B, C = x.shape[:2]
     diff = torch.empty((B, C, C), device=x.device, dtype=torch.float32)
     n_row = triton.cdiv(C, _gram_blocks(C, x.dtype)[0])
     loss_parts = torch.empty((B, n_row * n_row), device=x.device, dtype=torch.float32)
-    _gram_launch(x, scale, diff, _STYLE, target, style_index, loss_parts)
+    _gram_launch(x, scale, diff, _STYLE, target, style_index, loss_parts, CRITERIA[criterion] == "l1")
     return loss_parts.sum(dim=1), diff
 
 
@@ -459,5 +487,6 @@ def gram_backward(grad_gram: torch.Tensor, x: torch.Tensor, scale: float) -> tor
 
 
 def style_loss_backward(coef: torch.Tensor, diff: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``dF_b = coef_b * (D_b + D_b^T) F_b`` with ``coef_b = 2 w r dL_b / s`` (B,) fp32."""
+    """``dF_b = coef_b * (D_b + D_b^T) F_b`` with ``coef_b = 2 w r dL_b / s`` (B,) fp32 (l1: ``D = sign(G - A)``,
+    ``coef_b = w r dL_b / s``)."""
     return _sym_dot(diff, x, 1.0, coef)
