@@ -21,6 +21,7 @@ SHAPE = (2, 3, 32, 24)  # batch > 1, H != W, conv5_4 / relu5_1 see 2 x 1
 ESRGAN = {"conv5_4": 1.0}
 BASICSR_STYLE = {"relu1_1": 0.1, "relu2_1": 0.1, "relu3_1": 1.0, "relu4_1": 1.0, "relu5_1": 1.0}
 JOHNSON = {"relu2_2": 1.0}
+SHALLOW = {"relu2_2": 1.0, "relu3_1": 0.5}  # cheap cases that need two layers
 RTOL = 1e-5
 
 
@@ -150,7 +151,7 @@ def test_fro_at_equal_inputs_has_zero_gradient_and_nan_propagates():
 
 
 def test_batched_target_pass_equals_two_passes():
-    layers = {"relu2_2": 1.0, "relu3_1": 0.5}
+    layers = SHALLOW
     two = make_loss(layers, criterion="l1", style_weight=1.0)
     one = make_loss(layers, criterion="l1", style_weight=1.0, batched_target=True)
     x, target = images()
@@ -207,8 +208,8 @@ def test_autocast_bf16_vgg_fp32_loss():
 def test_vgg_layout_option(channels_last, input_layout):
     """``channels_last=True`` runs the VGG in NHWC whatever the inputs' layout, False in the inputs' own layout;
     either equals the plain formula run in that layout."""
-    loss = make_loss(BASICSR_STYLE, criterion="l2", style_weight=1.0, channels_last=channels_last)
-    plain = plain_copy_of(loss, BASICSR_STYLE, criterion="l2", style_weight=1.0)
+    loss = make_loss(SHALLOW, criterion="l2", style_weight=1.0, channels_last=channels_last)
+    plain = plain_copy_of(loss, SHALLOW, criterion="l2", style_weight=1.0)
     seen = []
     loss.vgg.features[0].register_forward_pre_hook(lambda m, args: seen.append(args[0]))
     x, target = images()
