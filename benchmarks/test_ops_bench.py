@@ -57,6 +57,14 @@ def eager_content(x, target):
     return F.mse_loss(x, target)
 
 
+def eager_style_l1(x, target):
+    return F.l1_loss(eager_gram(x), target.expand(x.shape[0], -1, -1))
+
+
+def eager_content_l1(x, target):
+    return F.l1_loss(x, target.expand_as(x))  # a shared (1, C, H, W) target expanded as users write it
+
+
 def eager_tv(x):
     return (((x[:, :, 1:] - x[:, :, :-1]) ** 2).sum() + ((x[:, :, :, 1:] - x[:, :, :, :-1]) ** 2).sum()) / x.numel()
 
@@ -70,6 +78,8 @@ OURS = {
     "gram": lambda x: pk.gram_matrix(x),
     "style_loss": lambda x, t: pk.style_loss(x, t),
     "content_loss": lambda x, t: pk.content_loss(x, t),
+    "style_loss_l1": lambda x, t: pk.style_loss(x, t, criterion="l1"),
+    "content_loss_l1": lambda x, t: pk.content_loss(x, t, criterion="l1"),
     "tv_loss": lambda x: pk.tv_loss(x),
     "conditional_instance_norm": lambda x, g, b, i: pk.conditional_instance_norm(
         x, g, b, style_index=i, activation="relu"
@@ -79,6 +89,8 @@ EAGER = {
     "gram": eager_gram,
     "style_loss": eager_style,
     "content_loss": eager_content,
+    "style_loss_l1": eager_style_l1,
+    "content_loss_l1": eager_content_l1,
     "tv_loss": eager_tv,
     "conditional_instance_norm": eager_cin,
 }
@@ -101,11 +113,20 @@ def _cases():
         yield "tv_loss", f"image-b{B}", 256, B, 3, 256, 256
     for case, B, C, H in TRANSFORM:
         yield "conditional_instance_norm", case, 256, B, C, H, H
+    # criterion="l1" (SR / GAN perceptual losses): ESRGAN-style conv5_4 features, a style layer, Johnson shapes, and
+    # one shared (1, C, H, W) target for a batch of 4 (broadcast, read through stride-0 views)
+    for size in SIZES:
+        yield "content_loss_l1", "conv5_4", size, 1, 512, size // 16, size // 16
+        yield "style_loss_l1", "relu3_1", size, 1, 256, size // 4, size // 4
+    yield "content_loss_l1", "relu2_2-b4", 256, 4, 128, 128, 128
+    yield "content_loss_l1", "relu2_2-b4-shared", 256, 4, 128, 128, 128
+    yield "style_loss_l1", "relu2_2-b4", 256, 4, 128, 128, 128
 
 
 def _floor(op: str, passes: str, B: int, C: int, M: int, elem: int) -> tuple[float, float]:
     """(useful FLOPs, fewest bytes): Gram work counted symmetric (C^2 M), its backward one (D + D^T) F product."""
     n = B * C * M
+    op = op.removesuffix("_l1")
     if op in ("gram", "style_loss"):
         flops = B * C * C * M * (1 if passes == "fwd" else 3)
         reads = n * elem * (1 if passes == "fwd" else 2)
@@ -122,13 +143,15 @@ def _floor(op: str, passes: str, B: int, C: int, M: int, elem: int) -> tuple[flo
     return 0.0, per_element * n * elem
 
 
-def _inputs(op, B, C, H, W, dtype, requires_grad):
+def _inputs(op, B, C, H, W, dtype, requires_grad, case=""):
     g = torch.Generator(device=DEVICE).manual_seed(0)
     x = torch.randn(B, C, H, W, device=DEVICE, generator=g).to(dtype).requires_grad_(requires_grad)
+    op = op.removesuffix("_l1")
     if op == "style_loss":
         return (x, torch.rand(1, C, C, device=DEVICE, generator=g) * 1e-3)
     if op == "content_loss":
-        return (x, torch.randn(B, C, H, W, device=DEVICE, generator=g).to(dtype))
+        rows = 1 if case.endswith("-shared") else B
+        return (x, torch.randn(rows, C, H, W, device=DEVICE, generator=g).to(dtype))
     if op == "conditional_instance_norm":
         gamma = torch.randn(32, C, device=DEVICE, generator=g).requires_grad_(requires_grad)
         beta = torch.randn(32, C, device=DEVICE, generator=g).requires_grad_(requires_grad)
@@ -183,7 +206,7 @@ def test_op(benchmark, op, case, size, B, C, H, W, dname, passes, backend):
             pytest.skip(reason)
     if backend == "compile" and not ON_GPU and size > 256:
         pytest.skip("torch.compile baselines on CPU only at 256")
-    inputs = _inputs(op, B, C, H, W, dtype, passes == "fwdbwd")
+    inputs = _inputs(op, B, C, H, W, dtype, passes == "fwdbwd", case)
     if backend == "eager":
         fn = EAGER[op]
     elif backend == "compile":

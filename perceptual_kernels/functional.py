@@ -130,7 +130,8 @@ def content_loss(
     The backward kernel writes ``c (x - target)`` (or ``c sign(x - target)``) in one pass, with ``c`` (the
     upstream gradient times ``2 w`` or ``2 w / N``; ``w`` or ``w / N`` for "l1") applied in fp32 before the one
     cast to x's dtype. ``reduction="none"`` is elementwise and runs as plain torch ops on every backend. Ranks other
-    than 4 are viewed as 4-D.
+    than 4 are viewed as 4-D; the one exception is a rank-5 or rank-6 pair whose dimensions do not merge into 4
+    (e.g. x (2, 3, 2, 5, 4, 6) with target (2, 1, 2, 1, 4, 1)), which is reshaped to 4-D, copying.
     """
     x = check.floating_tensor("x", x, (1, 2, 3, 4, 5, 6))
     target = check.floating_tensor("target", target, (1, 2, 3, 4, 5, 6))

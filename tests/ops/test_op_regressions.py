@@ -285,10 +285,11 @@ def _run_ops(x: torch.Tensor, gamma: torch.Tensor, probe: torch.Tensor) -> list[
     x = x.detach().requires_grad_()
     outs = [
         pk.content_loss(x, x.detach().flip(-1)),
+        pk.content_loss(x, x.detach()[:1].flip(-1), criterion="l1"),  # a shared target: the stride-0 walk
         pk.tv_loss(x, kind="isotropic", reduction="none"),
         pk.instance_norm(x, gamma, gamma, activation="relu"),
     ]
-    grad_outputs = [torch.ones(()), torch.ones(x.shape[0]), probe]
+    grad_outputs = [torch.ones(()), torch.ones(()), torch.ones(x.shape[0]), probe]
     return outs + list(torch.autograd.grad(outs, x, grad_outputs))
 
 
