@@ -170,8 +170,11 @@ def test_vgg_frozen_eval_and_out_of_parameters_and_state_dict():
     assert "10.weight" in buffers and len(buffers) == 2 * 5 and all(not b.requires_grad for b in buffers.values())
     loss.train()
     assert loss.training and not loss.vgg.training and not any(m.training for m in loss.vgg.modules())
+    graph = []  # whether each VGG pass records autograd history: x's does, the target's (no_grad) does not
+    loss.vgg.features[-1].register_forward_hook(lambda m, args, out: graph.append(out.requires_grad))
     x, target = images()
-    loss(x, target).backward()
+    loss(x, target.requires_grad_(True)).backward()
+    assert graph == [True, False] and target.grad is None
     assert x.grad is not None and all(b.grad is None for b in buffers.values())
     loss.load_state_dict({})  # nothing to load (strict)
     assert "normalize_input" not in repr(loss.vgg)
