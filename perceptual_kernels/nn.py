@@ -4,9 +4,15 @@
 PyTorch style-transfer examples with identical numbers; ``passthrough=True`` gives the layer form of the
 PyTorch tutorial (``forward`` stores ``self.loss`` and returns its input unchanged). Every option is checked when
 the module is built, with the message the op would give.
+
+``PerceptualLoss`` / ``BasicSRPerceptualLoss`` (the SR / GAN VGG perceptual loss) live in
+:mod:`perceptual_kernels.api.perceptual_loss` and are also reachable here; they are imported on first access, so
+importing ``perceptual_kernels`` does not import the API.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
@@ -184,3 +190,18 @@ class ConditionalInstanceNorm2d(nn.Module):
     def extra_repr(self) -> str:
         S, C = self.gamma.shape
         return f"num_styles={S}, num_features={C}, eps={self.eps}, activation={self.activation}"
+
+
+# ----------------------------------------------------------------------------- the API's VGG perceptual loss
+_API_MODULES = {"PerceptualLoss": "perceptual_loss", "BasicSRPerceptualLoss": "perceptual_loss"}
+
+
+def __getattr__(name: str) -> Any:
+    """``perceptual_kernels.nn.PerceptualLoss`` (and ``BasicSRPerceptualLoss``): imported from the API on first
+    access, so that importing the core package does not import the API (VGG weights code, images, ...)."""
+    if name in _API_MODULES:
+        import importlib
+
+        module = importlib.import_module(f"perceptual_kernels.api.{_API_MODULES[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,9 +12,12 @@ from .images import load_image, save_image
 from .johnson import stylize_feedforward, train_style, train_super_resolution
 from .johnson_nets import load_model, save_model
 from .metrics import evaluate_sr, imresize, psnr, psnr_y, ssim, ssim_y
+from .perceptual_loss import BasicSRPerceptualLoss, PerceptualLoss
 from .vgg import VGGFeatures
 
 __all__ = [
+    "BasicSRPerceptualLoss",
+    "PerceptualLoss",
     "VGGFeatures",
     "add_noise",
     "denoise",

@@ -14,7 +14,7 @@ Weights (the ``weights`` argument):
 * ``"random"``: seeded Kaiming-normal weights, for runs without any download (untrained features).
 
 The preprocessing that goes with the weights happens inside :meth:`VGGFeatures.forward`, which takes RGB images
-in [0, 1].
+in [0, 1] (``normalize_input=False`` skips it: the images go to ``conv1_1`` as they are).
 """
 
 from __future__ import annotations
@@ -242,6 +242,9 @@ class VGGFeatures(nn.Module):
             ``CAFFE_MAGNITUDE_THRESHOLD``).
         seed: seed of the "random" weights.
         progress: show a progress bar when downloading.
+        normalize_input: apply the weights' preprocessing (ImageNet mean / std, or Caffe's BGR, 0-255 and mean
+            subtraction) in ``forward``; False feeds the images to ``conv1_1`` unchanged (cast to the weights'
+            dtype), as BasicSR's ``use_input_norm=False``.
 
     ``forward(x)`` takes RGB images in [0, 1], (B, 3, H, W) with H, W >= ``min_size``, and returns
     ``{name: tensor}`` in the order of ``layers``. The parameters are frozen and the module stays in eval mode
@@ -259,8 +262,11 @@ class VGGFeatures(nn.Module):
         weights_format: str | None = None,
         seed: int = 0,
         progress: bool = True,
+        normalize_input: bool = True,
     ) -> None:
         super().__init__()
+        if not isinstance(normalize_input, bool):
+            raise TypeError(f"normalize_input must be True or False, not {type(normalize_input).__name__}")
         all_names = layer_names(arch)  # ValueError for an unknown arch
         seed = _checks.seed(seed)
         if pooling not in _POOLINGS:
@@ -323,6 +329,7 @@ class VGGFeatures(nn.Module):
         self.register_buffer("input_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("input_scale", torch.tensor(scale).view(1, 3, 1, 1), persistent=False)
         self._weights_format, self._weights_description = fmt, description
+        self._normalize_input = normalize_input
 
         self.requires_grad_(False)
         super().train(False)
@@ -437,6 +444,11 @@ class VGGFeatures(nn.Module):
         return self._weights_description
 
     @property
+    def normalize_input(self) -> bool:
+        """Whether ``forward`` applies the weights' preprocessing (False: images go to ``conv1_1`` as they are)."""
+        return self._normalize_input
+
+    @property
     def feature_names(self) -> tuple[str, ...]:
         """Names of the built modules: ``feature_names[N]`` names ``features[N]``."""
         return self._feature_names
@@ -453,7 +465,7 @@ class VGGFeatures(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"arch={self._arch!r}, layers={list(self._layers)}, pooling={self._pooling!r}, "
-            f"weights_format={self._weights_format!r}"
+            f"weights_format={self._weights_format!r}" + ("" if self._normalize_input else ", normalize_input=False")
         )
 
     def train(self, mode: bool = True) -> VGGFeatures:
@@ -480,9 +492,12 @@ class VGGFeatures(nn.Module):
             )
 
     def _preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        """[0, 1] RGB -> the network's input; keeps channels_last."""
+        """[0, 1] RGB -> the network's input (only the dtype cast when ``normalize_input`` is False); keeps
+        channels_last."""
         channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         x = x.to(dtype=self.features[0].weight.dtype)  # features[0] is conv1_1
+        if not self._normalize_input:
+            return x
         if self._weights_format == "caffe":
             x = x.flip(1)  # RGB -> BGR; (x - mean / 255) * 255 == 255 x - mean
         x = (x - self.input_mean) / self.input_scale

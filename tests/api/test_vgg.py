@@ -271,6 +271,35 @@ def test_channels_last(tmp_path, fmt):
         torch.testing.assert_close(out_cl[name], out[name], rtol=1e-5, atol=1e-5 * out[name].abs().max().item())
 
 
+def test_pre_activation_conv_outputs_by_name(tmp_path):
+    """``conv5_4`` is the conv output before its ReLU (SRGAN's VGG54 / ESRGAN); the stack ends at it."""
+    sd = fake_state_dict("vgg19", upto="conv5_4")
+    model = VGGFeatures(["conv5_4", "relu2_2", "conv2_2"], weights=save(sd, tmp_path / "w.pth"))
+    assert isinstance(model.features[-1], nn.Conv2d) and model.feature_names[-1] == "conv5_4"
+    x = torch.rand(1, 3, 16, 16)
+    out = model(x)
+    assert_outputs_close(
+        out, reference_outputs("vgg19", sd, "torchvision", ["conv5_4", "relu2_2", "conv2_2"], x, "torchvision")
+    )
+    assert (out["conv5_4"] < 0).any() and (out["conv2_2"] < 0).any()  # not rectified
+    torch.testing.assert_close(out["relu2_2"], torch.relu(out["conv2_2"]))  # the returned conv output is not clobbered
+
+
+@pytest.mark.parametrize("fmt", ["torchvision", "caffe"])
+def test_without_input_normalisation(tmp_path, fmt):
+    """``normalize_input=False``: the images go to conv1_1 as they are, whatever the weights' format."""
+    sd = fake_state_dict("vgg19", upto="relu2_1")
+    path = save(sd, tmp_path / "w.pth")
+    model = VGGFeatures(["relu1_1", "relu2_1"], weights=path, weights_format=fmt, normalize_input=False)
+    assert not model.normalize_input and "normalize_input=False" in repr(model)
+    assert VGGFeatures(["relu1_1"], weights=path, weights_format=fmt).normalize_input
+    x = torch.rand(2, 3, 8, 12)
+    net = reference_net("vgg19", sd, "torchvision", 7)
+    torch.testing.assert_close(model(x)["relu2_1"], net(x), rtol=1e-5, atol=1e-5 * net(x).abs().max().item())
+    with pytest.raises(TypeError, match="normalize_input must be True or False"):
+        VGGFeatures(["relu1_1"], weights=path, normalize_input="no")
+
+
 def test_state_dict_round_trip(tmp_path):
     model = random_vgg(["relu2_2"], arch="vgg16", seed=3)
     path = save(model.state_dict(), tmp_path / "mine.pth")
