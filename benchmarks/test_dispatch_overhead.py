@@ -47,14 +47,14 @@ CASES = {
     "tv_loss": (
         lambda: pk.tv_loss(x),
         lambda: reference.tv_loss(x, "squared", 1e-8, 1.0, "mean"),
-        lambda: _ops.tv_loss(x, "squared", 1e-8, True, "torch-test"),
-        lambda: torch_kernels.tv_forward(x, "squared", 1e-8, 1.0, True),
+        lambda: _ops.tv_loss(x, "squared", 1e-8, "torch-test"),
+        lambda: torch_kernels.tv_forward(x, 0, 1e-8),
     ),
     "conditional_instance_norm": (
         lambda: pk.conditional_instance_norm(x, gamma, beta, style_index=index),
         lambda: reference.instance_norm(x, rows, rows, 1e-5, False),
         lambda: _ops.instance_norm(x, gamma, beta, index, 1e-5, False, "torch-test"),
-        lambda: torch_kernels.instance_norm_forward(x, gamma, beta, 1e-5, False, index),
+        lambda: torch_kernels.instance_norm_forward(x, gamma, beta, index, 1e-5, False),
     ),
 }
 PARTS = ("public_reference", "reference_math", "custom_op", "kernel_function", "public_kernel_path")
