@@ -11,6 +11,7 @@ from . import functional, nn
 from ._info import info
 from .backends import BackendUnavailableError, register_backend, use_backend
 from .functional import conditional_instance_norm, content_loss, gram_matrix, instance_norm, style_loss, tv_loss
+from .functional import style_loss_gradient
 
 __all__ = [
     "BackendUnavailableError",
@@ -23,6 +24,7 @@ __all__ = [
     "nn",
     "register_backend",
     "style_loss",
+    "style_loss_gradient",
     "tv_loss",
     "use_backend",
 ]

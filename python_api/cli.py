@@ -15,7 +15,7 @@ import torch
 
 import perceptual_kernels as pk
 
-from . import _checks, bench, demo, dip, gatys, images, johnson, metrics
+from . import _checks, bench, demo, dip, distributed, gatys, images, johnson, metrics
 from .johnson_nets import SR_FACTORS
 
 
@@ -105,6 +105,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "--save-path", default=None, help="intermediate image path, may contain {iteration} (default: the output path)"
     )
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--tile-size",
+        type=_int(1),
+        default=None,
+        help="compute the loss exactly tile by tile (core side, a multiple of 16 up to relu5_1) in bounded memory; "
+        "under torchrun the tiles are spread over the processes",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -409,6 +416,7 @@ def _common_kwargs(args: argparse.Namespace) -> dict:
         progress=not args.no_progress,
         save_every=args.save_every,
         save_path=args.save_path,
+        tile_size=args.tile_size,
     )
 
 
@@ -455,6 +463,14 @@ def _run(args: argparse.Namespace) -> int:
     _checks.output_path("-o", args.output, inputs, images.SAVE_FORMATS)
     if args.save_every and args.save_path is None:
         args.save_path = args.output
+    distributed.init_from_env()  # torchrun: the tiles spread over the processes, rank 0 writes
+    try:
+        return _run_gatys(args, inputs)
+    finally:
+        distributed.teardown()
+
+
+def _run_gatys(args: argparse.Namespace, inputs: list) -> int:
     with pk.use_backend(args.backend):
         if args.command == "stylize":
             image, history = gatys.stylize(
@@ -476,6 +492,8 @@ def _run(args: argparse.Namespace) -> int:
             image, history = gatys.synthesize_texture(
                 args.styles, size, style_size=args.style_size, **_common_kwargs(args)
             )
+    if not distributed.is_main():
+        return 0
     saved = images.save_image(image, args.output, protected=inputs)
     print(
         f"wrote {saved} ({len(history.loss)} iterations, final loss {history.loss[-1]:.4g}, {history.time[-1]:.1f} s)"

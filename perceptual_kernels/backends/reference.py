@@ -88,3 +88,10 @@ def instance_norm(
     if relu:
         y = torch.relu(y)
     return y.to(x.dtype)
+
+
+def style_loss_gradient(x: torch.Tensor, diff: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+    """``dF_b = coef_b (D_b + D_b^T) F_b`` in diff's (accumulation) dtype, cast to x's; diff (B, C, C), coef (B,)."""
+    feats = x.flatten(2).to(diff.dtype)
+    sym = (diff + diff.transpose(1, 2)) * coef[:, None, None]
+    return torch.bmm(sym, feats).view(x.shape).to(x.dtype)
