@@ -10,8 +10,15 @@ __version__ = "0.1.0"
 from . import functional, nn
 from ._info import info
 from .backends import BackendUnavailableError, register_backend, use_backend
-from .functional import conditional_instance_norm, content_loss, gram_matrix, instance_norm, style_loss, tv_loss
-from .functional import style_loss_gradient
+from .functional import (
+    conditional_instance_norm,
+    content_loss,
+    gram_matrix,
+    instance_norm,
+    style_loss,
+    style_loss_gradient,
+    tv_loss,
+)
 
 __all__ = [
     "BackendUnavailableError",

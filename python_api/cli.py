@@ -112,6 +112,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         help="compute the loss exactly tile by tile (core side, a multiple of 16 up to relu5_1) in bounded memory; "
         "under torchrun the tiles are spread over the processes",
     )
+    p.add_argument(
+        "--lbfgs-history",
+        type=_int(1),
+        default=100,
+        help="L-BFGS memory: 2 image-sized vectors per step kept (lower it for very large images)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -417,6 +423,7 @@ def _common_kwargs(args: argparse.Namespace) -> dict:
         save_every=args.save_every,
         save_path=args.save_path,
         tile_size=args.tile_size,
+        lbfgs_history=args.lbfgs_history,
     )
 
 

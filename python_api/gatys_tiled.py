@@ -29,6 +29,7 @@ the content targets at the content layer and the optimizer state.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -40,7 +41,7 @@ import perceptual_kernels as pk
 from . import distributed
 from .vgg import VGGFeatures
 
-__all__ = ["Tile", "TiledObjective", "check_tile_size", "geometry", "memory_estimate", "plan_tiles"]
+__all__ = ["Tile", "TiledObjective", "check_tile_size", "geometry", "memory_estimate", "memory_note", "plan_tiles"]
 
 
 @dataclass(frozen=True)
@@ -135,11 +136,18 @@ def _feature_shapes(extractor: VGGFeatures, height: int, width: int) -> list[tup
 
 
 def memory_estimate(
-    extractor: VGGFeatures, height: int, width: int, tile_size: int | None, lbfgs_history: int, element_size: int = 4
+    extractor: VGGFeatures,
+    height: int,
+    width: int,
+    tile_size: int | None,
+    lbfgs_history: int,
+    content_layers: Sequence[str] = ("relu4_2",),
+    element_size: int = 4,
 ) -> dict[str, int]:
     """Bytes a Gatys run of a ``height`` x ``width`` image needs (estimate): the activations autograd keeps for
-    one forward of a (padded) tile or of the whole image, the image state (image, gradient, content target) and
-    the L-BFGS history (``2 * lbfgs_history`` image-sized vectors; 0 for Adam, which keeps 2)."""
+    one forward of a (padded) tile or of the whole image (every module's output once), the image state (6
+    image-sized vectors: image, gradient, L-BFGS direction and gradients; and the content targets) and the L-BFGS
+    history (``2 * lbfgs_history`` image-sized vectors, reached after that many iterations)."""
     if tile_size is None:
         crop_h, crop_w = height, width
     else:
@@ -147,17 +155,66 @@ def memory_estimate(
         tiles = plan_tiles(height, width, tile_size, halo, align)
         crop_h = max(t.crop[1] - t.crop[0] for t in tiles)
         crop_w = max(t.crop[3] - t.crop[2] for t in tiles)
-    activations = sum(c * h * w for c, h, w in _feature_shapes(extractor, crop_h, crop_w))
+    shapes = _feature_shapes(extractor, crop_h, crop_w)
+    activations = sum(c * h * w for c, h, w in shapes)
+    full = dict(zip(extractor.feature_names, _feature_shapes(extractor, height, width)))
+    targets = sum(math.prod(full[name]) for name in content_layers if name in full)
     image = 3 * height * width
     return {
         "activations": activations * element_size,
-        "image_state": 4 * image * element_size,
+        "image_state": (6 * image + targets) * element_size,
         "optimizer": 2 * lbfgs_history * image * element_size,
     }
 
 
 def format_bytes(count: float) -> str:
     return f"{count / 2**30:.2f} GiB" if count >= 2**30 else f"{count / 2**20:.0f} MiB"
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Free bytes on ``device`` (CUDA: ``mem_get_info``; CPU: the available physical pages), None if unknown."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def memory_note(
+    extractor: VGGFeatures,
+    height: int,
+    width: int,
+    tile_size: int | None,
+    optimizer_vectors: int,
+    device: torch.device,
+    content_layers: Sequence[str] = ("relu4_2",),
+) -> str | None:
+    """A line saying what a run needs (tiled), or advising ``tile_size`` when an untiled run needs more memory
+    than ``device`` has free; None when there is nothing to say. ``optimizer_vectors``: image-sized vectors the
+    optimizer keeps (``2 * lbfgs_history`` for L-BFGS, 2 for Adam)."""
+    parts = memory_estimate(extractor, height, width, tile_size, 0, content_layers)
+    parts["optimizer"] = optimizer_vectors * 3 * height * width * 4
+    total = sum(parts.values())
+    detail = (
+        f"{format_bytes(parts['activations'])} of activations, {format_bytes(parts['image_state'])} of image state, "
+        f"{format_bytes(parts['optimizer'])} of optimizer state"
+    )
+    if tile_size is None:
+        free = available_memory(device)
+        if free is None or total <= free:
+            return None
+        return (
+            f"a {height}x{width} untiled Gatys run needs about {format_bytes(total)} ({detail}) but {device} has "
+            f"{format_bytes(free)} free: pass tile_size=256 (--tile-size 256) for the same result tile by tile"
+            + (", and a smaller lbfgs_history" if parts["optimizer"] > free // 2 else "")
+        )
+    _, halo, align = geometry(extractor.feature_names, extractor.layers)
+    count = len(plan_tiles(height, width, tile_size, halo, align))
+    return (
+        f"tiled {height}x{width}: {count} tiles of {tile_size} px (+{halo} px halo) over {distributed.world_size()} "
+        f"process(es); about {format_bytes(total)} per process ({detail})"
+    )
 
 
 class _InjectGradient(torch.autograd.Function):
@@ -250,9 +307,7 @@ class TiledObjective:
         tiles = self.tiles if with_content else self._my_tiles(height, width)
         shapes = self.full_shapes if with_content else self._full_shapes(height, width)
         acc = torch.float64 if image.dtype == torch.float64 else torch.float32
-        grams = {
-            name: image.new_zeros((shapes[name][0],) * 2, dtype=acc) for name in self.style_layers
-        }  # (C, C) each
+        grams = {name: image.new_zeros((shapes[name][0],) * 2, dtype=acc) for name in self.style_layers}  # (C, C) each
         sums = image.new_zeros((len(self.content_layers) if with_content else 0,), dtype=acc)
         with torch.no_grad():
             for i, tile in enumerate(tiles):
@@ -299,7 +354,7 @@ class TiledObjective:
         """Pass 2: the exact gradient of the content and style terms w.r.t. ``image`` (all-reduced), given the
         ``D_l`` of pass 1."""
         image = image.detach()
-        grad = torch.zeros_like(image, memory_format=torch.contiguous_format)
+        grad = torch.zeros_like(image)
         coefs = {}
         for name in self.style_layers:  # d/dF of w_l * sum_ij D_ij^2 / C^2 with G = F F^T / (C H W)
             c, h, w = self.full_shapes[name]

@@ -57,12 +57,15 @@ def test_the_halo_is_the_reach_of_the_deepest_layer(extractor):
 
 
 @pytest.mark.parametrize(
-    "shape,pooling", [((1, 3, 205, 20), "max"), ((1, 3, 18, 190), "avg")], ids=["tall-max", "wide-avg"]
+    "shape,pooling,layers",
+    [((1, 3, 205, 20), "max", (*DEEP_CONTENT, *DEEP_STYLE)), ((1, 3, 18, 190), "avg", ("relu4_2",))],
+    ids=["tall-max-relu5_1", "wide-avg-relu4_2"],
 )
-def test_tile_features_equal_the_full_image_features(shape, pooling):
-    """At every layer up to relu5_1, the core positions of each crop hold the whole image's features, also for
-    sides that are not multiples of 16; a halo one stride shorter does not (the check can fail)."""
-    vgg = _vgg([*DEEP_CONTENT, *DEEP_STYLE], pooling)
+def test_tile_features_equal_the_full_image_features(shape, pooling, layers):
+    """At every layer used (up to relu5_1: halo 80; relu4_2 alone: halo 40 < half its 84 px receptive field, as
+    the pooling windows are aligned), the core positions of each crop hold the whole image's features, also for
+    sides that are not multiples of the stride; a halo one stride shorter does not (the check can fail)."""
+    vgg = _vgg(layers, pooling)
     strides, halo, align = gatys_tiled.geometry(vgg.feature_names, vgg.layers)
     image = torch.rand(shape, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
@@ -118,7 +121,8 @@ def test_tiled_loss_and_gradient_equal_the_untiled_ones(depth, extractor, pictur
     if depth == "relu3_1":
         vgg, layers, tile_size, dtype = extractor, (CONTENT_LAYERS, STYLE_LAYERS), TILE, torch.float32
     else:  # a 208 x 16 strip: 5 tiles of (at most) 48 rows, crops of at most 176 rows
-        vgg, layers, tile_size, dtype = _vgg([*DEEP_CONTENT, *DEEP_STYLE]), (DEEP_CONTENT, DEEP_STYLE), 48, torch.float64
+        vgg, layers, tile_size = _vgg([*DEEP_CONTENT, *DEEP_STYLE]), (DEEP_CONTENT, DEEP_STYLE), 48
+        dtype = torch.float64
         content = images.resize(content, (208, 16))
     vgg, content, style = vgg.to(dtype), content.to(dtype), style.to(dtype)
     image = torch.rand(content.shape, generator=torch.Generator().manual_seed(3)).to(dtype)
@@ -266,3 +270,14 @@ def test_two_gloo_processes_give_the_losses_of_one(pictures, tmp_path):
             assert abs(a - b) <= 1e-5 * abs(a), (key, one[key], two[key])
     assert one["refused"] == "" and "needs tile_size" in two["refused"]
     assert images.load_image(tmp_path / "cli.png").shape == (1, 3, 48, 64)
+
+
+def test_memory_note_and_lbfgs_history(pictures):
+    vgg = _vgg([*DEEP_CONTENT, *DEEP_STYLE])
+    note = gatys_tiled.memory_note(vgg, 4096, 4096, 256, 20, torch.device("cpu"))
+    assert "4096x4096: 256 tiles of 256 px (+80 px halo) over 1 process(es)" in note
+    assert "403 MiB of activations" in note and "3.75 GiB of optimizer state" in note
+    assert gatys_tiled.memory_note(vgg, 64, 64, None, 200, torch.device("cpu")) is None
+    (content, style, _), _ = pictures
+    with pytest.raises(ValueError, match="lbfgs_history"):
+        gatys.stylize(content, style, lbfgs_history=0, weights="random", progress=False)
