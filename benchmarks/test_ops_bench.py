@@ -112,6 +112,8 @@ def _floor(op: str, passes: str, B: int, C: int, M: int, elem: int) -> tuple[flo
         writes = B * C * C * 4 if passes == "fwd" else n * elem
         return flops, reads + writes
     per_element = {
+        ("lpips_distance", "fwd"): 2,  # f0, f1 read once
+        ("lpips_distance", "fwdbwd"): 5,  # + f0, f1 read again, df0 written
         ("content_loss", "fwd"): 2,
         ("content_loss", "fwdbwd"): 3,
         ("tv_loss", "fwd"): 1,
@@ -129,6 +131,10 @@ def _inputs(op, B, C, H, W, dtype, requires_grad):
         return (x, torch.rand(1, C, C, device=DEVICE, generator=g) * 1e-3)
     if op == "content_loss":
         return (x, torch.randn(B, C, H, W, device=DEVICE, generator=g).to(dtype))
+    if op == "lpips_distance":  # f0 (ReLU features, requires grad), the target's features, the layer weights
+        x = x.detach().abs().requires_grad_(requires_grad)
+        f1 = torch.randn(B, C, H, W, device=DEVICE, generator=g).abs().to(dtype)
+        return (x, f1, torch.rand(C, device=DEVICE, generator=g))
     if op == "conditional_instance_norm":
         gamma = torch.randn(32, C, device=DEVICE, generator=g).requires_grad_(requires_grad)
         beta = torch.randn(32, C, device=DEVICE, generator=g).requires_grad_(requires_grad)
@@ -234,3 +240,33 @@ def test_op(benchmark, op, case, size, B, C, H, W, dname, passes, backend):
     if ON_GPU:
         benchmark.extra_info["gpu_ms"] = _gpu_ms(run)
     benchmark.pedantic(run, rounds=5 if ON_GPU else 3, warmup_rounds=1)
+
+
+# --- LPIPS layer distance: the VGG16 layers of LPIPS-VGG, batch 4 ---------------------------------------------
+def eager_lpips(f0, f1, w):
+    """The lpips package's layer distance: normalize_tensor, squared difference, 1x1 conv, spatial mean."""
+    n0 = f0 / (torch.sqrt(torch.sum(f0**2, dim=1, keepdim=True)) + 1e-10)
+    n1 = f1 / (torch.sqrt(torch.sum(f1**2, dim=1, keepdim=True)) + 1e-10)
+    return F.conv2d((n0 - n1) ** 2, w.to(f0.dtype).view(1, -1, 1, 1)).mean((2, 3)).flatten()
+
+
+OURS["lpips_distance"] = lambda f0, f1, w: pk.lpips_distance(f0, f1, w)
+EAGER["lpips_distance"] = eager_lpips
+LPIPS_VGG16 = {"relu1_2": (64, 1), "relu2_2": (128, 2), "relu3_3": (256, 4), "relu4_3": (512, 8), "relu5_3": (512, 16)}
+LPIPS_CASES = [
+    ("lpips_distance", layer, size, 4, channels, size // down, size // down, dname, passes, backend)
+    for size in SIZES
+    for layer, (channels, down) in LPIPS_VGG16.items()
+    for dname in DTYPES
+    for passes in ("fwd", "fwdbwd")
+    for backend in BACKENDS
+]
+
+
+@pytest.mark.parametrize(
+    "op,case,size,B,C,H,W,dname,passes,backend",
+    LPIPS_CASES,
+    ids=[f"{c[0]}-{c[8]}-{c[1]}-b4-{c[2]}-{c[7]}-{c[9]}" for c in LPIPS_CASES],
+)
+def test_lpips_op(benchmark, op, case, size, B, C, H, W, dname, passes, backend):
+    test_op(benchmark, op, case, size, B, C, H, W, dname, passes, backend)

@@ -27,6 +27,10 @@ TORCH_LIBRARY(pk_native, m) {
         "bool relu) -> (Tensor, Tensor, Tensor)");
   m.def("instance_norm_backward(Tensor grad_y, Tensor x, Tensor mean, Tensor rstd, Tensor? gamma, Tensor? beta, "
         "Tensor? style_index, bool relu, bool need_affine_grad) -> (Tensor, Tensor, Tensor)");
+  // --- LPIPS layer distance
+  m.def("lpips_forward(Tensor f0, Tensor f1, Tensor weight, float eps) -> Tensor");
+  m.def("lpips_backward(Tensor f0, Tensor f1, Tensor weight, float eps, Tensor coef, bool need_grad0, "
+        "bool need_grad1) -> (Tensor, Tensor)");
 }
 // clang-format on
 

@@ -69,4 +69,29 @@ PK_DECLARE_KERNELS
 
 #undef PK_DECLARE_KERNELS
 
+// --- LPIPS layer distance (Zhang et al. 2018) -----------------------------------------------------------------
+// With r = ||f|| = sqrt(sum_c f_c^2) at each pixel and n = f / (r + eps):
+//   lpips_forward:  d_b = mean_hw sum_c w_c (n0_c - n1_c)^2 -> (B,) acc.
+//   lpips_backward: g = 2 w (n0 - n1); df0 = coef_b (g - f0 (g . f0) / (r0 (r0 + eps))) / (r0 + eps),
+//                   df1 = coef_b (-g + f1 (g . f1) / (r1 (r1 + eps))) / (r1 + eps) (second terms 0 where r = 0),
+//                   in f0's dtype, computed in acc and cast once; an unneeded gradient is an empty tensor.
+// f0, f1: (B, C, H, W) of one dtype and any strides; weight: (C,) contiguous acc; coef: (B,) acc, the upstream
+// gradient over H*W.
+#define PK_DECLARE_LPIPS_KERNELS                                                                                  \
+  Tensor lpips_forward(const Tensor& f0, const Tensor& f1, const Tensor& weight, double eps);                     \
+  std::tuple<Tensor, Tensor> lpips_backward(const Tensor& f0, const Tensor& f1, const Tensor& weight, double eps, \
+                                            const Tensor& coef, bool need_grad0, bool need_grad1);
+
+namespace cpu {
+PK_DECLARE_LPIPS_KERNELS
+}  // namespace cpu
+
+#ifdef WITH_CUDA
+namespace cuda {
+PK_DECLARE_LPIPS_KERNELS
+}  // namespace cuda
+#endif
+
+#undef PK_DECLARE_LPIPS_KERNELS
+
 }  // namespace perceptual_kernels

@@ -1,5 +1,6 @@
 """perceptual_kernels: fused perceptual losses for PyTorch (Gram / style, content, total variation, instance
-norm and conditional instance norm) with Triton and compiled kernels behind torch autograd and torch.compile.
+norm and conditional instance norm, the LPIPS layer distance) with Triton and compiled kernels behind torch
+autograd and torch.compile.
 
 >>> import perceptual_kernels as pk
 >>> loss = pk.style_loss(features, target_gram) + pk.tv_loss(image, weight=1e-6)
@@ -15,6 +16,7 @@ from .functional import (
     content_loss,
     gram_matrix,
     instance_norm,
+    lpips_distance,
     style_loss,
     style_loss_gradient,
     tv_loss,
@@ -28,6 +30,7 @@ __all__ = [
     "gram_matrix",
     "info",
     "instance_norm",
+    "lpips_distance",
     "nn",
     "register_backend",
     "style_loss",

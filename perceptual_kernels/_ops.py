@@ -340,3 +340,65 @@ def _in_bwd(ctx, grad_y, _grad_mean, _grad_rstd):
 
 
 instance_norm.register_autograd(_in_bwd, setup_context=_in_setup)
+
+
+# --- LPIPS layer distance (Zhang et al. 2018) -------------------------------------------------------------------
+@custom_op(f"{_NS}::lpips_distance", mutates_args=())
+def lpips_distance(f0: torch.Tensor, f1: torch.Tensor, weight: torch.Tensor, eps: float, backend: str) -> torch.Tensor:
+    """``d_b = mean_hw sum_c w_c (n0 - n1)^2`` (B,) (fp32; float64 for float64 features); ``weight`` (C,) acc."""
+    return kernels(backend).lpips_forward(f0, f1, weight, eps)
+
+
+@lpips_distance.register_fake
+def _(f0, f1, weight, eps, backend):
+    return f0.new_empty((f0.shape[0],), dtype=_acc(f0.dtype))
+
+
+@custom_op(f"{_NS}::lpips_distance_backward", mutates_args=())
+def lpips_distance_backward(
+    f0: torch.Tensor,
+    f1: torch.Tensor,
+    weight: torch.Tensor,
+    eps: float,
+    coef: torch.Tensor,
+    need_grad0: bool,
+    need_grad1: bool,
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(df0, df1)`` in the features' dtype (empty when not needed); ``coef`` (B,) acc, the upstream gradient
+    over H*W."""
+    return kernels(backend).lpips_backward(f0, f1, weight, eps, coef, need_grad0, need_grad1)
+
+
+@lpips_distance_backward.register_fake
+def _(f0, f1, weight, eps, coef, need_grad0, need_grad1, backend):
+    empty = f0.new_empty((0,))
+    return (torch.empty_like(f0) if need_grad0 else empty, torch.empty_like(f1) if need_grad1 else empty.clone())
+
+
+_first_order_only(lpips_distance_backward, "lpips_distance")
+
+
+def _lpips_setup(ctx, inputs, output):
+    f0, f1, weight, eps, backend = inputs
+    ctx.save_for_backward(f0, f1, weight)
+    ctx.eps, ctx.backend = eps, backend
+
+
+def _lpips_bwd(ctx, grad_per_sample):
+    f0, f1, weight = ctx.saved_tensors
+    if ctx.needs_input_grad[2]:
+        raise RuntimeError(
+            "perceptual_kernels.lpips_distance: the kernel backends compute no gradient for weight (the published "
+            "LPIPS layers are frozen); detach it, or run under perceptual_kernels.use_backend('reference')"
+        )
+    need0, need1 = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    if not (need0 or need1):
+        return None, None, None, None, None
+    H, W = f0.shape[2:]
+    coef = (grad_per_sample.to(_acc(f0.dtype)) / (H * W)).contiguous()
+    df0, df1 = lpips_distance_backward(f0, f1, weight, ctx.eps, coef, need0, need1, ctx.backend)
+    return (df0 if need0 else None), (df1 if need1 else None), None, None, None
+
+
+lpips_distance.register_autograd(_lpips_bwd, setup_context=_lpips_setup)

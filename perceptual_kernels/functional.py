@@ -24,6 +24,7 @@ __all__ = [
     "tv_loss",
     "instance_norm",
     "conditional_instance_norm",
+    "lpips_distance",
     "style_loss_gradient",
 ]
 
@@ -275,6 +276,47 @@ def conditional_instance_norm(
     if gamma.dim() == 1 and (index is not None or weights is not None):
         raise ValueError("style_index / style_weights need (S, C) tables, got (C,) gamma and beta")
     return _instance_norm(x, gamma, beta, index, weights, eps, activation)
+
+
+# --- LPIPS layer distance (Zhang et al. 2018) -------------------------------------------------------------------
+def lpips_distance(f0: torch.Tensor, f1: torch.Tensor, weight: torch.Tensor, *, eps: float = 1e-10) -> torch.Tensor:
+    """The LPIPS distance of one feature layer -> (B,) (float32 for fp16 / bf16 / fp32 features, float64 for
+    float64).
+
+    ``d_b = mean_hw sum_c w_c (f0_c / (||f0|| + eps) - f1_c / (||f1|| + eps))^2`` with ``||f|| = sqrt(sum_c f_c^2)``
+    at each pixel (Zhang et al. 2018; ``eps`` as the ``lpips`` package). ``f0``, ``f1``: (B, C, H, W) of one shape
+    and dtype, any strides; ``weight``: the layer's (C,) linear weights. One pass per pixel forward; the backward
+    writes the gradients of ``f0`` and ``f1`` (either or both) in one pass, scaled in fp32 and cast once.
+    ``weight`` is a frozen published layer: the kernel backends compute no gradient for it and refuse a ``weight``
+    that requires grad (the ``reference`` backend differentiates it).
+    """
+    f0 = check.floating_tensor("f0", f0, (4,))
+    f1 = check.floating_tensor("f1", f1, (4,))
+    check.same_device(f0, f1=f1)
+    if f1.shape != f0.shape or f1.dtype != f0.dtype:
+        raise ValueError(
+            f"f1 must have the shape and dtype of f0 {tuple(f0.shape)} {f0.dtype}, got {tuple(f1.shape)} {f1.dtype}"
+        )
+    C = f0.shape[1]
+    weight = check.floating_tensor("weight", weight, (1, 4))
+    check.same_device(f0, weight=weight)
+    if weight.numel() != C or (weight.dim() == 4 and weight.shape != (1, C, 1, 1)):
+        raise ValueError(
+            f"weight must be ({C},) or (1, {C}, 1, 1) (a 1x1 convolution) to match the {C} channels of f0, "
+            f"got shape {tuple(weight.shape)}"
+        )
+    eps = check.fits_accumulation("eps", check.real_number("eps", eps, positive=True), f0.dtype)
+    backend = select(f0.device, f0.dtype)
+    weight = weight.reshape(C)
+    if backend == "reference":
+        return _reference(reference.lpips_distance, f0, f1, weight, eps)
+    if weight.requires_grad and torch.is_grad_enabled():
+        raise ValueError(
+            "weight requires grad, but the LPIPS kernels compute no gradient for it (the published linear layers "
+            "are frozen): pass weight.detach(), or use perceptual_kernels.use_backend('reference') to train it"
+        )
+    acc = torch.float64 if f0.dtype == torch.float64 else torch.float32
+    return _ops.lpips_distance(f0, f1, weight.detach().to(acc).contiguous(), eps, backend)
 
 
 # --- Style loss gradient with a given D (tiled / distributed Gatys) --------------------------------------------

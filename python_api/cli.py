@@ -308,6 +308,9 @@ def _add_johnson(sub) -> None:
     p.add_argument("--model", default=None, help="a trained super-resolution model (default: bicubic)")
     p.add_argument("--factor", type=_int(1), default=None, help="default: the model's factor, 4 for bicubic")
     p.add_argument("--device", default=None)
+    p.add_argument("--lpips", action="store_true", help="also LPIPS-VGG (RGB, not shaved; needs the lpips package)")
+    p.add_argument("--lpips-weights", default=None, help="LPIPS linear-layer file (default: the lpips package's)")
+    p.add_argument("--lpips-vgg", default="imagenet", help="LPIPS VGG16 backbone: imagenet (default), a path or random")
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -332,10 +335,20 @@ def _run_train(args: argparse.Namespace) -> int:
         autocast=args.autocast,
     )
     common = dict(resume=args.resume, device=args.device, progress=not args.no_progress)
-    if sr:
-        result = johnson.train_super_resolution(args.data, args.output, config, **common)
-    else:
-        result = johnson.train_style(args.data, args.styles, args.output, config, **common)
+    try:
+        if sr:
+            result = johnson.train_super_resolution(args.data, args.output, config, **common)
+        else:
+            result = johnson.train_style(args.data, args.styles, args.output, config, **common)
+        if distributed.is_main_process():
+            _print_trained(result)
+    finally:
+        distributed.teardown()  # under torchrun: the process group the training made
+    return 0
+
+
+def _print_trained(result) -> None:
+    """The run's summary line (rank 0 only under torchrun)."""
     if result.losses:
         print(
             f"wrote {result.model_path}; last logged loss {result.losses[-1]['loss']:.4g} at step "
@@ -343,7 +356,6 @@ def _run_train(args: argparse.Namespace) -> int:
         )
     else:
         print(f"wrote {result.model_path}; no training step was left (the checkpoint is at --iterations)")
-    return 0
 
 
 def _run_transfer(args: argparse.Namespace) -> int:
@@ -393,14 +405,24 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             raise ValueError(f"--factor {args.factor} does not match the x{model_factor} model {args.model}")
         factor = model_factor
         upscale = lambda lr: johnson.stylize_feedforward(model, lr, device=device).cpu()  # noqa: E731
+    lpips_model = _lpips_model(args) if args.lpips else None  # before any work: a missing lpips fails fast
     hr = {p.stem: images.load_image(p) for p in files}
-    report = metrics.evaluate_sr(hr, factor, upscale)
+    report = metrics.evaluate_sr(hr, factor, upscale, lpips_model=lpips_model)
     source = "bicubic" if args.model is None else f"model {args.model}"
-    print(f"| image | PSNR-Y (dB) | SSIM-Y |  ({source}, x{factor})")
+    lp_head, lp_cell = (" LPIPS |", lambda row: f" {row['lpips']:.4f} |") if args.lpips else ("", lambda row: "")
+    print(f"| image | PSNR-Y (dB) | SSIM-Y |{lp_head}  ({source}, x{factor})")
     for name, row in report["per_image"].items():
-        print(f"| {name} | {row['psnr_y']:.2f} | {row['ssim_y']:.4f} |")
-    print(f"| mean | {report['mean']['psnr_y']:.2f} | {report['mean']['ssim_y']:.4f} |")
+        print(f"| {name} | {row['psnr_y']:.2f} | {row['ssim_y']:.4f} |{lp_cell(row)}")
+    mean = report["mean"]
+    print(f"| mean | {mean['psnr_y']:.2f} | {mean['ssim_y']:.4f} |{lp_cell(mean)}")
     return 0
+
+
+def _lpips_model(args: argparse.Namespace) -> torch.nn.Module:
+    """The LPIPS-VGG model of ``evaluate-sr --lpips`` on ``--device`` (its errors name the missing package/file)."""
+    from .lpips_vgg import LPIPS
+
+    return LPIPS(args.lpips_vgg, args.lpips_weights).to(johnson.resolve_device(args.device))
 
 
 def _common_kwargs(args: argparse.Namespace) -> dict:

@@ -30,11 +30,19 @@ import torch
 
 import perceptual_kernels as pk
 
-from . import images, loop
+from . import distributed, images, loop
 from ._device import resolve_device
-from .johnson_data import IMAGE_SUFFIXES, ImageFolder, _batches, degrade, gaussian_blur
+from .johnson_data import IMAGE_SUFFIXES, ImageFolder, _batches, _sharded_batches, degrade, gaussian_blur
 from .johnson_infer import check_style, parse_style, stylize_feedforward
-from .johnson_nets import SR_FACTORS, SuperResolutionNet, TransformNet, load_model, model_config, save_model
+from .johnson_nets import (
+    SR_FACTORS,
+    SuperResolutionNet,
+    TransformNet,
+    load_model,
+    model_config,
+    save_model,
+    sync_batch_norms,
+)
 from .johnson_run import (
     CONTENT_LAYER,
     RESUMABLE_FIELDS,
@@ -82,15 +90,24 @@ def _train(
     config: TrainConfig,
     out_dir: Path,
     state: dict | None,
-    device: torch.device,
+    group: distributed.Group,
     metadata: dict,
     progress: bool,
     protected: Sequence[object],
 ) -> TrainResult:
-    """Adam on ``loss_fn(model, batch, step)`` (a dict of loss terms with "loss") from ``state`` (a checkpoint, or
-    None: step 0) to ``config.iterations``; checkpoints, log rows and samples as the config says."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Adam on ``loss_fn(net, batch, step, part)`` (a dict of loss terms with "loss"; ``part``: the slice of the
+    global batch this rank holds) from ``state`` (a checkpoint, or None: step 0) to ``config.iterations``;
+    checkpoints, log rows and samples as the config says.
+
+    Data-parallel over the ranks of ``group`` (DistributedDataParallel): each rank trains on its part of every
+    global batch; the loss terms are means over the samples, so DDP's average of the ranks' gradients is the
+    gradient of the global batch's loss. The logged terms are the means over the ranks. Rank 0 alone writes
+    (log, samples, checkpoints, the model); a stop request on any rank (SIGINT, or the SIGTERM torchrun sends on
+    Ctrl-C) stops every rank at the same step, with a checkpoint."""
+    device, main = group.device, group.is_main
     checkpoint = out_dir / "checkpoint.pt"
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     model = loop.channels_last(model.to(device), device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     step = position = 0
@@ -99,33 +116,56 @@ def _train(
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         step, position = int(state["step"]), int(state["data_position"])
+    net = model
+    if group.distributed:
+        sync_batch_norms(model)  # batch statistics of the global batch, as one process computes them
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    part = slice(
+        group.rank * config.batch_size // group.world_size, (group.rank + 1) * config.batch_size // group.world_size
+    )
     result = TrainResult(model, out_dir / "model.pth")
     start, sample = time.perf_counter(), None
 
-    def keep_checkpoint() -> str:  # on Ctrl-C
-        _save_checkpoint(checkpoint, model, optimizer, step, position, config, metadata)
-        return f"interrupted: checkpoint at step {step} in {checkpoint}; resume with resume=True"
+    def keep_checkpoint() -> str | None:  # on Ctrl-C (every rank, at the same step)
+        if main:
+            _save_checkpoint(checkpoint, model, optimizer, step, position, config, metadata)
+        group.barrier()  # no rank exits (and makes torchrun stop the others) before the checkpoint is written
+        return f"interrupted: checkpoint at step {step} in {checkpoint}; resume with resume=True" if main else None
 
-    batches = _batches(data, config.batch_size, config.workers, config.seed, position)
+    if group.distributed:
+        batches = _sharded_batches(
+            data, config.batch_size, config.workers, config.seed, position, group.rank, group.world_size, group.sum_ints
+        )
+    else:
+        batches = _batches(data, config.batch_size, config.workers, config.seed, position)
+    # under torchrun (even one process: its Ctrl-C arrives as SIGTERM) the ranks stop on an agreed flag
+    agreed = group.distributed or distributed.launched_by_torchrun()
+    stop = distributed.StopRequest() if agreed else contextlib.nullcontext()
+    hold = contextlib.nullcontext if agreed else loop.HoldInterrupt
     with (
-        _open_log(out_dir / "losses.csv", step) as log,
-        contextlib.closing(batches),
+        stop as request,
+        _open_log(out_dir / "losses.csv", step) if main else contextlib.nullcontext() as log,
+        contextlib.closing(batches),  # type: ignore[type-var]
         loop.progress(
             config.iterations,
             f"train {config.task}",
-            enabled=progress,
+            enabled=progress and main,
             initial=step,
             leave=True,
             on_interrupt=keep_checkpoint,
         ) as bar,
     ):
-        writer = csv.writer(log)
+        writer = csv.writer(log) if log is not None else None
         while step < config.iterations:
+            if request is not None and group.any(request.requested):
+                raise KeyboardInterrupt  # on every rank: keep_checkpoint runs, then the interrupt propagates
             batch, next_position = next(batches)  # a Ctrl-C here leaves (step, position) as they were
-            with loop.HoldInterrupt():
+            with hold():
                 batch = loop.channels_last(batch.to(device), device)
                 sample = batch[:1] if sample is None else sample
-                terms = loss_fn(model, batch, step)
+                terms = loss_fn(net, batch, step, part)
                 optimizer.zero_grad(set_to_none=True)
                 terms["loss"].backward()
                 optimizer.step()
@@ -133,32 +173,49 @@ def _train(
                 logged = step % config.log_every == 0 or step == config.iterations
                 saved = bool(config.checkpoint_every) and step % config.checkpoint_every == 0
                 if logged or saved:
-                    values = {k: float(v.detach()) for k, v in terms.items()}  # the only host sync
+                    means = group.mean(torch.stack([v.detach().float() for v in terms.values()]))
+                    values = dict(zip(terms, means.tolist()))  # the only host sync
                     loop.check_finite(
                         values["loss"],
                         f"at step {step}",
                         f"lower lr or the loss weights (the last checkpoint in {out_dir} is kept)",
                     )
                 if logged:
-                    writer.writerow(
-                        [step]
-                        + [values.get(k, 0.0) for k in ("loss", "content", "style", "tv", "pixel")]
-                        + [round(time.perf_counter() - start, 3)]
-                    )
-                    log.flush()
+                    if writer is not None and log is not None:
+                        writer.writerow(
+                            [step]
+                            + [values.get(k, 0.0) for k in ("loss", "content", "style", "tv", "pixel")]
+                            + [round(time.perf_counter() - start, 3)]
+                        )
+                        log.flush()
                     result.losses.append({"step": step, **values})
                     loop.show(bar, values)
                 bar.update(1)
-                if saved:
+                if saved and main:
                     _save_checkpoint(checkpoint, model, optimizer, step, position, config, metadata)
-                if config.sample_every and step % config.sample_every == 0:
+                if config.sample_every and step % config.sample_every == 0 and main:
                     _save_sample(model, sample, out_dir / "samples" / f"step{step}.png", config, protected)
-    _save_checkpoint(checkpoint, model, optimizer, step, position, config, metadata)
-    save_model(model.eval(), result.model_path, metadata={**metadata, "steps": step, "config": asdict(config)})
+    if main:
+        _save_checkpoint(checkpoint, model, optimizer, step, position, config, metadata)
+        save_model(model.eval(), result.model_path, metadata={**metadata, "steps": step, "config": asdict(config)})
+    else:
+        model.eval()
+    group.barrier()  # the files exist on every rank's return
     return result
 
 
 def _save_sample(model, sample: torch.Tensor, path: Path, config: TrainConfig, protected: Sequence[object]) -> None:
+    """The model's output for ``sample`` in eval mode (batch norms use their running statistics: a sample neither
+    changes them nor, on rank 0 alone, waits for the other ranks' batch statistics)."""
+    training = model.training
+    model.eval()
+    try:
+        _write_sample(model, sample, path, config, protected)
+    finally:
+        model.train(training)
+
+
+def _write_sample(model, sample: torch.Tensor, path: Path, config: TrainConfig, protected: Sequence[object]) -> None:
     with torch.no_grad():
         if config.task == "style" and getattr(model, "num_styles", None):
             n = model.num_styles  # every style side by side
@@ -196,8 +253,15 @@ def train_style(
     device = resolve_device(device)
     if isinstance(styles, (str, os.PathLike, torch.Tensor)) or not styles:
         raise ValueError("styles must be a non-empty sequence of style images (paths or tensors)")
-    data = ImageFolder(data_dir, config.crop, config.seed)
-    out = _check_run(data, out_dir, config, styles)
+    with distributed.process_group(device) as group:
+        return _train_style(data_dir, styles, out_dir, config, resume, group, progress)
+
+
+def _train_style(
+    data_dir, styles, out_dir, config: TrainConfig, resume: bool, group: distributed.Group, progress: bool
+) -> TrainResult:
+    device = group.device
+    data, out = group.together(lambda: _data_and_run(data_dir, out_dir, config, styles, group.world_size))
     num_styles = len(styles)
     names = [
         os.path.basename(os.fspath(s)) if not isinstance(s, torch.Tensor) else f"tensor{i}"
@@ -206,19 +270,21 @@ def train_style(
     metadata = {"styles": names}
     torch.manual_seed(config.seed)  # the initial weights
     model = TransformNet(num_styles=num_styles if num_styles > 1 else None)
-    state = _resume_state(out, config, model, metadata, resume)
-    style_imgs = [images.as_image(s, "style") for s in styles]
+    state = group.on_main(lambda: _resume_state(out, config, model, metadata, resume))
+    style_imgs = group.together(lambda: [images.as_image(s, "style") for s in styles])
     style_imgs = [images.resize_long_side(s, config.style_size) if config.style_size else s for s in style_imgs]
     vgg = _vgg([*config.style_layers, config.content_layer], config, device)
-    with torch.no_grad():
+    with torch.no_grad():  # on every rank: the same Grams, no communication
         grams = {
             name: torch.cat([pk.gram_matrix(vgg(s.to(device))[name], out_dtype=torch.float32) for s in style_imgs])
             for name in config.style_layers
         }
 
-    def loss_fn(net, x, step):
+    def loss_fn(net, x, step, part):
         g = torch.Generator().manual_seed(config.seed * 7919 + step)
-        index = torch.randint(0, num_styles, (x.shape[0],), generator=g).to(x.device) if num_styles > 1 else None
+        index = None
+        if num_styles > 1:  # drawn for the global batch, this rank's part taken: the same on any number of ranks
+            index = torch.randint(0, num_styles, (config.batch_size,), generator=g)[part].to(x.device)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=config.autocast):
             y = net(x, style_index=index) if index is not None else net(x)
             fy = vgg(y)
@@ -236,8 +302,20 @@ def train_style(
         return {"loss": content + style + tv, "content": content, "style": style, "tv": tv}
 
     return _train(
-        model, loss_fn, data, config, out, state, device, {**metadata, "vgg": vgg.weights_description}, progress, styles
+        model, loss_fn, data, config, out, state, group, {**metadata, "vgg": vgg.weights_description}, progress, styles
     )
+
+
+def _data_and_run(data_dir, out_dir, config: TrainConfig, protected, world_size: int) -> tuple[ImageFolder, Path]:
+    """The training data and the checked output folder; the global batch must split evenly over the ranks."""
+    data = ImageFolder(data_dir, config.crop, config.seed)
+    out = _check_run(data, out_dir, config, protected)
+    if config.batch_size % world_size:
+        raise ValueError(
+            f"config.batch_size {config.batch_size} (the global batch) does not split evenly over the "
+            f"{world_size} processes (WORLD_SIZE): use a multiple of {world_size}"
+        )
+    return data, out
 
 
 def _vgg(layers: list[str], config: TrainConfig, device: torch.device) -> VGGFeatures:
@@ -265,15 +343,22 @@ def train_super_resolution(
     Checks, resume and unreadable files as in :func:`train_style`."""
     config = _checked_config(config, "super_resolution", content_weight=1.0, style_weight=0.0, crop=288)
     device = resolve_device(device)
-    data = ImageFolder(data_dir, config.crop, config.seed)
-    out = _check_run(data, out_dir, config, ())
+    with distributed.process_group(device) as group:
+        return _train_super_resolution(data_dir, out_dir, config, resume, group, progress)
+
+
+def _train_super_resolution(
+    data_dir, out_dir, config: TrainConfig, resume: bool, group: distributed.Group, progress: bool
+) -> TrainResult:
+    device = group.device
+    data, out = group.together(lambda: _data_and_run(data_dir, out_dir, config, (), group.world_size))
     torch.manual_seed(config.seed)  # the initial weights
     model = SuperResolutionNet(factor=config.factor)
     metadata = {"factor": config.factor}
-    state = _resume_state(out, config, model, metadata, resume)
+    state = group.on_main(lambda: _resume_state(out, config, model, metadata, resume))
     vgg = _vgg([config.content_layer], config, device)
 
-    def loss_fn(net, hr, step):
+    def loss_fn(net, hr, step, part):
         lr = degrade(hr, config.factor)
         with torch.autocast(hr.device.type, dtype=torch.bfloat16, enabled=config.autocast):
             sr = net(lr)
@@ -287,5 +372,5 @@ def train_super_resolution(
         return {"loss": content + pixel + tv, "content": content, "pixel": pixel, "tv": tv}
 
     return _train(
-        model, loss_fn, data, config, out, state, device, {**metadata, "vgg": vgg.weights_description}, progress, ()
+        model, loss_fn, data, config, out, state, group, {**metadata, "vgg": vgg.weights_description}, progress, ()
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -95,6 +95,80 @@ def _batches(
         if len(kept) == batch_size:
             yield torch.stack(kept), position
             kept = []
+
+
+def _chunks(size: int, seed: int, position: int, batch_size: int, skip: frozenset[int]):
+    """(keys, stream position after them) of the global batches from ``position`` on: ``batch_size`` keys each,
+    in stream order, leaving out the files in ``skip`` (known unreadable; their keys still count in the
+    position)."""
+    keys: list[tuple[int, int]] = []
+    for key in _Stream(size, seed, position):
+        position += 1
+        if key[1] in skip:
+            continue
+        keys.append(key)
+        if len(keys) == batch_size:
+            yield keys, position
+            keys = []
+
+
+class _Part(Sampler):
+    """One rank's keys: ``part`` of every global batch of :func:`_chunks`."""
+
+    def __init__(self, chunks, part: slice) -> None:
+        self.chunks, self.part = chunks, part
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for keys, _ in self.chunks:
+            yield from keys[self.part]
+
+
+def _sharded_batches(
+    data: ImageFolder,
+    batch_size: int,
+    workers: int,
+    seed: int,
+    position: int,
+    rank: int,
+    world_size: int,
+    sum_ints: Callable[[list[int]], list[int]],
+) -> Iterator[tuple[torch.Tensor, int]]:
+    """Rank ``rank``'s part of each batch of :func:`_batches` (the global one) and the global stream position
+    after the whole batch. With W ranks (``batch_size`` a multiple of W, b = batch_size / W) rank r gets the
+    samples ``r*b .. r*b + b - 1`` of every global batch, so the ranks' parts together are exactly the batches one
+    process sees, and each rank loads only its own samples. ``sum_ints(flags)`` sums a list of ints over the
+    ranks (a collective, once per batch): the ranks add their unreadable-sample flags, so when a file turns out
+    unreadable every rank knows it, and the batch is built again from the same position without that file (as
+    :func:`_batches` skips it; its key still counts in the position)."""
+    b = batch_size // world_size
+    part = slice(rank * b, rank * b + b)
+    extra = {"prefetch_factor": max(2, -(-2 * b // workers))} if workers else {}
+    unreadable: set[int] = set()
+    while True:  # one pass per set of known unreadable files
+        skip = frozenset(unreadable)
+        sampler = _Part(_chunks(len(data), seed, position, batch_size, skip), part)
+        loader = iter(
+            DataLoader(data, batch_size=None, sampler=sampler, num_workers=workers, collate_fn=_keep, **extra)
+        )
+        try:
+            for keys, end in _chunks(len(data), seed, position, batch_size, skip):
+                own = [next(loader) for _ in range(b)]
+                flags = [0] * batch_size
+                for j, sample in enumerate(own):
+                    flags[part.start + j] = int(sample is None)
+                bad = {keys[j][1] for j, f in enumerate(sum_ints(flags)) if f}
+                if bad:
+                    unreadable |= bad
+                    if len(unreadable) == len(data):
+                        raise ValueError(
+                            f"no readable image in the training data folder {data.root}: all {len(data)} "
+                            f"image files failed to load"
+                        )
+                    break  # the same position again, without the files found unreadable
+                yield torch.stack(own), end
+                position = end
+        finally:
+            del loader  # stops its workers
 
 
 def gaussian_blur(img: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:

@@ -41,6 +41,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -48,6 +49,7 @@ from perceptual_kernels.nn import ConditionalInstanceNorm2d, InstanceNorm2d
 
 from . import _checks
 from ._device import resolve_device
+from .distributed import sum_over_ranks
 
 __all__ = [
     "OUTPUTS",
@@ -101,15 +103,52 @@ def _normalize(norm: nn.Module, x: torch.Tensor, style: Style) -> torch.Tensor:
 
 
 class _BatchNormAct(nn.BatchNorm2d):
-    """``nn.BatchNorm2d`` followed by an optional ReLU (keeps the state-dict keys flat: ``norm.weight``...)."""
+    """``nn.BatchNorm2d`` followed by an optional ReLU (keeps the state-dict keys flat: ``norm.weight``...).
+    With ``synced`` (set by :func:`sync_batch_norms`) a training forward takes its batch statistics over every
+    rank's batch, like ``nn.SyncBatchNorm`` (which has no CPU implementation)."""
 
     def __init__(self, num_features: int, activation: str | None = None) -> None:
         super().__init__(num_features)
         self.activation = activation
+        self.synced = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = super().forward(x)
+        if self.synced and self.training and dist.is_initialized() and dist.get_world_size() > 1:
+            y = self._synced_forward(x)
+        else:
+            y = super().forward(x)
         return F.relu(y) if self.activation == "relu" else y
+
+    def _synced_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Batch norm with the statistics of the ranks' batches together (all of the same size n = B H W):
+        mean = sum_ranks sum x / (W n), var = sum_ranks sum (x - mean)^2 / (W n), two differentiable all-reduces
+        (their backward sums the gradients over the ranks, as the global batch's loss needs). Statistics in
+        fp32; running statistics updated as ``nn.BatchNorm2d`` does (unbiased variance)."""
+        xf = x.float()
+        count = xf.numel() // xf.shape[1] * dist.get_world_size()
+        mean = sum_over_ranks(xf.sum((0, 2, 3))) / count
+        centered = xf - mean[None, :, None, None]
+        var = sum_over_ranks(centered.square().sum((0, 2, 3))) / count
+        tracked, running_mean, running_var = self.num_batches_tracked, self.running_mean, self.running_var
+        if self.track_running_stats and tracked is not None and running_mean is not None and running_var is not None:
+            with torch.no_grad():
+                tracked.add_(1)
+                m = self.momentum if self.momentum is not None else 1.0 / float(tracked)
+                running_mean.lerp_(mean.to(running_mean.dtype), m)
+                running_var.lerp_((var * count / max(count - 1, 1)).to(running_var.dtype), m)
+        y = centered * torch.rsqrt(var + self.eps)[None, :, None, None]
+        if self.affine:
+            y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        return y.to(x.dtype)
+
+
+def sync_batch_norms(model: nn.Module) -> int:
+    """Make the batch norms of ``model`` take their training statistics over all ranks (see
+    :class:`_BatchNormAct`); returns how many there are."""
+    norms = [m for m in model.modules() if isinstance(m, _BatchNormAct)]
+    for m in norms:
+        m.synced = True
+    return len(norms)
 
 
 class _ConvNorm(nn.Module):

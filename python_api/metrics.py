@@ -41,11 +41,23 @@ round the result) gives the SRCNN / VDSR table's 28.42 dB / 0.8104 instead (baby
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping
 
 import torch
 
-__all__ = ["bicubic_baseline", "evaluate_sr", "imresize", "modcrop", "psnr", "psnr_y", "rgb_to_y", "ssim", "ssim_y"]
+__all__ = [
+    "bicubic_baseline",
+    "evaluate_sr",
+    "imresize",
+    "lpips",
+    "modcrop",
+    "psnr",
+    "psnr_y",
+    "rgb_to_y",
+    "ssim",
+    "ssim_y",
+]
 
 
 def _check_pair(a: torch.Tensor, b: torch.Tensor) -> None:
@@ -318,7 +330,11 @@ def bicubic_baseline(hr: torch.Tensor, scale: int) -> torch.Tensor:
 
 
 def evaluate_sr(
-    hr_images: Mapping[str, torch.Tensor], scale: int, upscale: Callable[[torch.Tensor], torch.Tensor] | None = None
+    hr_images: Mapping[str, torch.Tensor],
+    scale: int,
+    upscale: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    *,
+    lpips_model: torch.nn.Module | None = None,
 ) -> dict:
     """Evaluate super-resolution with the literature's protocol (see the module docstring).
 
@@ -328,7 +344,9 @@ def evaluate_sr(
     or the bicubic baseline when ``upscale`` is None; PSNR-Y and SSIM-Y with ``scale`` pixels shaved.
 
     Returns ``{"scale": scale, "per_image": {name: {"psnr_y": dB, "ssim_y": s}}, "mean": {"psnr_y": dB,
-    "ssim_y": s}}`` (means over the images).
+    "ssim_y": s}}`` (means over the images). With ``lpips_model`` (a :class:`.lpips_vgg.LPIPS`) every row also
+    has ``"lpips"``: LPIPS-VGG of the 8-bit RGB ``sr`` and ``hr`` in [0, 1] (whole images, not shaved), computed
+    in float32 on the model's device.
     """
     scale = _check_scale(scale)
     if not isinstance(hr_images, Mapping) or not hr_images:
@@ -348,6 +366,49 @@ def evaluate_sr(
                 raise ValueError(f"upscale returned {got} for {name!r}; expected shape {tuple(hr64.shape)}")
             sr64 = _quantize(sr.detach().to(hr64.device))
         per_image[name] = {"psnr_y": psnr_y(sr64, hr64, shave=scale), "ssim_y": ssim_y(sr64, hr64, shave=scale)}
+        if lpips_model is not None:
+            per_image[name]["lpips"] = _lpips_of_pair(lpips_model, sr64, hr64)
     n = len(per_image)
-    mean = {key: sum(v[key] for v in per_image.values()) / n for key in ("psnr_y", "ssim_y")}
+    keys = ("psnr_y", "ssim_y") + (("lpips",) if lpips_model is not None else ())
+    mean = {key: sum(v[key] for v in per_image.values()) / n for key in keys}
     return {"scale": scale, "per_image": per_image, "mean": mean}
+
+
+def _lpips_of_pair(model: torch.nn.Module, sr64: torch.Tensor, hr64: torch.Tensor) -> float:
+    """LPIPS of two (1, 3, H, W) / (3, H, W) images in [0, 1], float32 on the model's device."""
+    device = next(iter(model.buffers())).device
+    a, b = (t.reshape(1, *t.shape[-3:]).to(device=device, dtype=torch.float32) for t in (sr64, hr64))
+    with torch.no_grad():
+        return float(model(a, b, normalize=True)[0])
+
+
+# --- LPIPS (VGG) ------------------------------------------------------------------------------------------------
+_LPIPS_MODELS: dict[tuple[str, str | None], torch.nn.Module] = {}
+
+
+def lpips(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    normalize: bool = False,
+    vgg_weights: str | os.PathLike = "imagenet",
+    lin_weights: str | os.PathLike | None = None,
+) -> torch.Tensor:
+    """LPIPS-VGG distances (B,) float32 of images ``x``, ``y`` (B, 3, H, W) in [-1, 1] (``normalize=True``: in
+    [0, 1]), as the ``lpips`` package's ``LPIPS(net='vgg')`` computes them (see :mod:`.lpips_vgg`): its scaling
+    layer, VGG16 relu1_2 ... relu5_3, the fused :func:`perceptual_kernels.lpips_distance` per layer, summed.
+
+    ``lin_weights``: the linear-layer file; None takes the installed ``lpips`` package's ``weights/v0.1/vgg.pth``
+    (FileNotFoundError saying ``pip install lpips`` when it is not installed). ``vgg_weights`` as
+    :class:`VGGFeatures`. The model is built once per (vgg_weights, lin_weights) and moved to ``x``'s device;
+    gradients flow to ``x`` and ``y``.
+    """
+    from .lpips_vgg import LPIPS
+
+    key = (os.fspath(vgg_weights), None if lin_weights is None else os.fspath(lin_weights))
+    model = _LPIPS_MODELS.get(key)
+    if model is None:
+        model = _LPIPS_MODELS[key] = LPIPS(vgg_weights, lin_weights)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a tensor, not {type(x).__name__}")
+    return model.to(x.device)(x, y, normalize=normalize)

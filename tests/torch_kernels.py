@@ -116,3 +116,29 @@ def instance_norm_backward(grad_y, x, mean, rstd, gamma, beta, style_index, relu
     if not need_affine_grad:
         return dx.to(x.dtype), mean.new_empty(0), mean.new_empty(0)
     return dx.to(x.dtype), (g * xhat).sum((2, 3)), g.sum((2, 3))
+
+
+def _lpips_parts(f0, f1, eps):
+    a0, a1 = _acc(f0), _acc(f1)
+    r0 = (a0 * a0).sum(1, keepdim=True).sqrt()
+    r1 = (a1 * a1).sum(1, keepdim=True).sqrt()
+    return a0, a1, r0, r1, a0 / (r0 + eps), a1 / (r1 + eps)
+
+
+def lpips_forward(f0, f1, weight, eps):
+    _, _, _, _, n0, n1 = _lpips_parts(f0, f1, eps)
+    return ((n0 - n1) ** 2 * weight.to(n0.dtype)[:, None, None]).sum(1).mean((1, 2))
+
+
+def lpips_backward(f0, f1, weight, eps, coef, need_grad0, need_grad1):
+    a0, a1, r0, r1, n0, n1 = _lpips_parts(f0, f1, eps)
+    g = 2 * weight.to(n0.dtype)[:, None, None] * (n0 - n1)
+    c = coef.to(n0.dtype)[:, None, None, None]
+
+    def grad(a, r, gs):
+        dot = (gs * a).sum(1, keepdim=True)
+        second = torch.where(r > 0, dot / (r * (r + eps)), 0.0)
+        return (c * (gs - a * second) / (r + eps)).to(f0.dtype)
+
+    empty = f0.new_empty(0)
+    return (grad(a0, r0, g) if need_grad0 else empty, grad(a1, r1, -g) if need_grad1 else empty)

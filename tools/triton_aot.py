@@ -22,7 +22,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from perceptual_kernels.backends.interface import TV_KINDS
-from perceptual_kernels.backends.triton import content, gram, instance_norm, tv
+from perceptual_kernels.backends.triton import content, gram, instance_norm, lpips, tv
 
 _PTR_TYPES = {
     torch.float32: "*fp32",
@@ -138,4 +138,10 @@ def kernel_calls(dtype: torch.dtype, layout: str) -> list:
             lambda kind=kind: tv.tv_backward(x, kind, 1e-8, torch.ones(2)),
         )
     ]
+    if layout == "contiguous":  # LPIPS: strides are plain arguments, one layout shows the variants' resources
+        w = torch.rand(64)
+        calls += [
+            lambda: lpips.lpips_forward(x, x, w, 1e-10),
+            lambda: lpips.lpips_backward(x, x, w, 1e-10, torch.ones(2), True, True),
+        ]
     return [launch for call in calls for launch in launches_of(call)]

@@ -66,7 +66,7 @@ def register_backend(
     dtypes: tuple[torch.dtype, ...] = KERNEL_DTYPES,
 ) -> None:
     """Add a kernel backend: ``kernels`` implements :class:`~perceptual_kernels.backends.interface.KernelBackend`
-    (a module or object with its ten functions) for tensors of ``devices`` and ``dtypes``. It runs when forced
+    (a module or object with all its functions) for tensors of ``devices`` and ``dtypes``. It runs when forced
     (:func:`use_backend`), never by the automatic choice. Registering a name again replaces it;
     :func:`unregister_backend` removes it.
     """

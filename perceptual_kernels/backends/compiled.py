@@ -21,3 +21,7 @@ tv_forward = torch.ops.pk_native.tv_forward
 tv_backward = torch.ops.pk_native.tv_backward
 instance_norm_forward = torch.ops.pk_native.instance_norm_forward
 instance_norm_backward = torch.ops.pk_native.instance_norm_backward
+
+# --- LPIPS layer distance
+lpips_forward = torch.ops.pk_native.lpips_forward
+lpips_backward = torch.ops.pk_native.lpips_backward

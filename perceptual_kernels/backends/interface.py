@@ -1,4 +1,4 @@
-"""The kernel interface: the ten functions every kernel backend implements, in the argument order of the C++
+"""The kernel interface: the functions every kernel backend implements, in the argument order of the C++
 schemas (``csrc/bindings.cpp``), so the compiled backends are ``torch.ops.pk_native`` itself.
 
 Callers (:mod:`perceptual_kernels._ops`) pass validated 4-D ``x`` (B, C, H, W) of any strides; ``F_b`` is
@@ -89,6 +89,28 @@ class KernelBackend(Protocol):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(dx, dgamma, dbeta)``; the per-sample ``dgamma = sum_hw g xhat``, ``dbeta = sum_hw g`` (B, C) acc,
         or empty tensors when not ``need_affine_grad``."""
+        ...
+
+    # --- LPIPS layer distance ---------------------------------------------------------------------------------
+    def lpips_forward(self, f0: torch.Tensor, f1: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        """``d_b = mean_hw sum_c w_c (n0_c - n1_c)^2`` (B,) acc, ``n = f / (||f|| + eps)`` with ``||f||`` the
+        channel norm at each pixel; ``f0``, ``f1`` (B, C, H, W) of one dtype, ``weight`` (C,) contiguous acc."""
+        ...
+
+    def lpips_backward(
+        self,
+        f0: torch.Tensor,
+        f1: torch.Tensor,
+        weight: torch.Tensor,
+        eps: float,
+        coef: torch.Tensor,
+        need_grad0: bool,
+        need_grad1: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(df0, df1)`` in the features' dtype, scaled in acc and cast once: with ``g = 2 w (n0 - n1)`` and
+        ``r = ||f||`` at a pixel, ``df0 = coef_b (g - f0 (g . f0) / (r0 (r0 + eps))) / (r0 + eps)`` and ``df1``
+        the same with ``-g`` and f1 (the second term is 0 where r = 0). ``coef`` (B,) acc is the upstream
+        gradient divided by H*W. A gradient not asked for (``need_grad0`` / ``need_grad1``) is an empty tensor."""
         ...
 
 

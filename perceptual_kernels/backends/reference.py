@@ -90,6 +90,22 @@ def instance_norm(
     return y.to(x.dtype)
 
 
+# --- LPIPS layer distance -------------------------------------------------------------------------------------
+def lpips_distance(f0: torch.Tensor, f1: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """``d_b = mean_hw sum_c w_c (f0_c / (||f0|| + eps) - f1_c / (||f1|| + eps))^2`` -> (B,) in acc.
+
+    ``||f||`` is the norm over channels at each pixel (``torch.linalg.vector_norm``: its gradient at a zero feature
+    vector is the true one, where the ``lpips`` package's ``sqrt(sum f^2)`` gives NaN). ``weight`` (C,) may
+    require grad here (the kernel backends refuse it).
+    """
+    acc_dtype = torch.float64 if f0.dtype == torch.float64 else torch.float32
+    a0, a1 = f0.to(acc_dtype), f1.to(acc_dtype)
+    n0 = a0 / (torch.linalg.vector_norm(a0, dim=1, keepdim=True) + eps)
+    n1 = a1 / (torch.linalg.vector_norm(a1, dim=1, keepdim=True) + eps)
+    per_pixel = ((n0 - n1) ** 2 * weight.to(acc_dtype)[:, None, None]).sum(1)
+    return per_pixel.mean(dim=(1, 2))
+
+
 def style_loss_gradient(x: torch.Tensor, diff: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
     """``dF_b = coef_b (D_b + D_b^T) F_b`` in diff's (accumulation) dtype, cast to x's; diff (B, C, C), coef (B,)."""
     feats = x.flatten(2).to(diff.dtype)

@@ -16,7 +16,7 @@ SOURCES = cuda_resources.sources()
 
 def test_every_op_has_cuda_sources():
     launchers = {p.stem for p in (cuda_resources.ROOT / "csrc" / "cuda").glob("*.cu")}
-    assert {p.stem for p in SOURCES} == launchers == {"gram", "content", "tv", "instance_norm"}
+    assert {p.stem for p in SOURCES} == launchers == {"gram", "content", "tv", "instance_norm", "lpips"}
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=[p.name for p in SOURCES])

@@ -37,6 +37,8 @@ def test_extension_is_built_with_every_cpu_kernel():
         "tv_backward",
         "instance_norm_forward",
         "instance_norm_backward",
+        "lpips_forward",
+        "lpips_backward",
     }
     assert set(native.provided_ops("cpu")) == expected
 
@@ -142,3 +144,16 @@ def test_a_module_built_for_another_torch_is_dropped_after_import(monkeypatch):
     )
     assert native.load() is None
     assert "built against torch 1.0.0" in native.unavailable_reason("cpu")
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced"])
+def test_lpips_gradcheck_and_float64_forward(layout):
+    """The cpu LPIPS kernels in float64: gradcheck of both feature gradients, and the forward to 1e-12 of the
+    reference."""
+    backend = _cpu_backend()
+    f0, f1 = make_input((2, 5, 3, 4), layout, f64).requires_grad_(), _leaf(2, 5, 3, 4)
+    weight = torch.rand(5, dtype=f64)
+    assert torch.autograd.gradcheck(lambda a, b: _ops.lpips_distance(a, b, weight, 1e-10, backend), (f0, f1))
+    with pk.use_backend("reference"):
+        expected = pk.lpips_distance(f0, f1, weight)
+    torch.testing.assert_close(_ops.lpips_distance(f0, f1, weight, 1e-10, backend), expected, rtol=1e-12, atol=0)

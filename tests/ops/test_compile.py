@@ -72,3 +72,27 @@ def test_fullgraph_inductor_with_kernel_ops(backend):
     if reason := unavailable_reason(backend, DEVICE, torch.float32):
         pytest.skip(reason)
     _compare(backend, "inductor")
+
+
+@pytest.mark.parametrize("backend", ["reference"] + KERNEL_BACKENDS)
+def test_lpips_fullgraph_aot_eager(backend):
+    """The LPIPS layer distance (both feature gradients) traces without graph breaks and matches eager."""
+    from perceptual_kernels.backends import unavailable_reason
+
+    if reason := unavailable_reason(backend, DEVICE, torch.float32):
+        pytest.skip(reason)
+    torch._dynamo.reset()
+    f0, f1 = (torch.randn(2, 6, 5, 7, device=DEVICE, requires_grad=True) for _ in range(2))
+    weight = torch.rand(6, device=DEVICE)
+
+    def objective(f0, f1):
+        return (pk.lpips_distance(f0, f1, weight) * torch.tensor([1.0, 2.0], device=DEVICE)).sum()
+
+    with pk.use_backend(backend):
+        eager = objective(f0, f1)
+        eager_grads = torch.autograd.grad(eager, [f0, f1])
+        compiled = torch.compile(objective, fullgraph=True, backend="aot_eager")(f0, f1)
+        compiled_grads = torch.autograd.grad(compiled, [f0, f1])
+    assert_close(compiled, eager, torch.float32, "loss")
+    for got, expected in zip(compiled_grads, eager_grads):
+        assert_close(got, expected, torch.float32, "grad")

@@ -67,3 +67,12 @@ def test_instance_norm_backward(relu, affine):
     assert torch.autograd.gradcheck(
         lambda x, g, b: _ops.instance_norm(x, g, b, index, 1e-5, relu, BACKEND)[0], (x, *params)
     )
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_lpips_backward(layout):
+    f0, f1 = _x(layout), _x()
+    weight = torch.rand(3, dtype=f64)
+    assert torch.autograd.gradcheck(lambda a, b: _ops.lpips_distance(a, b, weight, 1e-10, BACKEND), (f0, f1))
+    # one side only (the target of a loss): the other gradient is not computed
+    assert torch.autograd.gradcheck(lambda a: _ops.lpips_distance(a, f1.detach(), weight, 1e-10, BACKEND), (f0,))

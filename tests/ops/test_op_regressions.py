@@ -60,6 +60,11 @@ def _custom_op_calls(x: torch.Tensor, backend: str) -> dict[str, tuple]:
             _ops.instance_norm_backward,
             (torch.randn_like(x), x, stats, stats, rows, rows, index, True, True, backend),
         ),
+        "lpips_distance": (_ops.lpips_distance, (xg, torch.randn_like(x), torch.rand(C, dtype=acc), 1e-10, backend)),
+        "lpips_distance_backward": (
+            _ops.lpips_distance_backward,
+            (x, torch.randn_like(x), torch.rand(C, dtype=acc), 1e-10, torch.rand(B, dtype=acc), True, False, backend),
+        ),
     }
 
 
@@ -76,6 +81,8 @@ CUSTOM_OPS = (
     "tv_loss_backward",
     "instance_norm",
     "instance_norm_backward",
+    "lpips_distance",
+    "lpips_distance_backward",
 )
 
 

@@ -330,3 +330,153 @@ def test_half_precision(kernel_backend, op, layout, dtype):
     check_against_reference(
         fn, {"x": make_input((3, 17, 7, 31), layout, dtype)}, kernel_backend, dtype, grads, out_dtype=out_dtype
     )
+
+
+# --- LPIPS layer distance ---------------------------------------------------------------------------------------
+# C in {3, 17, 64} (C = 1 separately: there n = f / |f| is a constant sign and the gradient is ~eps, pure rounding)
+LPIPS_SHAPES = [(2, 3, 1, 1), (3, 3, 17, 3), (2, 17, 3, 17), (2, 64, 3, 1)]
+# (shape, f0 layout, f1 layout): f1 in another layout than f0 (each kernel reads each tensor with its own strides)
+LPIPS_CASES = [
+    (shape, layout, "sliced" if layout == "contiguous" else "contiguous")
+    for shape, layout in itertools.product(LPIPS_SHAPES, LAYOUTS)
+]
+
+
+def _lpips_weight(C: int) -> torch.Tensor:
+    return torch.rand(C, device=DEVICE) + 0.05  # positive, as the published (clamped) weights
+
+
+@per_backend_and_dtype
+@pytest.mark.parametrize("shape,layout,f1_layout", LPIPS_CASES, ids=case_id)
+def test_lpips_distance(kernel_backend, shape, layout, f1_layout, dtype):
+    f0, f1 = make_input(shape, layout, dtype), make_input(shape, f1_layout, dtype)
+    weight = _lpips_weight(shape[1])
+    check_against_reference(
+        lambda f0, f1, weight: pk.lpips_distance(f0, f1, weight),
+        {"f0": f0, "f1": f1, "weight": weight},
+        kernel_backend,
+        dtype,
+        ("f0", "f1"),
+        out_dtype=torch.float32,
+    )
+
+
+@per_backend
+@pytest.mark.parametrize("grads", [("f0",), ("f1",)], ids=["f0_only", "f1_only"])
+def test_lpips_distance_one_side(kernel_backend, grads):
+    f0, f1 = make_input((2, 17, 3, 5)), make_input((2, 17, 3, 5), "channels_last")
+    check_against_reference(
+        lambda f0, f1, weight: pk.lpips_distance(f0, f1, weight),
+        {"f0": f0, "f1": f1, "weight": _lpips_weight(17)},
+        kernel_backend,
+        torch.float32,
+        grads,
+    )
+
+
+@per_backend
+def test_lpips_distance_one_channel(kernel_backend):
+    """C = 1: n = f / (|f| + eps) is sign(f) up to eps, so the distance is 0 or 4 w per pixel and the exact
+    gradient is ~eps-small; the kernels must give that distance and a gradient lost in rounding."""
+    f0, f1 = make_input((3, 1, 17, 3)), make_input((3, 1, 17, 3), "sliced")
+    weight = _lpips_weight(1)
+    ours = f0.clone().requires_grad_()
+    with pk.use_backend(kernel_backend):
+        out = pk.lpips_distance(ours, f1, weight)
+    with pk.use_backend("reference"):
+        expected = pk.lpips_distance(f0.double(), f1.double(), weight.double())
+    assert_close(out, expected, torch.float32, "forward")
+    (grad,) = torch.autograd.grad(out.sum(), ours)
+    assert bool((grad.abs() <= 1e-5 / f0.abs().clamp_min(1e-3)).all()), grad.abs().max()
+
+
+@per_backend
+def test_lpips_distance_zero_feature_vector(kernel_backend):
+    """A pixel whose features are all 0 (common after a ReLU) has the true derivative I / eps there, not the
+    lpips package's NaN (its sqrt(sum f^2) has an infinite derivative at 0): ours matches the reference."""
+    f0, f1 = make_input((2, 5, 3, 4)).abs(), make_input((2, 5, 3, 4)).abs()
+    f0[1, :, 2, 3] = 0
+    f1[0, :, 0, 0] = 0
+    check_against_reference(
+        lambda f0, f1, weight: pk.lpips_distance(f0, f1, weight, eps=1e-3),  # eps: a gradient fp32 can hold
+        {"f0": f0, "f1": f1, "weight": _lpips_weight(5)},
+        kernel_backend,
+        torch.float32,
+        ("f0", "f1"),
+    )
+
+
+@per_backend
+@pytest.mark.parametrize("where", ["f0", "f1", "weight"])
+def test_lpips_distance_nan_propagates(kernel_backend, where):
+    """A NaN gives NaN for its sample (never zeroed) and NaN gradients at its pixel."""
+    inputs = {"f0": make_input((2, 3, 5, 6)), "f1": make_input((2, 3, 5, 6)), "weight": _lpips_weight(3)}
+    if where == "weight":
+        inputs["weight"][1] = float("nan")
+    else:
+        inputs[where][1, 2, 3, 4] = float("nan")
+    ours = {k: v.clone().requires_grad_(k != "weight") for k, v in inputs.items()}
+    with pk.use_backend(kernel_backend):
+        out = pk.lpips_distance(**ours)
+    with pk.use_backend("reference"):
+        expected = pk.lpips_distance(**{k: v.double() for k, v in inputs.items()})
+    assert torch.equal(out.isnan().cpu(), expected.isnan().cpu())
+    assert out[1].isnan()
+    grad0, grad1 = torch.autograd.grad(out.sum(), [ours["f0"], ours["f1"]])
+    assert grad0[1, :, 3, 4].isnan().all() and grad1[1, :, 3, 4].isnan().all()
+    if where != "weight":
+        assert not grad0[0].isnan().any(), "a NaN of sample 1 leaked into sample 0"
+
+
+def test_lpips_distance_reference_is_the_formula():
+    f0, f1 = torch.randn(2, 5, 3, 4, dtype=torch.float64), torch.randn(2, 5, 3, 4, dtype=torch.float64)
+    w = torch.rand(5, dtype=torch.float64)
+    n0 = f0 / (f0.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+    n1 = f1 / (f1.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+    expected = torch.stack([sum(w[c] * (n0[b, c] - n1[b, c]) ** 2 for c in range(5)).mean() for b in range(2)])
+    with pk.use_backend("reference"):
+        torch.testing.assert_close(pk.lpips_distance(f0, f1, w), expected, rtol=1e-12, atol=0)
+
+
+@per_backend
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=dtype_id)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_lpips_distance_half_precision(kernel_backend, layout, dtype):
+    """fp16 / bf16 features on every backend (the CPU interpreter pass sweeps Triton in fp32 above)."""
+    shape = (2, 17, 5, 7)
+    check_against_reference(
+        lambda f0, f1, weight: pk.lpips_distance(f0, f1, weight),
+        {
+            "f0": make_input(shape, layout, dtype),
+            "f1": make_input(shape, "contiguous", dtype),
+            "weight": _lpips_weight(17),
+        },
+        kernel_backend,
+        dtype,
+        ("f0", "f1"),
+        out_dtype=torch.float32,
+    )
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_lpips_distance_cpu_is_bitwise_equal_for_any_thread_count(layout):
+    if reason := pk.backends.unavailable_reason("cpu", torch.device("cpu"), torch.float32):
+        pytest.skip(reason)
+    f0, f1 = (
+        make_input((3, 33, 19, 70), layout, device=torch.device("cpu")),
+        make_input((3, 33, 19, 70), device=torch.device("cpu")),
+    )
+    weight = torch.rand(33)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            a, b = f0.clone().requires_grad_(), f1.clone().requires_grad_()
+            with pk.use_backend("cpu"):
+                d = pk.lpips_distance(a, b, weight)
+            results.append((d, *torch.autograd.grad((d * torch.arange(1.0, 4.0)).sum(), [a, b])))
+    finally:
+        torch.set_num_threads(threads)
+    for other in results[1:]:
+        assert all(torch.equal(x, y) for x, y in zip(results[0], other))

@@ -166,3 +166,11 @@ def test_l1_tv_gradient_keeps_nan():
     x.requires_grad_()
     pk.tv_loss(x, kind="l1").backward()
     assert x.grad[0, 0, 1, 1].isnan() and x.grad[0, 0, 0, 0] == 0  # NaN where it entered, 0 (sign(0)) elsewhere
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced"])
+def test_lpips_gradcheck_with_the_weight(layout):
+    """The reference differentiates all three inputs (the kernel backends refuse a weight gradient)."""
+    f0 = make_input((2, 3, 4, 5), layout, torch.float64).requires_grad_()
+    with pk.use_backend("reference"):
+        assert torch.autograd.gradcheck(pk.lpips_distance, (f0, _leaf(2, 3, 4, 5), _leaf(3, rand=True)))

@@ -130,3 +130,45 @@ def test_unbuilt_backend_error_says_why():
     with pk.use_backend("cuda"):
         with pytest.raises(pk.BackendUnavailableError, match="backend 'cuda' cannot run"):
             pk.tv_loss(x4)
+
+
+# --- LPIPS layer distance ---------------------------------------------------------------------------------------
+w3 = torch.rand(3)
+LPIPS_BAD_CALLS = [
+    (lambda: pk.lpips_distance(torch.randn(2, 3, 4), x4, w3), ValueError, "f0 must be 4-D"),
+    (lambda: pk.lpips_distance(x4, [1.0], w3), TypeError, "f1 must be a torch.Tensor"),
+    (lambda: pk.lpips_distance(x4, x4.int(), w3), TypeError, "f1 must have a floating"),
+    (lambda: pk.lpips_distance(x4, torch.randn(2, 3, 4, 6), w3), ValueError, "f1 must have the shape and dtype of f0"),
+    (lambda: pk.lpips_distance(x4, x4.double(), w3), ValueError, "f1 must have the shape and dtype of f0"),
+    (lambda: pk.lpips_distance(x4, x4, torch.rand(4)), ValueError, "weight must be (3,) or (1, 3, 1, 1)"),
+    (lambda: pk.lpips_distance(x4, x4, torch.rand(3, 1)), ValueError, "weight must be 1-D or 4-D"),
+    (lambda: pk.lpips_distance(x4, x4, torch.rand(1, 1, 3, 1)), ValueError, "weight must be (3,) or (1, 3, 1, 1)"),
+    (lambda: pk.lpips_distance(x4, x4, w3.int()), TypeError, "weight must have a floating"),
+    (lambda: pk.lpips_distance(x4, x4, w3, eps=0.0), ValueError, "eps must be a finite positive"),
+    (lambda: pk.lpips_distance(x4, x4, w3, eps=1e-50), ValueError, "eps = 1e-50 is not representable in float32"),
+    (lambda: pk.lpips_distance(x4, torch.randn(2, 3, 4, 5, device="meta"), w3), ValueError, "f1 is on meta"),
+]
+
+
+@pytest.mark.parametrize("backend", ["reference", None], ids=["reference", "auto"])
+@pytest.mark.parametrize(
+    "call,error,text", LPIPS_BAD_CALLS, ids=unique_ids(bad_call_id(*case) for case in LPIPS_BAD_CALLS)
+)
+def test_lpips_bad_input_raises_named_error(call, error, text, backend):
+    with pk.use_backend(backend):
+        with pytest.raises(error) as info:
+            call()
+    assert text in str(info.value), str(info.value)
+
+
+def test_lpips_weight_gradient_is_refused_by_the_kernels_and_given_by_the_reference():
+    if reason := pk.backends.unavailable_reason("cpu", torch.device("cpu"), torch.float32):
+        pytest.skip(reason)
+    f0, f1, w = x4.clone().requires_grad_(), torch.randn(2, 3, 4, 5), torch.rand(3, requires_grad=True)
+    with pk.use_backend("cpu"), pytest.raises(ValueError, match="weight requires grad.*weight.detach"):
+        pk.lpips_distance(f0, f1, w)
+    with pk.use_backend("cpu"), torch.no_grad():
+        pk.lpips_distance(f0, f1, w)  # no graph: nothing to refuse
+    with pk.use_backend("reference"):
+        (gw,) = torch.autograd.grad(pk.lpips_distance(f0, f1, w).sum(), w)
+    assert gw.shape == (3,) and bool((gw > 0).all())
