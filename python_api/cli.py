@@ -492,8 +492,7 @@ def _run(args: argparse.Namespace) -> int:
     _checks.output_path("-o", args.output, inputs, images.SAVE_FORMATS)
     if args.save_every and args.save_path is None:
         args.save_path = args.output
-    distributed.init_from_env()  # torchrun: the tiles spread over the processes, rank 0 writes
-    try:
+    try:  # under torchrun with --tile-size the tiles spread over the processes; rank 0 writes
         return _run_gatys(args, inputs)
     finally:
         distributed.teardown()
@@ -521,7 +520,7 @@ def _run_gatys(args: argparse.Namespace, inputs: list) -> int:
             image, history = gatys.synthesize_texture(
                 args.styles, size, style_size=args.style_size, **_common_kwargs(args)
             )
-    if not distributed.is_main():
+    if not distributed.is_main_process():
         return 0
     saved = images.save_image(image, args.output, protected=inputs)
     print(

@@ -22,7 +22,7 @@ import torch
 
 import perceptual_kernels as pk
 
-from . import _checks, distributed, gatys_tiled, images, loop
+from . import _checks, gatys_tiled, images, loop
 from ._device import resolve_device
 from .images import ImageLike
 from .vgg import VGGFeatures, layer_names
@@ -239,10 +239,11 @@ def _build_extractor(
 def _check_tiling(tile_size: int | None, extractor: VGGFeatures | None, arch: str, layers: list[str]) -> None:
     """``tile_size`` must fit the layers' pooling stride (None: untiled, which one process only runs)."""
     if tile_size is None:
-        if distributed.active():
+        processes = gatys_tiled.launched_processes()
+        if processes > 1:
             raise ValueError(
-                f"running under torch.distributed with {distributed.world_size()} processes needs tile_size (the "
-                "tiles are what is spread over the ranks); pass tile_size / --tile-size, or run one process"
+                f"running under torch.distributed with {processes} processes needs tile_size (the tiles are what "
+                "is spread over the ranks); pass tile_size / --tile-size, or run one process"
             )
         return
     names = extractor.feature_names if extractor is not None else tuple(layer_names(arch))
@@ -304,8 +305,6 @@ def stylize(
     takes the same steps, and only rank 0 shows progress and writes ``save_path``. ``lbfgs_history``: the
     L-BFGS memory (pairs of image-sized vectors kept on the image's device: 2 x 100 x 192 MiB at 4096 x 4096).
     """
-    if device is None and distributed.active():
-        device = distributed.device()
     device = resolve_device(device)
     style_list = [styles] if isinstance(styles, (torch.Tensor, str, os.PathLike)) else list(styles)
     if not style_list:
@@ -341,11 +340,14 @@ def stylize(
     _save_path_check(save_every, save_path, protected)
     layers = list(dict.fromkeys([*content_layers, *style_layers]))
     _check_tiling(tile_size, extractor, arch, layers)
+    group = None if tile_size is None else gatys_tiled.process_group(device)
+    if group is not None:
+        device = group.device
     content_full = images.as_image(content, "content", device)
     styles_full = [images.as_image(s, "style", device) for s in style_list]
     init_image = None if isinstance(init, str) and init in INITS else images.as_image(init, "init", device)
     extractor = _build_extractor(extractor, layers, arch, weights, pooling, seed, device)
-    if not distributed.is_main():  # every rank computes the same image; rank 0 alone shows and writes it
+    if group is not None and not group.is_main:  # every rank computes the same image; rank 0 shows and writes it
         progress, save_every, save_path = False, 0, None
     torch.manual_seed(seed)
 
@@ -380,6 +382,7 @@ def stylize(
                 tv_weight,
                 autocast,
                 tile_size,
+                group,
             )
         else:
             content_targets = {}
@@ -414,6 +417,7 @@ def stylize(
             2 * lbfgs_history if optimizer == "lbfgs" else 2,
             device,
             content_layers,
+            1 if group is None else group.world_size,
         )
         if note and tile_size is None:
             warnings.warn(note, ResourceWarning, stacklevel=2)
@@ -481,8 +485,6 @@ def synthesize_texture(
         height = width = _checks.integer("size", size, 1)
     long_side = max(height, width)
     style_size = long_side if style_size is None else _checks.integer("style_size", style_size, 1)
-    if device is None and distributed.active():
-        device = distributed.device()
     device = resolve_device(device)
     canvas = torch.zeros(1, 3, height, width, device=device)
     return stylize(

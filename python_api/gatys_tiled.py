@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 import perceptual_kernels as pk
@@ -41,7 +42,37 @@ import perceptual_kernels as pk
 from . import distributed
 from .vgg import VGGFeatures
 
-__all__ = ["Tile", "TiledObjective", "check_tile_size", "geometry", "memory_estimate", "memory_note", "plan_tiles"]
+__all__ = [
+    "Tile",
+    "TiledObjective",
+    "check_tile_size",
+    "geometry",
+    "launched_processes",
+    "memory_estimate",
+    "memory_note",
+    "plan_tiles",
+    "process_group",
+]
+
+
+def process_group(device: torch.device) -> distributed.Group:
+    """This process's place among the ranks (the torchrun group, started on first use; rank 0 of 1 alone)."""
+    with distributed.process_group(device) as group:
+        return group
+
+
+def launched_processes() -> int:
+    """The number of processes of this run: the initialised group's size, else torchrun's ``WORLD_SIZE`` (1)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return int(os.environ.get("WORLD_SIZE", "1")) if distributed.launched_by_torchrun() else 1
+
+
+def _sum_over_ranks_(tensor: torch.Tensor, group: distributed.Group | None) -> torch.Tensor:
+    """Sum ``tensor`` over the ranks in place (every rank gets the same values); unchanged for one process."""
+    if group is not None and group.distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
 
 
 @dataclass(frozen=True)
@@ -189,6 +220,7 @@ def memory_note(
     optimizer_vectors: int,
     device: torch.device,
     content_layers: Sequence[str] = ("relu4_2",),
+    processes: int = 1,
 ) -> str | None:
     """A line saying what a run needs (tiled), or advising ``tile_size`` when an untiled run needs more memory
     than ``device`` has free; None when there is nothing to say. ``optimizer_vectors``: image-sized vectors the
@@ -212,7 +244,7 @@ def memory_note(
     _, halo, align = geometry(extractor.feature_names, extractor.layers)
     count = len(plan_tiles(height, width, tile_size, halo, align))
     return (
-        f"tiled {height}x{width}: {count} tiles of {tile_size} px (+{halo} px halo) over {distributed.world_size()} "
+        f"tiled {height}x{width}: {count} tiles of {tile_size} px (+{halo} px halo) over {processes} "
         f"process(es); about {format_bytes(total)} per process ({detail})"
     )
 
@@ -255,8 +287,9 @@ class TiledObjective:
         tv_weight: float,
         autocast: bool,
         tile_size: int,
+        group: distributed.Group | None = None,
     ) -> None:
-        self.extractor, self.autocast, self.tile_size = extractor, autocast, tile_size
+        self.extractor, self.autocast, self.tile_size, self.group = extractor, autocast, tile_size, group
         self.content_layers, self.style_layers = list(content_layers), list(style_layers)
         self.style_layer_weights = dict(zip(style_layers, style_layer_weights))
         self.content_weight, self.style_weight, self.tv_weight = content_weight, style_weight, tv_weight
@@ -285,7 +318,8 @@ class TiledObjective:
     def _my_tiles(self, height: int, width: int) -> list[Tile]:
         """This rank's share of the tiles of a ``height`` x ``width`` image."""
         tiles = plan_tiles(height, width, self.tile_size, self.halo, self.align)
-        return tiles[distributed.rank() :: distributed.world_size()]
+        rank, world = (0, 1) if self.group is None else (self.group.rank, self.group.world_size)
+        return tiles[rank::world]
 
     def _full_shapes(self, height: int, width: int) -> dict[str, tuple[int, int, int]]:
         shapes = _feature_shapes(self.extractor, height, width)
@@ -324,7 +358,7 @@ class TiledObjective:
                             sums[j] += pk.content_loss(core, self.content_targets[i][name], reduction="sum")
                 del feats
         flat = torch.cat([*(g.flatten() for g in grams.values()), sums])
-        distributed.all_reduce_sum_(flat)
+        _sum_over_ranks_(flat, self.group)
         out, offset = {}, 0
         for name, gram in grams.items():
             out[name] = flat[offset : offset + gram.numel()].view_as(gram)
@@ -384,4 +418,4 @@ class TiledObjective:
                     y0, y1, x0, x1 = tile.crop
                     grad[..., y0:y1, x0:x1] += crop_grad
             del feats, outputs, grads
-        return distributed.all_reduce_sum_(grad)
+        return _sum_over_ranks_(grad, self.group)

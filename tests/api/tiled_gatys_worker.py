@@ -12,6 +12,8 @@ import sys
 import warnings
 from pathlib import Path
 
+import torch
+
 from perceptual_kernels.api import cli, distributed, gatys
 
 CONTENT_LAYERS, STYLE_LAYERS = ["relu3_1"], ["relu1_1", "relu2_1", "relu3_1"]
@@ -19,7 +21,6 @@ CONTENT_LAYERS, STYLE_LAYERS = ["relu3_1"], ["relu1_1", "relu2_1", "relu3_1"]
 
 def main(content: str, style: str, out: str) -> None:
     warnings.simplefilter("ignore")
-    distributed.init_from_env()
     kwargs = dict(
         size=64,
         content_layers=CONTENT_LAYERS,
@@ -36,8 +37,9 @@ def main(content: str, style: str, out: str) -> None:
         gatys.stylize(content, style, **{**kwargs, "iterations": 1})
     except ValueError as exc:
         result["refused"] = str(exc)
-    if distributed.is_main():
-        Path(out, f"history-{distributed.world_size()}.json").write_text(json.dumps(result))
+    if distributed.is_main_process():
+        world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+        Path(out, f"history-{world}.json").write_text(json.dumps(result))
     layers = ["--content-layers", "relu3_1", "--style-layers", "relu1_1,relu2_1,relu3_1"]
     argv = ["stylize", content, style, "-o", str(Path(out, "cli.png")), "--size", "64", "--tile-size", "24", *layers]
     code = cli.main([*argv, "--weights", "random", "--iterations", "2", "--no-progress", "--device", "cpu"])
