@@ -18,6 +18,7 @@ from .functional import (
     instance_norm,
     lpips_distance,
     style_loss,
+    style_loss_gradient,
     tv_loss,
 )
 
@@ -33,6 +34,7 @@ __all__ = [
     "nn",
     "register_backend",
     "style_loss",
+    "style_loss_gradient",
     "tv_loss",
     "use_backend",
 ]

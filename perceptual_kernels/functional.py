@@ -25,6 +25,7 @@ __all__ = [
     "instance_norm",
     "conditional_instance_norm",
     "lpips_distance",
+    "style_loss_gradient",
 ]
 
 
@@ -369,3 +370,41 @@ def lpips_distance(f0: torch.Tensor, f1: torch.Tensor, weight: torch.Tensor, *, 
         )
     acc = torch.float64 if f0.dtype == torch.float64 else torch.float32
     return _ops.lpips_distance(f0, f1, weight.detach().to(acc).contiguous(), eps, backend)
+
+
+# --- Style loss gradient with a given D (tiled / distributed Gatys) --------------------------------------------
+def style_loss_gradient(x: torch.Tensor, diff: torch.Tensor, coef: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """The style loss gradient for a fixed ``D``: ``dF_b = coef_b (D_b + D_b^T) F_b`` -> x's shape and dtype.
+
+    With ``D = G - A`` of the whole image (``G`` summed over tiles with :func:`gram_matrix` and the full-image
+    normaliser), the gradient of ``coef / 2 * sum_ij D_ij^2`` (times ``1 / scale``) at the positions of any part
+    of the image is this product of D with that part's features: ``style_loss``'s backward without its forward.
+
+    ``x``: (B, C, H, W) or (B, C, N), any strides (a core view of a tile's features). ``diff``: (C, C) or
+    (B, C, C). ``coef``: a number or a (B,) tensor. Computed in fp32 (float64 for float64 x), cast once. Not
+    differentiable on the kernel backends (the reference backend is plain torch).
+    """
+    x = check.floating_tensor("x", x, (3, 4))
+    shape = x.shape
+    x = check.as_4d(x)
+    B, C = x.shape[:2]
+    diff = check.floating_tensor("diff", diff, (2, 3))
+    check.same_device(x, diff=diff)
+    if diff.shape[-2:] != (C, C) or (diff.dim() == 3 and diff.shape[0] != B):
+        raise ValueError(f"diff must be ({C}, {C}) or ({B}, {C}, {C}) to match x, got shape {tuple(diff.shape)}")
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    if isinstance(coef, torch.Tensor):
+        coef = check.floating_tensor("coef", coef, (0, 1))
+        check.same_device(x, coef=coef)
+        if coef.dim() == 1 and coef.shape[0] != B:
+            raise ValueError(f"coef must be a number or a ({B},) tensor, got shape {tuple(coef.shape)}")
+        coef = coef.to(acc).expand(B).contiguous()
+    else:
+        coef = torch.full((B,), check.real_number("coef", coef), dtype=acc, device=x.device)
+    diff = diff.to(acc).expand(B, C, C)
+    backend = select(x.device, x.dtype)
+    if backend == "reference":
+        out = _reference(reference.style_loss_gradient, x, diff, coef)
+    else:
+        out = _ops.style_loss_backward(coef, diff.contiguous(), x, backend)
+    return out.squeeze(2) if len(shape) == 3 else out

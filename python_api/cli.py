@@ -105,6 +105,19 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "--save-path", default=None, help="intermediate image path, may contain {iteration} (default: the output path)"
     )
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--tile-size",
+        type=_int(1),
+        default=None,
+        help="compute the loss exactly tile by tile (core side, a multiple of 16 up to relu5_1) in bounded memory; "
+        "under torchrun the tiles are spread over the processes",
+    )
+    p.add_argument(
+        "--lbfgs-history",
+        type=_int(1),
+        default=100,
+        help="L-BFGS memory: 2 image-sized vectors per step kept (lower it for very large images)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -431,6 +444,8 @@ def _common_kwargs(args: argparse.Namespace) -> dict:
         progress=not args.no_progress,
         save_every=args.save_every,
         save_path=args.save_path,
+        tile_size=args.tile_size,
+        lbfgs_history=args.lbfgs_history,
     )
 
 
@@ -477,6 +492,13 @@ def _run(args: argparse.Namespace) -> int:
     _checks.output_path("-o", args.output, inputs, images.SAVE_FORMATS)
     if args.save_every and args.save_path is None:
         args.save_path = args.output
+    try:  # under torchrun with --tile-size the tiles spread over the processes; rank 0 writes
+        return _run_gatys(args, inputs)
+    finally:
+        distributed.teardown()
+
+
+def _run_gatys(args: argparse.Namespace, inputs: list) -> int:
     with pk.use_backend(args.backend):
         if args.command == "stylize":
             image, history = gatys.stylize(
@@ -498,6 +520,8 @@ def _run(args: argparse.Namespace) -> int:
             image, history = gatys.synthesize_texture(
                 args.styles, size, style_size=args.style_size, **_common_kwargs(args)
             )
+    if not distributed.is_main_process():
+        return 0
     saved = images.save_image(image, args.output, protected=inputs)
     print(
         f"wrote {saved} ({len(history.loss)} iterations, final loss {history.loss[-1]:.4g}, {history.time[-1]:.1f} s)"

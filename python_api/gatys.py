@@ -11,7 +11,9 @@ PyTorch neural-style tutorial, whose losses they equal. Targets are computed onc
 from __future__ import annotations
 
 import os
+import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +22,10 @@ import torch
 
 import perceptual_kernels as pk
 
-from . import _checks, images, loop
+from . import _checks, gatys_tiled, images, loop
 from ._device import resolve_device
 from .images import ImageLike
-from .vgg import VGGFeatures
+from .vgg import VGGFeatures, layer_names
 
 DEFAULT_CONTENT_LAYERS = ("relu4_2",)
 DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -151,7 +153,7 @@ def _save_intermediate(
 
 def _optimize(
     image: torch.Tensor,
-    objective: _Objective,
+    objective: _Objective | gatys_tiled.TiledObjective,
     *,
     optimizer: str,
     iterations: int,
@@ -165,6 +167,7 @@ def _optimize(
     save_path: str | os.PathLike | None,
     protected: Sequence[Path],
     first_iteration: int,
+    lbfgs_history: int = 100,
 ) -> torch.Tensor:
     """Optimise ``image`` (a leaf) for ``iterations`` steps; one L-BFGS iteration or one Adam step per loop."""
     image.requires_grad_(True)
@@ -173,7 +176,7 @@ def _optimize(
             [image],
             lr=1.0 if lr is None else lr,
             max_iter=1,
-            history_size=100,
+            history_size=lbfgs_history,
             tolerance_grad=-1.0,
             tolerance_change=-1.0,
         )
@@ -233,6 +236,25 @@ def _build_extractor(
     return loop.channels_last(extractor.to(device), device)
 
 
+def _check_tiling(tile_size: int | None, extractor: VGGFeatures | None, arch: str, layers: list[str]) -> None:
+    """``tile_size`` must fit the layers' pooling stride (None: untiled, which one process only runs)."""
+    if tile_size is None:
+        processes = gatys_tiled.launched_processes()
+        if processes > 1:
+            raise ValueError(
+                f"running under torch.distributed with {processes} processes needs tile_size (the tiles are what "
+                "is spread over the ranks); pass tile_size / --tile-size, or run one process"
+            )
+        return
+    names = extractor.feature_names if extractor is not None else tuple(layer_names(arch))
+    known = [name for name in layers if name in names]
+    if not known:
+        return  # unknown layers: the extractor's own error follows
+    deepest = max(known, key=names.index)
+    _, halo, align = gatys_tiled.geometry(names[: names.index(deepest) + 1], known)
+    gatys_tiled.check_tile_size(tile_size, align, halo, deepest)
+
+
 def stylize(
     content: ImageLike,
     styles: ImageLike | Sequence[ImageLike],
@@ -263,6 +285,8 @@ def stylize(
     progress: bool = True,
     save_every: int = 0,
     save_path: str | os.PathLike | None = None,
+    tile_size: int | None = None,
+    lbfgs_history: int = 100,
 ) -> tuple[torch.Tensor, History]:
     """Gatys style transfer: returns the image (1, 3, H, W) in [0, 1] (content's aspect, long side ``size``) and
     its :class:`History`.
@@ -274,6 +298,12 @@ def stylize(
     "mean_cov" or "histogram". ``autocast`` runs the VGG pass in bf16 (the losses stay fp32). ``callback``
     receives a dict (iteration, scale, image, losses) after every iteration; ``save_every`` > 0 writes the
     image to ``save_path`` (may contain ``{iteration}``), which also keeps the last image on Ctrl-C.
+
+    ``tile_size``: None computes the loss on the whole image; an int (a multiple of 16 up to relu5_1) computes the
+    same loss and gradient exactly tile by tile (:mod:`.gatys_tiled`), in memory bounded by one tile, for images
+    of any resolution; under torch.distributed (``torchrun``) the tiles are spread over the ranks, every rank
+    takes the same steps, and only rank 0 shows progress and writes ``save_path``. ``lbfgs_history``: the
+    L-BFGS memory (pairs of image-sized vectors kept on the image's device: 2 x 100 x 192 MiB at 4096 x 4096).
     """
     device = resolve_device(device)
     style_list = [styles] if isinstance(styles, (torch.Tensor, str, os.PathLike)) else list(styles)
@@ -289,6 +319,7 @@ def stylize(
         raise ValueError(f"preserve_colors must be None or one of {COLOR_METHODS}, got {preserve_colors!r}")
     style_scale = _checks.number("style_scale", style_scale, positive=True)
     iterations = _checks.integer("iterations", iterations, 0)
+    lbfgs_history = _checks.integer("lbfgs_history", lbfgs_history, 1)
     content_weight, style_weight, tv_weight = (
         _checks.loss_weight(name, value)
         for name, value in (
@@ -307,11 +338,17 @@ def stylize(
         if isinstance(p, (str, os.PathLike)) and not (isinstance(p, str) and p in INITS)
     ]
     _save_path_check(save_every, save_path, protected)
+    layers = list(dict.fromkeys([*content_layers, *style_layers]))
+    _check_tiling(tile_size, extractor, arch, layers)
+    group = None if tile_size is None else gatys_tiled.process_group(device)
+    if group is not None:
+        device = group.device
     content_full = images.as_image(content, "content", device)
     styles_full = [images.as_image(s, "style", device) for s in style_list]
     init_image = None if isinstance(init, str) and init in INITS else images.as_image(init, "init", device)
-    layers = list(dict.fromkeys([*content_layers, *style_layers]))
     extractor = _build_extractor(extractor, layers, arch, weights, pooling, seed, device)
+    if group is not None and not group.is_main:  # every rank computes the same image; rank 0 shows and writes it
+        progress, save_every, save_path = False, 0, None
     torch.manual_seed(seed)
 
     history, start, image = History(), time.perf_counter(), None
@@ -330,21 +367,39 @@ def stylize(
                     f"the {extractor.min_size} pixels the style layers need"
                 )
         content_img = loop.channels_last(content_img, device)
-        content_targets = {}
-        if content_layers:
-            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                feats = extractor(content_img)
-            content_targets = {name: feats[name].float() for name in content_layers}
-        objective = _Objective(
-            extractor,
-            content_targets,
-            _grams(extractor, style_imgs, blend, style_layers, autocast),
-            dict(zip(style_layers, layer_weights)),
-            content_weight,
-            style_weight,
-            tv_weight,
-            autocast,
-        )
+        objective: _Objective | gatys_tiled.TiledObjective
+        if tile_size is not None:
+            objective = gatys_tiled.TiledObjective(
+                extractor,
+                content_img,
+                style_imgs,
+                blend,
+                content_layers,
+                style_layers,
+                layer_weights,
+                content_weight,
+                style_weight,
+                tv_weight,
+                autocast,
+                tile_size,
+                group,
+            )
+        else:
+            content_targets = {}
+            if content_layers:
+                with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                    feats = extractor(content_img)
+                content_targets = {name: feats[name].float() for name in content_layers}
+            objective = _Objective(
+                extractor,
+                content_targets,
+                _grams(extractor, style_imgs, blend, style_layers, autocast),
+                dict(zip(style_layers, layer_weights)),
+                content_weight,
+                style_weight,
+                tv_weight,
+                autocast,
+            )
         if image is not None:
             image = images.resize(image, tuple(content_img.shape[-2:]))
         elif init_image is not None:
@@ -354,6 +409,20 @@ def stylize(
         else:
             image = content_img.clone()
         image = loop.channels_last(image.contiguous(), device)
+        note = gatys_tiled.memory_note(
+            extractor,
+            image.shape[-2],
+            image.shape[-1],
+            tile_size,
+            2 * lbfgs_history if optimizer == "lbfgs" else 2,
+            device,
+            content_layers,
+            1 if group is None else group.world_size,
+        )
+        if note and tile_size is None:
+            warnings.warn(note, ResourceWarning, stacklevel=2)
+        elif note and progress:
+            print(note, file=sys.stderr)
         image = _optimize(
             image,
             objective,
@@ -369,6 +438,7 @@ def stylize(
             save_path=save_path,
             protected=protected,
             first_iteration=len(history.loss),
+            lbfgs_history=lbfgs_history,
         )
     result = image.clamp(0, 1)
     if preserve_colors:
@@ -400,10 +470,13 @@ def synthesize_texture(
     progress: bool = True,
     save_every: int = 0,
     save_path: str | os.PathLike | None = None,
+    tile_size: int | None = None,
+    lbfgs_history: int = 100,
 ) -> tuple[torch.Tensor, History]:
     """Gatys texture synthesis: an image of ``size`` (square side or (H, W)) whose Gram statistics match the
     style image(s), optimised from seeded uniform noise. ``style_size``: long side the style is resized to
-    (default: the output's long side). Average pooling by default (Gatys et al. 2015)."""
+    (default: the output's long side). Average pooling by default (Gatys et al. 2015). ``tile_size``,
+    ``lbfgs_history``: as in :func:`stylize`."""
     if isinstance(size, (tuple, list)):
         if len(size) != 2:
             raise ValueError(f"size must be a side or (height, width), got {size!r}")
@@ -441,4 +514,6 @@ def synthesize_texture(
         progress=progress,
         save_every=save_every,
         save_path=save_path,
+        tile_size=tile_size,
+        lbfgs_history=lbfgs_history,
     )

@@ -124,3 +124,10 @@ def lpips_distance(f0: torch.Tensor, f1: torch.Tensor, weight: torch.Tensor, eps
     n1 = a1 / (torch.linalg.vector_norm(a1, dim=1, keepdim=True) + eps)
     per_pixel = ((n0 - n1) ** 2 * weight.to(acc_dtype)[:, None, None]).sum(1)
     return per_pixel.mean(dim=(1, 2))
+
+
+def style_loss_gradient(x: torch.Tensor, diff: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+    """``dF_b = coef_b (D_b + D_b^T) F_b`` in diff's (accumulation) dtype, cast to x's; diff (B, C, C), coef (B,)."""
+    feats = x.flatten(2).to(diff.dtype)
+    sym = (diff + diff.transpose(1, 2)) * coef[:, None, None]
+    return torch.bmm(sym, feats).view(x.shape).to(x.dtype)
