@@ -102,7 +102,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--autocast", action="store_true", help="run the VGG pass in bf16 (losses stay fp32)")
     p.add_argument("--save-every", type=_int(0), default=0, help="write the image every N iterations")
     p.add_argument(
-        "--save-path", default=None, help="intermediate image path, may contain {iteration} (default: the output path)"
+        "--save-path",
+        default=None,
+        help="intermediate image path, may contain {iteration}; also where Ctrl-C keeps the current image "
+        "(default: the output path)",
     )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument(
@@ -490,7 +493,7 @@ def _run(args: argparse.Namespace) -> int:
     inputs = [*args.styles, getattr(args, "content", None), getattr(args, "init", None)]
     inputs = [p for p in inputs if p is not None and p not in gatys.INITS]
     _checks.output_path("-o", args.output, inputs, images.SAVE_FORMATS)
-    if args.save_every and args.save_path is None:
+    if args.save_path is None:  # --save-every writes there, and Ctrl-C keeps the current image there
         args.save_path = args.output
     try:  # under torchrun with --tile-size the tiles spread over the processes; rank 0 writes
         return _run_gatys(args, inputs)

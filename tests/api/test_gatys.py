@@ -145,6 +145,26 @@ def test_cli_stylize_texture_and_errors(pictures, tmp_path, capsys):
     assert "error:" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["stylize", "texture"])
+def test_cli_ctrl_c_writes_the_current_image_to_the_output(pictures, tmp_path, monkeypatch, command):
+    """Ctrl-C without --save-path keeps the image of the last finished iteration at -o, and exits with 130."""
+    _, _, (content_path, style_path) = pictures
+    stop = {"at": 2}
+
+    def interrupt_after(info):
+        if info["iteration"] + 1 == stop["at"]:
+            raise KeyboardInterrupt
+
+    real_optimize = gatys._optimize
+    monkeypatch.setattr(gatys, "_optimize", lambda *a, **k: real_optimize(*a, **{**k, "callback": interrupt_after}))
+    out = tmp_path / "out.png"
+    inputs = [str(content_path), str(style_path)] if command == "stylize" else [str(style_path)]
+    args = [command, *inputs, "-o", str(out), "--size", "32", "--weights", "random", "--iterations", "5"]
+    assert cli.main([*args, "--no-progress", "--device", "cpu"]) == 130
+    assert images.load_image(out).shape[-1] == 32
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
 def test_cli_info_and_demo(tmp_path, capsys):
     assert cli.main(["info"]) == 0
     assert (
