@@ -62,6 +62,13 @@ def loss_weight(name: str, value: object) -> float:
     return weight
 
 
+def flag(name: str, value: object) -> bool:
+    """A bool option (not an int or a string that would only look true)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, not {type(value).__name__}")
+    return value
+
+
 def seed(value: object, name: str = "seed") -> int:
     return integer(name, value, 0, SEED_MAX)
 

@@ -8,15 +8,15 @@ from the same torchrun environment after destroying the first) until :func:`tear
 the end of a command and ``atexit`` calls otherwise. Without those variables it is one process (rank 0 of 1) and
 nothing is initialised. A group the caller initialised already is used as it is::
 
-    with distributed.process_group(device) as group:
-        device = group.device
-        state = group.on_main(load_checkpoint)  # read on rank 0, the same object on every rank
-        with distributed.StopRequest() as stop:
-            for step in ...:
-                if group.any(stop.requested):  # every rank stops at the same step
-                    break
-        if group.is_main:
-            save(...)
+    group = distributed.process_group(device)
+    device = group.device
+    state = group.on_main(load_checkpoint)  # read on rank 0, the same object on every rank
+    with distributed.StopRequest() as stop:
+        for step in ...:
+            if group.any(stop.requested):  # every rank stops at the same step
+                break
+    if group.is_main:
+        save(...)
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ import atexit
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -142,13 +141,11 @@ def rank_device(device: torch.device) -> torch.device:
     return device
 
 
-@contextmanager
-def process_group(device: torch.device) -> Iterator[Group]:
+def process_group(device: torch.device) -> Group:
     """This process's :class:`Group`: the initialised default group (the caller's, or one made from the
     torchrun environment on first use: NCCL for CUDA, gloo otherwise), or rank 0 of 1 without torchrun."""
     if not dist.is_available() or (not dist.is_initialized() and not launched_by_torchrun()):
-        yield Group(0, 1, device)
-        return
+        return Group(0, 1, device)
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"device {device}: torch.distributed runs here on cpu (gloo) or cuda (NCCL) devices")
     device = rank_device(device)
@@ -161,7 +158,7 @@ def process_group(device: torch.device) -> Iterator[Group]:
     cpu_group = None
     if world > 1:
         cpu_group = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
-    yield Group(dist.get_rank(), world, device, cpu_group)
+    return Group(dist.get_rank(), world, device, cpu_group)
 
 
 def teardown() -> None:

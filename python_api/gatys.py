@@ -22,7 +22,7 @@ import torch
 
 import perceptual_kernels as pk
 
-from . import _checks, gatys_tiled, images, loop
+from . import _checks, distributed, gatys_tiled, images, loop
 from ._device import resolve_device
 from .images import ImageLike
 from .vgg import VGGFeatures, layer_names
@@ -340,7 +340,7 @@ def stylize(
     _save_path_check(save_every, save_path, protected)
     layers = list(dict.fromkeys([*content_layers, *style_layers]))
     _check_tiling(tile_size, extractor, arch, layers)
-    group = None if tile_size is None else gatys_tiled.process_group(device)
+    group = None if tile_size is None else distributed.process_group(device)
     if group is not None:
         device = group.device
     content_full = images.as_image(content, "content", device)

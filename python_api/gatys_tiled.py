@@ -51,14 +51,7 @@ __all__ = [
     "memory_estimate",
     "memory_note",
     "plan_tiles",
-    "process_group",
 ]
-
-
-def process_group(device: torch.device) -> distributed.Group:
-    """This process's place among the ranks (the torchrun group, started on first use; rank 0 of 1 alone)."""
-    with distributed.process_group(device) as group:
-        return group
 
 
 def launched_processes() -> int:

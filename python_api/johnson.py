@@ -253,13 +253,7 @@ def train_style(
     device = resolve_device(device)
     if isinstance(styles, (str, os.PathLike, torch.Tensor)) or not styles:
         raise ValueError("styles must be a non-empty sequence of style images (paths or tensors)")
-    with distributed.process_group(device) as group:
-        return _train_style(data_dir, styles, out_dir, config, resume, group, progress)
-
-
-def _train_style(
-    data_dir, styles, out_dir, config: TrainConfig, resume: bool, group: distributed.Group, progress: bool
-) -> TrainResult:
+    group = distributed.process_group(device)  # one process without torchrun
     device = group.device
     data, out = group.together(lambda: _data_and_run(data_dir, out_dir, config, styles, group.world_size))
     num_styles = len(styles)
@@ -343,13 +337,7 @@ def train_super_resolution(
     Checks, resume and unreadable files as in :func:`train_style`."""
     config = _checked_config(config, "super_resolution", content_weight=1.0, style_weight=0.0, crop=288)
     device = resolve_device(device)
-    with distributed.process_group(device) as group:
-        return _train_super_resolution(data_dir, out_dir, config, resume, group, progress)
-
-
-def _train_super_resolution(
-    data_dir, out_dir, config: TrainConfig, resume: bool, group: distributed.Group, progress: bool
-) -> TrainResult:
+    group = distributed.process_group(device)  # one process without torchrun
     device = group.device
     data, out = group.together(lambda: _data_and_run(data_dir, out_dir, config, (), group.world_size))
     torch.manual_seed(config.seed)  # the initial weights

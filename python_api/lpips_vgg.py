@@ -5,8 +5,8 @@ For images ``x``, ``y`` in [-1, 1] (the ``lpips`` package's convention; ``normal
 
 1. the package's scaling layer: ``z = (x - shift) / scale``, shift = (-0.030, -0.088, -0.188), scale = (0.458,
    0.448, 0.450) per RGB channel;
-2. VGG16 features relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 of ``z`` (:class:`VGGFeatures`' modules, without
-   its own [0, 1] preprocessing);
+2. VGG16 features relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 of ``z`` (:class:`VGGFeatures` with
+   ``normalize_input=False``: the scaling layer replaces its ImageNet normalisation);
 3. per layer ``d_l = mean_hw sum_c w_lc (f0_c / (||f0|| + 1e-10) - f1_c / (||f1|| + 1e-10))^2`` (the fused op;
    ``w_l`` the published 1x1 linear weights, frozen), and ``LPIPS = sum_l d_l`` per image -> (B,).
 
@@ -25,7 +25,7 @@ from torch import nn
 
 import perceptual_kernels as pk
 
-from .vgg import VGGFeatures, layer_names
+from .vgg import VGGFeatures
 
 LPIPS_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
 LPIPS_CHANNELS = (64, 128, 256, 512, 512)
@@ -92,9 +92,7 @@ class LPIPS(nn.Module):
     def __init__(self, vgg_weights: str | os.PathLike = "imagenet", lin_weights: str | os.PathLike | None = None):
         super().__init__()
         lins = load_linear_weights(lin_weights)  # first: the clearer error when the package is missing
-        self.vgg = VGGFeatures(list(LPIPS_LAYERS), arch="vgg16", weights=vgg_weights)
-        names = layer_names("vgg16")
-        self._indices = tuple(names.index(name) for name in LPIPS_LAYERS)
+        self.vgg = VGGFeatures(list(LPIPS_LAYERS), arch="vgg16", weights=vgg_weights, normalize_input=False)
         for k, w in enumerate(lins):
             self.register_buffer(f"lin{k}", w)
         self.register_buffer("shift", torch.tensor(LPIPS_SHIFT).view(1, 3, 1, 1), persistent=False)
@@ -112,13 +110,7 @@ class LPIPS(nn.Module):
         h = (x.to(self.shift.dtype) - self.shift) / self.scale
         if channels_last:
             h = h.contiguous(memory_format=torch.channels_last)
-        out = []
-        modules: list[nn.Module] = list(self.vgg.features)[: self._indices[-1] + 1]
-        for index, module in enumerate(modules):
-            h = module(h)
-            if index in self._indices:
-                out.append(h)
-        return out
+        return list(self.vgg(h).values())  # in LPIPS_LAYERS order
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, *, normalize: bool = False) -> torch.Tensor:
         """LPIPS distances (B,) of images ``x``, ``y`` (B, 3, H, W) in [-1, 1] ([0, 1] with ``normalize``)."""

@@ -167,15 +167,9 @@ class PerceptualLoss(nn.Module):
         if self.perceptual_weight == 0 and self.style_weight == 0:
             raise ValueError("perceptual_weight and style_weight are both 0: the loss would compute nothing")
         self.input_range = _input_range(input_range)
-        for name, flag in (
-            ("normalize_input", normalize_input),
-            ("return_pair", return_pair),
-            ("batched_target", batched_target),
-            ("channels_last", channels_last),
-        ):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be True or False, not {type(flag).__name__}")
-        self.return_pair, self.batched_target, self.channels_last = return_pair, batched_target, channels_last
+        self.return_pair = _checks.flag("return_pair", return_pair)
+        self.batched_target = _checks.flag("batched_target", batched_target)
+        self.channels_last = _checks.flag("channels_last", channels_last)
         self.vgg = VGGFeatures(
             list(self.layer_weights),
             arch,
@@ -301,8 +295,7 @@ class BasicSRPerceptualLoss(PerceptualLoss):
         *,
         weights: str | os.PathLike = "imagenet",
     ) -> None:
-        if not isinstance(range_norm, bool):
-            raise TypeError(f"range_norm must be True or False, not {type(range_norm).__name__}")
+        _checks.flag("range_norm", range_norm)
         if vgg_type not in ("vgg16", "vgg19"):
             raise ValueError(f"vgg_type must be 'vgg19' or 'vgg16' (no batch-norm or vgg11 / vgg13), got {vgg_type!r}")
         super().__init__(

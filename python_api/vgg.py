@@ -265,8 +265,7 @@ class VGGFeatures(nn.Module):
         normalize_input: bool = True,
     ) -> None:
         super().__init__()
-        if not isinstance(normalize_input, bool):
-            raise TypeError(f"normalize_input must be True or False, not {type(normalize_input).__name__}")
+        _checks.flag("normalize_input", normalize_input)
         all_names = layer_names(arch)  # ValueError for an unknown arch
         seed = _checks.seed(seed)
         if pooling not in _POOLINGS:

@@ -217,7 +217,7 @@ def test_rank_device_under_torchrun(monkeypatch):
 def test_one_process_without_torchrun(monkeypatch):
     for name in distributed.TORCHRUN_VARIABLES:
         monkeypatch.delenv(name, raising=False)
-    with distributed.process_group(torch.device("cpu")) as group:
-        assert (group.rank, group.world_size, group.is_main, group.distributed) == (0, 1, True, False)
-        assert group.any(True) and group.sum_ints([1, 2]) == [1, 2] and group.on_main(lambda: 3) == 3
+    group = distributed.process_group(torch.device("cpu"))
+    assert (group.rank, group.world_size, group.is_main, group.distributed) == (0, 1, True, False)
+    assert group.any(True) and group.sum_ints([1, 2]) == [1, 2] and group.on_main(lambda: 3) == 3
     assert not torch.distributed.is_initialized()

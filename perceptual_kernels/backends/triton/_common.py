@@ -40,6 +40,19 @@ def plane_offset(m, W, stride_h, stride_w, SPLIT_HW: tl.constexpr):
     return offs
 
 
+@triton.jit
+def criterion_term(d, L1: tl.constexpr):
+    """(loss term, gradient factor) of a difference ``d``: ``(d^2, d)``, or for L1 ``(|d|, sign(d))`` with
+    ``sign(0) = 0`` and ``sign(NaN) = NaN``."""
+    if L1:
+        term = tl.abs(d)
+        factor = tl.where(d > 0, 1.0, tl.where(d < 0, -1.0, d))
+    else:
+        term = d * d
+        factor = d
+    return term, factor
+
+
 def num_sms(device: torch.device) -> int:
     """Streaming multiprocessors of ``device`` (a small fixed number under the CPU interpreter)."""
     if device.type == "cuda":

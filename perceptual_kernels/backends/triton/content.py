@@ -23,19 +23,7 @@ import triton
 import triton.language as tl
 
 from ..interface import CRITERIA
-from ._common import TRITON_DTYPES, interpreting
-
-
-@triton.jit
-def _loss_and_grad_term(d, L1: tl.constexpr):
-    """(the loss term of d, what the gradient scales): (d^2, d) for l2, (|d|, sign(d)) for l1 with NaN kept."""
-    if L1:
-        term = tl.abs(d)
-        g = tl.where(d > 0, 1.0, tl.where(d < 0, -1.0, d))
-    else:
-        term = d * d
-        g = d
-    return term, g
+from ._common import TRITON_DTYPES, criterion_term, interpreting
 
 
 @triton.jit
@@ -47,7 +35,7 @@ def _content_flat_kernel(
     mask = offs < N
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     t = tl.load(t_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    term, g = _loss_and_grad_term(x - t, L1)
+    term, g = criterion_term(x - t, L1)
     tl.store(partials_ptr + pid, tl.sum(tl.where(mask, term, 0.0), axis=0))
     if NEED_GRAD:
         tl.store(grad_ptr + offs, (g * tl.load(coef_ptr)).to(grad_ptr.dtype.element_ty), mask=mask)
@@ -91,7 +79,7 @@ def _content_strided_kernel(
     b = rest // C
     x = tl.load(x_ptr + b * sxb + c * sxc + h * sxh + w * sxw, mask=mask, other=0.0).to(tl.float32)
     t = tl.load(t_ptr + b * stb + c * stc + h * sth + w * stw, mask=mask, other=0.0).to(tl.float32)
-    term, g = _loss_and_grad_term(x - t, L1)
+    term, g = criterion_term(x - t, L1)
     tl.store(partials_ptr + pid, tl.sum(tl.where(mask, term, 0.0), axis=0))
     if NEED_GRAD:
         gp = grad_ptr + b * sgb + c * sgc + h * sgh + w * sgw

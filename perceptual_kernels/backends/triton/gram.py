@@ -22,23 +22,11 @@ import triton
 import triton.language as tl
 
 from ..interface import CRITERIA
-from ._common import dot_precision, hw_layout, interpreting, num_sms, plane_offset
+from ._common import criterion_term, dot_precision, hw_layout, interpreting, num_sms, plane_offset
 
 _FORCE_SPLIT: int | None = None  # tests set this to exercise split-K on small shapes
 
 _GRAM, _STYLE = 0, 1
-
-
-@triton.jit
-def _style_term(d, L1: tl.constexpr):
-    """(loss term, stored value) of a difference: (d^2, d), or for L1 (|d|, sign(d)) with sign(NaN) = NaN."""
-    if L1:
-        term = tl.abs(d)
-        stored = tl.where(d > 0, 1.0, tl.where(d < 0, -1.0, d))
-    else:
-        term = d * d
-        stored = d
-    return term, stored
 
 
 @triton.jit
@@ -83,14 +71,14 @@ def _gram_epilogue(
             t_base = target_ptr + b * s_tb
         a = tl.load(t_base + rows[:, None] * s_tr + cols[None, :] * s_tc, mask=mask, other=0.0)
         d = tl.where(mask, acc - a.to(tl.float32), 0.0)
-        term, stored = _style_term(d, L1)
+        term, stored = criterion_term(d, L1)
         tl.store(upper_ptrs, stored, mask=mask)
         partial = tl.sum(tl.sum(term, axis=1), axis=0)
         if ti != tj:
             # mirrored tile: D[j, i] = G[i, j] - A[j, i] (A need not be symmetric)
             a_t = tl.load(t_base + cols[None, :] * s_tr + rows[:, None] * s_tc, mask=mask, other=0.0)
             d_t = tl.where(mask, acc - a_t.to(tl.float32), 0.0)
-            term_t, stored_t = _style_term(d_t, L1)
+            term_t, stored_t = criterion_term(d_t, L1)
             tl.store(mirror_ptrs, stored_t, mask=mask)
             partial += tl.sum(tl.sum(term_t, axis=1), axis=0)
         tl.store(loss_ptr + b * n_tiles + tile_id, partial)

@@ -20,12 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import TRITON_DTYPES, interpreting
-
-
-@triton.jit
-def _pixel_offsets(b, m, W, sb, sh, sw):
-    return b * sb + (m // W).to(tl.int64) * sh + (m % W).to(tl.int64) * sw
+from ._common import TRITON_DTYPES, interpreting, plane_offset
 
 
 @triton.jit
@@ -74,8 +69,8 @@ def _lpips_kernel(
     b = pid // n_pblocks
     m = (pid % n_pblocks) * BLOCK_P + tl.arange(0, BLOCK_P).to(tl.int64)
     pmask = m < HW
-    off0 = _pixel_offsets(b, m, W, s0b, s0h, s0w)
-    off1 = _pixel_offsets(b, m, W, s1b, s1h, s1w)
+    off0 = b * s0b + plane_offset(m, W, s0h, s0w, True)
+    off1 = b * s1b + plane_offset(m, W, s1h, s1w, True)
     cs = tl.arange(0, BLOCK_C)
 
     ss0 = tl.zeros([BLOCK_P], dtype=tl.float32)
@@ -107,8 +102,8 @@ def _lpips_kernel(
         k1 = tl.where(r1 > 0, dot1 * inv1 / tl.where(r1 > 0, r1, 1.0), 0.0)
         sc0 = coef * inv0
         sc1 = coef * inv1
-        q0 = _pixel_offsets(b, m, W, t0b, t0h, t0w)
-        q1 = _pixel_offsets(b, m, W, t1b, t1h, t1w)
+        q0 = b * t0b + plane_offset(m, W, t0h, t0w, True)
+        q1 = b * t1b + plane_offset(m, W, t1h, t1w, True)
         for c0 in range(0, C, BLOCK_C):
             c = c0 + cs
             mask = (c < C)[:, None] & pmask[None, :]
